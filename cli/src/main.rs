@@ -1,0 +1,2 @@
+//! (binary being written)
+fn main() {}

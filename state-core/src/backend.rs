@@ -1,0 +1,277 @@
+//! The byte-level keyed-state backend trait and the checkpointing trait.
+//!
+//! A backend stores, per registered state, entries addressed by
+//! (key group, key, namespace) — plus a user key for map states — as raw
+//! bytes. It knows nothing of serialization, TTL or timers: the typed layer
+//! ([`crate::typed`]) builds those on top, once, for every backend.
+//!
+//! # Threading
+//! A backend instance belongs to one subtask and is used from that subtask's
+//! thread only (`Send`, not `Sync`). The asynchronous part of a snapshot
+//! ([`AsyncSnapshot`]) is `Send` and runs on another thread while the backend
+//! keeps processing.
+
+use std::fmt::Debug;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+use crate::clock::Clock;
+use crate::ids::{CheckpointId, OperatorId, StateId};
+use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
+use crate::metadata::KeyedStateHandle;
+use crate::storage::CheckpointStorage;
+use crate::ttl::TtlConfig;
+
+/// The kind of a keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateKind {
+    /// One value per (key, namespace).
+    Value,
+    /// A list of elements per (key, namespace), appendable without a read.
+    List,
+    /// A map from user key to value per (key, namespace).
+    Map,
+    /// One value folded from added elements by a reduce function.
+    Reducing,
+    /// One accumulator folded from added elements by an aggregate function.
+    Aggregating,
+}
+
+/// How a backend stores a state of some [`StateKind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StateLayout {
+    /// One value per (key, namespace): value, reducing and aggregating states.
+    Value,
+    /// A list of elements per (key, namespace).
+    List,
+    /// User-keyed entries per (key, namespace).
+    Map,
+}
+
+impl StateKind {
+    /// How the backend stores this kind.
+    pub fn layout(self) -> StateLayout {
+        match self {
+            StateKind::Value | StateKind::Reducing | StateKind::Aggregating => StateLayout::Value,
+            StateKind::List => StateLayout::List,
+            StateKind::Map => StateLayout::Map,
+        }
+    }
+}
+
+/// What a backend needs to know about a state when it is registered.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StateDescriptor {
+    /// The state's name, unique within the operator.
+    pub name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Its time-to-live, if entries expire.
+    pub ttl: Option<TtlConfig>,
+}
+
+impl StateDescriptor {
+    /// A descriptor without TTL.
+    pub fn new(name: impl Into<String>, kind: StateKind) -> Self {
+        StateDescriptor {
+            name: name.into(),
+            kind,
+            ttl: None,
+        }
+    }
+}
+
+/// The address of the state of one key in one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryKey<'a> {
+    /// The key group of `key`; must lie in the backend's range.
+    pub key_group: KeyGroup,
+    /// The serialized key.
+    pub key: &'a [u8],
+    /// The serialized namespace (empty for the default namespace).
+    pub namespace: &'a [u8],
+}
+
+/// Visits the (user key, value) entries of a map state; break to stop.
+pub type MapVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
+
+/// Visits the (key group, key, namespace) addresses of a state; break to stop.
+pub type KeyVisitor<'a> = dyn FnMut(&EntryKey<'_>) -> ControlFlow<()> + 'a;
+
+/// A byte-level store of keyed state for one subtask's key-group range.
+///
+/// Contracts common to all methods:
+/// - `state` must come from [`KeyedStateBackend::register_state`] on the same
+///   instance and have a matching layout, else [`crate::StateError::InvalidArgument`].
+/// - `key.key_group` must lie in [`KeyedStateBackend::key_group_range`], else
+///   [`crate::StateError::InvalidArgument`].
+/// - Writes are visible to every later read on the same instance; nothing is
+///   durable until a checkpoint containing it completes.
+/// - Values are opaque bytes; the backend never interprets them except to
+///   apply a state's TTL when it writes a full snapshot (see [`crate::ttl`]).
+pub trait KeyedStateBackend: Send + Debug {
+    /// The key groups this instance holds.
+    fn key_group_range(&self) -> KeyGroupRange;
+
+    /// The job's number of key groups.
+    fn max_parallelism(&self) -> MaxParallelism;
+
+    /// Registers a state, or returns the id of the state already registered
+    /// under the same name (also one restored from a snapshot). Registering a
+    /// name again with another kind is an error; a changed TTL replaces the old one.
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId>;
+
+    /// The descriptors of every registered state, indexed by [`StateId`].
+    fn states(&self) -> Vec<StateDescriptor>;
+
+    /// The value of a value-layout state.
+    fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>>;
+
+    /// Sets the value of a value-layout state.
+    fn put(&mut self, state: StateId, key: &EntryKey<'_>, value: Bytes) -> Result<()>;
+
+    /// The elements of a list-layout state, oldest first (empty if none).
+    fn get_list(&self, state: StateId, key: &EntryKey<'_>) -> Result<Vec<Bytes>>;
+
+    /// Appends one element to a list-layout state without reading it.
+    fn append(&mut self, state: StateId, key: &EntryKey<'_>, element: Bytes) -> Result<()>;
+
+    /// Replaces all elements of a list-layout state (an empty list clears it).
+    fn put_list(&mut self, state: StateId, key: &EntryKey<'_>, elements: Vec<Bytes>) -> Result<()>;
+
+    /// The value of one user key of a map-layout state.
+    fn map_get(&self, state: StateId, key: &EntryKey<'_>, user_key: &[u8])
+    -> Result<Option<Bytes>>;
+
+    /// Sets one user key of a map-layout state.
+    fn map_put(
+        &mut self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        user_key: &[u8],
+        value: Bytes,
+    ) -> Result<()>;
+
+    /// Removes one user key of a map-layout state.
+    fn map_remove(&mut self, state: StateId, key: &EntryKey<'_>, user_key: &[u8]) -> Result<()>;
+
+    /// Visits every (user key, value) of a map-layout state for one key and
+    /// namespace, until the visitor breaks. Order is unspecified.
+    fn map_scan(
+        &self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        visit: &mut MapVisitor<'_>,
+    ) -> Result<()>;
+
+    /// Removes everything a state holds for one key and namespace (the value,
+    /// the whole list or the whole map).
+    fn clear(&mut self, state: StateId, key: &EntryKey<'_>) -> Result<()>;
+
+    /// Visits every (key group, key, namespace) that holds state in `state`,
+    /// once each, until the visitor breaks. Order is unspecified. The backend
+    /// must not be modified during the visit.
+    fn keys(&self, state: StateId, visit: &mut KeyVisitor<'_>) -> Result<()>;
+}
+
+/// The part of a snapshot that runs off the task thread.
+pub trait AsyncSnapshot: Send {
+    /// Writes the snapshot to `storage` and returns its handle, or `None` when
+    /// the backend held no state. Errors fail this checkpoint only; the
+    /// backend that produced the snapshot keeps working.
+    fn write(self: Box<Self>, storage: &dyn CheckpointStorage) -> Result<Option<KeyedStateHandle>>;
+}
+
+/// Whether a backend should snapshot in full or incrementally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum SnapshotMode {
+    /// Write every entry.
+    #[default]
+    Full,
+    /// Write only what changed since the last confirmed checkpoint, where the
+    /// backend supports it; others write a full snapshot.
+    Incremental,
+}
+
+/// Snapshot and restore of a [`KeyedStateBackend`].
+pub trait Checkpointable: KeyedStateBackend {
+    /// The synchronous part of a snapshot for checkpoint `id`: captures a
+    /// consistent view of the state as of this call and returns the work that
+    /// writes it. Writes made after this call returns are not in the snapshot.
+    /// Must be short: it runs on the task thread while records wait.
+    fn snapshot(&mut self, id: CheckpointId, mode: SnapshotMode) -> Result<Box<dyn AsyncSnapshot>>;
+
+    /// Replaces all state with the state in `handles`, keeping only the key
+    /// groups in [`KeyedStateBackend::key_group_range`]. `handles` may come
+    /// from any parallelism (rescaling): pass every handle whose range
+    /// overlaps this backend's (see [`handles_for_range`]). On error the
+    /// backend is left empty, never half-restored.
+    fn restore(
+        &mut self,
+        handles: &[KeyedStateHandle],
+        storage: &dyn CheckpointStorage,
+    ) -> Result<()>;
+
+    /// Checkpoint `id` completed: every task acknowledged it and its metadata
+    /// is durable. Incremental backends may now build on it.
+    fn notify_checkpoint_complete(&mut self, _id: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `id` was aborted; its files must not be built upon.
+    fn notify_checkpoint_aborted(&mut self, _id: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// The handles whose key groups overlap `range`: what a subtask with that
+/// range passes to [`Checkpointable::restore`].
+pub fn handles_for_range<'a>(
+    handles: impl IntoIterator<Item = &'a KeyedStateHandle>,
+    range: KeyGroupRange,
+) -> Vec<KeyedStateHandle> {
+    handles
+        .into_iter()
+        .filter(|h| !h.key_groups().intersect(&range).is_empty())
+        .cloned()
+        .collect()
+}
+
+/// Where a backend instance runs: what a [`BackendFactory`] needs to create it.
+#[derive(Debug, Clone)]
+pub struct BackendContext {
+    /// The operator whose state it holds.
+    pub operator_id: OperatorId,
+    /// The subtask index.
+    pub subtask: u32,
+    /// The operator's parallelism.
+    pub parallelism: u32,
+    /// The job's number of key groups.
+    pub max_parallelism: MaxParallelism,
+    /// The clock for TTL and timers.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl BackendContext {
+    /// The key groups this subtask owns.
+    pub fn key_group_range(&self) -> Result<KeyGroupRange> {
+        self.max_parallelism
+            .range_for_subtask(self.parallelism, self.subtask)
+    }
+}
+
+/// Creates backend instances for subtasks; how engines stay generic over backends.
+pub trait BackendFactory: Send + Sync + Debug {
+    /// The backend type created.
+    type Backend: Checkpointable + 'static;
+
+    /// A short name for logs and metadata (`heap`, `rocks`).
+    fn name(&self) -> &'static str;
+
+    /// Creates an empty backend for one subtask.
+    fn create(&self, context: &BackendContext) -> Result<Self::Backend>;
+}
