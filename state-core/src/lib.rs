@@ -40,9 +40,9 @@ pub mod typed;
 
 #[cfg(feature = "test-suite")]
 pub mod conformance;
-#[cfg(feature = "test-suite")]
+#[cfg(any(test, feature = "test-suite"))]
 pub mod faulty_fs;
-#[cfg(feature = "test-suite")]
+#[cfg(any(test, feature = "test-suite"))]
 pub mod model;
 
 pub use backend::{
@@ -54,6 +54,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, Result, StateError};
 pub use ids::{CheckpointId, JobId, OperatorId, StateId};
 pub use key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
+pub use memory_storage::MemoryCheckpointStorage;
 pub use metadata::{CheckpointMetadata, KeyedStateHandle, SnapshotKind};
 pub use storage::{CheckpointOutput, CheckpointStorage, StateScope, StreamHandle, StreamLocation};
 pub use ttl::{TtlConfig, TtlUpdateType, TtlVisibility};

@@ -1,0 +1,452 @@
+//! Conformance: snapshot isolation, restore, corrupt snapshots, rescaling.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+
+use super::Setup;
+use super::fixture::{
+    Fixture, MAX_PARALLELISM, clock, create_subtask, fixture_ttl, restore_subtask, snapshot_all,
+    total_entries,
+};
+use crate::backend::{BackendFactory, Checkpointable, SnapshotMode, StateKind};
+use crate::ids::CheckpointId;
+use crate::key_group::MaxParallelism;
+use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
+use crate::storage::{CheckpointOutput, CheckpointStorage, StateScope, StreamHandle};
+use crate::timers::TimerService;
+use crate::typed::{KeyedState, StateHandle};
+use crate::{ErrorKind, KeyedStateBackend, Result};
+
+/// The synchronous part captures the state as of its call: writes made
+/// while the asynchronous part runs on another thread are not in the snapshot.
+pub fn snapshot_isolation<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let mut st = create_subtask(&setup, 0, 1, &clock).unwrap();
+    let fx = Fixture::register(&mut st);
+    for k in 0..50 {
+        fx.populate(&mut st, k);
+    }
+    let id = CheckpointId(1);
+    setup.storage.initialize_checkpoint(id).unwrap();
+    let pending = st.backend_mut().snapshot(id, SnapshotMode::Full).unwrap();
+    let storage = setup.storage.as_ref();
+    let handle = std::thread::scope(|s| {
+        let writer = s.spawn(move || pending.write(storage));
+        for k in 0..50u32 {
+            st.set_current_key(&k).unwrap();
+            st.reset_namespace();
+            fx.value.update(&mut st, &"changed".to_string()).unwrap();
+            fx.list.add(&mut st, &999).unwrap();
+            fx.map.remove(&mut st, &"a".to_string()).unwrap();
+            fx.map.put(&mut st, &"c".to_string(), &3).unwrap();
+            fx.sum.clear(&mut st).unwrap();
+            st.set_namespace("ns").unwrap();
+            fx.list.update(&mut st, &[]).unwrap();
+        }
+        for k in 50..80 {
+            fx.populate(&mut st, k);
+        }
+        writer.join().expect("async snapshot thread panicked")
+    })
+    .unwrap();
+    let handles: Vec<KeyedStateHandle> = handle.into_iter().collect();
+    assert_eq!(handles.len(), 1);
+
+    // The live backend has the new writes.
+    st.set_current_key(&3u32).unwrap();
+    assert_eq!(fx.value.value(&mut st).unwrap().as_deref(), Some("changed"));
+
+    let mut restored = restore_subtask(&setup, &handles, 0, 1, &clock).unwrap();
+    let fx = Fixture::register(&mut restored);
+    for k in 0..50 {
+        fx.verify(&mut restored, k);
+    }
+    for k in 50..80 {
+        fx.verify_absent(&mut restored, k);
+    }
+}
+
+/// Every state kind, namespaces, a TTL state and timers come back from a
+/// snapshot into a fresh backend, which knows the restored states.
+pub fn restore_round_trip_all_kinds<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let mut st = create_subtask(&setup, 0, 1, &clock).unwrap();
+    let fx = Fixture::register(&mut st);
+    let mut timers = TimerService::new(&mut st).unwrap();
+    for k in 0..100u32 {
+        fx.populate(&mut st, k);
+        st.set_current_key(&k).unwrap();
+        st.set_namespace("w").unwrap();
+        timers
+            .register_event_time_timer(&mut st, u64::from(k) * 10)
+            .unwrap();
+        timers.register_processing_time_timer(&mut st, 7).unwrap();
+    }
+    let handles = snapshot_all(
+        std::slice::from_mut(&mut st),
+        setup.storage.as_ref(),
+        CheckpointId(7),
+    )
+    .unwrap();
+
+    let mut restored = restore_subtask(&setup, &handles, 0, 1, &clock).unwrap();
+    let states = restored.backend().states();
+    for name in Fixture::names() {
+        assert!(
+            states.iter().any(|d| d.name == name),
+            "state '{name}' not restored: {states:?}"
+        );
+    }
+    let ttl_state = states.iter().find(|d| d.name == "ttl-value").unwrap();
+    assert_eq!(ttl_state.ttl, Some(fixture_ttl()));
+    assert_eq!(
+        states.iter().find(|d| d.name == "avg").unwrap().kind,
+        StateKind::Aggregating
+    );
+
+    let fx = Fixture::register(&mut restored);
+    for k in 0..100 {
+        fx.verify(&mut restored, k);
+    }
+    fx.verify_absent(&mut restored, 100);
+    let mut timers = TimerService::new(&mut restored).unwrap();
+    assert_eq!(timers.counts(), (100, 100));
+    let fired = timers.advance_watermark(&mut restored, 495).unwrap();
+    let stamps: Vec<u64> = fired.iter().map(|t| t.timestamp).collect();
+    assert_eq!(stamps, (0..50).map(|k| k * 10).collect::<Vec<_>>());
+    for t in &fired {
+        let key: u32 = postcard::from_bytes(&t.key).unwrap();
+        assert_eq!(u64::from(key) * 10, t.timestamp);
+        assert_eq!(postcard::from_bytes::<String>(&t.namespace).unwrap(), "w");
+    }
+    assert_eq!(
+        timers
+            .fire_processing_timers(&mut restored, 7)
+            .unwrap()
+            .len(),
+        100
+    );
+}
+
+/// Restoring replaces whatever the backend held before.
+pub fn restore_replaces_existing_state<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let mut source = create_subtask(&setup, 0, 1, &clock).unwrap();
+    let fx = Fixture::register(&mut source);
+    for k in 0..20 {
+        fx.populate(&mut source, k);
+    }
+    let handles = snapshot_all(
+        std::slice::from_mut(&mut source),
+        setup.storage.as_ref(),
+        CheckpointId(1),
+    )
+    .unwrap();
+
+    let mut target = create_subtask(&setup, 0, 1, &clock).unwrap();
+    let other = Fixture::register(&mut target);
+    for k in 100..120 {
+        other.populate(&mut target, k);
+    }
+    other.populate(&mut target, 5);
+    target.set_current_key(&5u32).unwrap();
+    other
+        .value
+        .update(&mut target, &"stale".to_string())
+        .unwrap();
+    other.list.add(&mut target, &12345).unwrap();
+    let extra = target
+        .value_state(&crate::typed::ValueStateDescriptor::<u8>::new(
+            "not-in-snapshot",
+        ))
+        .unwrap();
+    extra.update(&mut target, &1).unwrap();
+
+    target
+        .backend_mut()
+        .restore(&handles, setup.storage.as_ref())
+        .unwrap();
+    let fx = Fixture::register(&mut target);
+    for k in 0..20 {
+        fx.verify(&mut target, k);
+    }
+    for k in 100..120 {
+        fx.verify_absent(&mut target, k);
+    }
+    let extra = target
+        .value_state(&crate::typed::ValueStateDescriptor::<u8>::new(
+            "not-in-snapshot",
+        ))
+        .unwrap();
+    target.set_current_key(&5u32).unwrap();
+    assert_eq!(extra.value(&mut target).unwrap(), None);
+    assert!(target.keys::<u32, _>(&extra, &()).unwrap().is_empty());
+}
+
+/// A snapshot of an empty backend restores to an empty backend, and
+/// restoring no handles empties a backend.
+pub fn empty_backend_snapshot_restores_empty<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let mut st = create_subtask(&setup, 0, 1, &clock).unwrap();
+    let _fx = Fixture::register(&mut st);
+    let handles = snapshot_all(
+        std::slice::from_mut(&mut st),
+        setup.storage.as_ref(),
+        CheckpointId(1),
+    )
+    .unwrap();
+    let mut restored = restore_subtask(&setup, &handles, 0, 1, &clock).unwrap();
+    assert_eq!(total_entries(&restored), 0);
+    let fx = Fixture::register(&mut restored);
+    fx.verify_absent(&mut restored, 1);
+
+    for k in 0..10 {
+        fx.populate(&mut restored, k);
+    }
+    assert!(total_entries(&restored) > 0);
+    restored
+        .backend_mut()
+        .restore(&[], setup.storage.as_ref())
+        .unwrap();
+    assert_eq!(total_entries(&restored), 0);
+}
+
+/// Given the read's index and the stored bytes, the bytes to return instead.
+type Mutation = dyn Fn(usize, &[u8]) -> Option<Vec<u8>> + Send + Sync;
+
+/// A storage that changes the bytes `read` returns.
+struct Tamper {
+    inner: Arc<dyn CheckpointStorage>,
+    reads: AtomicUsize,
+    mutate: Box<Mutation>,
+}
+
+impl fmt::Debug for Tamper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tamper")
+            .field("inner", &self.inner.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CheckpointStorage for Tamper {
+    fn describe(&self) -> String {
+        format!("tampered {}", self.inner.describe())
+    }
+    fn initialize_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        self.inner.initialize_checkpoint(id)
+    }
+    fn create_output(
+        &self,
+        id: CheckpointId,
+        scope: StateScope,
+        name: &str,
+    ) -> Result<Box<dyn CheckpointOutput>> {
+        self.inner.create_output(id, scope, name)
+    }
+    fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
+        let bytes = self.inner.read(handle)?;
+        let n = self.reads.fetch_add(1, Ordering::SeqCst);
+        Ok(match (self.mutate)(n, &bytes) {
+            Some(changed) => Bytes::from(changed),
+            None => bytes,
+        })
+    }
+    fn discard_stream(&self, handle: &StreamHandle) -> Result<()> {
+        self.inner.discard_stream(handle)
+    }
+    fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {
+        self.inner.write_metadata(metadata)
+    }
+    fn read_metadata(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
+        self.inner.read_metadata(id)
+    }
+    fn list_checkpoints(&self) -> Result<Vec<CheckpointId>> {
+        self.inner.list_checkpoints()
+    }
+    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
+        self.inner.discard_checkpoint(id)
+    }
+}
+
+fn flip(bytes: &[u8], at: usize) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    if let Some(b) = v.get_mut(at) {
+        *b ^= 0x5a;
+    }
+    v
+}
+
+/// Restoring a stream whose bytes were changed fails as Corrupted and
+/// leaves the backend empty — also when another handle restored fine first.
+pub fn corrupt_stream_restore_fails_and_leaves_empty<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let mut subtasks: Vec<_> = (0..2)
+        .map(|i| create_subtask(&setup, i, 2, &clock).unwrap())
+        .collect();
+    let max = MaxParallelism::new(MAX_PARALLELISM).unwrap();
+    let fxs: Vec<Fixture> = subtasks.iter_mut().map(Fixture::register).collect();
+    for k in 0..60u32 {
+        let kg = max.key_group_of(&postcard::to_stdvec(&k).unwrap());
+        let i = max.subtask_for_key_group(2, kg) as usize;
+        fxs[i].populate(&mut subtasks[i], k);
+    }
+    let handles = snapshot_all(&mut subtasks, setup.storage.as_ref(), CheckpointId(3)).unwrap();
+    assert_eq!(handles.len(), 2);
+
+    for corrupt_from in [0usize, 1] {
+        let tamper = Tamper {
+            inner: Arc::clone(&setup.storage),
+            reads: AtomicUsize::new(0),
+            mutate: Box::new(move |n, bytes| {
+                (n >= corrupt_from).then(|| flip(bytes, bytes.len() / 2))
+            }),
+        };
+        let mut target = create_subtask(&setup, 0, 1, &clock).unwrap();
+        let fx = Fixture::register(&mut target);
+        for k in 1000..1010 {
+            fx.populate(&mut target, k);
+        }
+        let err = target.backend_mut().restore(&handles, &tamper).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corrupted, "{err}");
+        assert_eq!(total_entries(&target), 0, "half-restored after: {err}");
+        let fx = Fixture::register(&mut target);
+        for k in (0..60).chain(1000..1010) {
+            fx.verify_absent(&mut target, k);
+        }
+        // The backend still works and restores the intact snapshot.
+        target
+            .backend_mut()
+            .restore(&handles, setup.storage.as_ref())
+            .unwrap();
+        let fx = Fixture::register(&mut target);
+        for k in 0..60 {
+            fx.verify(&mut target, k);
+        }
+    }
+}
+
+/// Changing any byte of a snapshot stream, with a checksum that matches the
+/// changed bytes, never panics: the restore either fails, leaving the
+/// backend empty, or succeeds.
+pub fn corrupt_bytes_never_panic_or_half_restore<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let mut st = create_subtask(&setup, 0, 1, &clock).unwrap();
+    let fx = Fixture::register(&mut st);
+    let mut timers = TimerService::new(&mut st).unwrap();
+    for k in 0..3 {
+        fx.populate(&mut st, k);
+        st.set_current_key(&k).unwrap();
+        timers.register_event_time_timer(&mut st, 5).unwrap();
+    }
+    let handles = snapshot_all(
+        std::slice::from_mut(&mut st),
+        setup.storage.as_ref(),
+        CheckpointId(1),
+    )
+    .unwrap();
+    let [KeyedStateHandle::KeyGroups(handle)] = handles.as_slice() else {
+        panic!("expected one full key-group handle, got {handles:?}");
+    };
+    let original = setup.storage.read(&handle.stream).unwrap();
+    let len = original.len();
+    let step = (len / 400).max(1);
+    let mut failures = 0;
+    for at in (0..len).step_by(step) {
+        let changed = flip(&original, at);
+        let mut patched = handle.clone();
+        patched.stream.crc32 = crc32fast::hash(&changed);
+        let tamper = Tamper {
+            inner: Arc::clone(&setup.storage),
+            reads: AtomicUsize::new(0),
+            mutate: Box::new(move |_, _| Some(changed.clone())),
+        };
+        let mut target = create_subtask(&setup, 0, 1, &clock).unwrap();
+        let other = Fixture::register(&mut target);
+        other.populate(&mut target, 77);
+        let result = target
+            .backend_mut()
+            .restore(&[KeyedStateHandle::KeyGroups(patched)], &tamper);
+        if let Err(e) = result {
+            failures += 1;
+            assert_eq!(
+                total_entries(&target),
+                0,
+                "byte {at}: half-restored after: {e}"
+            );
+        }
+    }
+    assert!(failures > 0, "no corruption of {len} bytes was detected");
+}
+
+/// Snapshots of 4 subtasks at max parallelism 128 restored at 3 and at 5:
+/// every key (and timer) is present exactly once, at the subtask owning its key group.
+pub fn rescale_4_to_3_and_5<F: BackendFactory>(setup: Setup<F>) {
+    let clock = clock();
+    let max = MaxParallelism::new(MAX_PARALLELISM).unwrap();
+    let owner = |k: u32, p: u32| {
+        max.subtask_for_key_group(p, max.key_group_of(&postcard::to_stdvec(&k).unwrap()))
+    };
+    let mut subtasks: Vec<_> = (0..4)
+        .map(|i| create_subtask(&setup, i, 4, &clock).unwrap())
+        .collect();
+    let fxs: Vec<Fixture> = subtasks.iter_mut().map(Fixture::register).collect();
+    let mut timers: Vec<TimerService> = subtasks
+        .iter_mut()
+        .map(|st| TimerService::new(st).unwrap())
+        .collect();
+    let keys: Vec<u32> = (0..400).collect();
+    for &k in &keys {
+        let i = owner(k, 4) as usize;
+        fxs[i].populate(&mut subtasks[i], k);
+        timers[i]
+            .register_event_time_timer(&mut subtasks[i], u64::from(k))
+            .unwrap();
+    }
+    let handles = snapshot_all(&mut subtasks, setup.storage.as_ref(), CheckpointId(9)).unwrap();
+    assert_eq!(handles.len(), 4);
+
+    for q in [3u32, 5] {
+        let mut seen_values = BTreeSet::new();
+        let mut seen_timers = BTreeSet::new();
+        for i in 0..q {
+            let mut st: KeyedState<F::Backend> =
+                restore_subtask(&setup, &handles, i, q, &clock).unwrap();
+            let fx = Fixture::register(&mut st);
+            let held: Vec<u32> = st.keys(&fx.value, &()).unwrap();
+            for &k in &held {
+                assert_eq!(owner(k, q), i, "p={q}: key {k} restored at subtask {i}");
+                assert!(seen_values.insert(k), "p={q}: key {k} restored twice");
+                fx.verify(&mut st, k);
+            }
+            for state in [
+                fx.list.state_id(),
+                fx.map.state_id(),
+                fx.sum.state_id(),
+                fx.avg.state_id(),
+            ] {
+                for (_, key) in st.keys_bytes(state, &[]).unwrap() {
+                    let k: u32 = postcard::from_bytes(&key).unwrap();
+                    assert_eq!(owner(k, q), i, "p={q}: key {k} restored at subtask {i}");
+                }
+            }
+            let mut t = TimerService::new(&mut st).unwrap();
+            for timer in t.advance_watermark(&mut st, u64::MAX).unwrap() {
+                let k: u32 = postcard::from_bytes(&timer.key).unwrap();
+                assert_eq!(owner(k, q), i, "p={q}: timer of key {k} at subtask {i}");
+                assert_eq!(u64::from(k), timer.timestamp);
+                assert!(
+                    seen_timers.insert(k),
+                    "p={q}: timer of key {k} restored twice"
+                );
+            }
+        }
+        let all: BTreeSet<u32> = keys.iter().copied().collect();
+        assert_eq!(seen_values, all, "p={q}");
+        assert_eq!(seen_timers, all, "p={q}");
+    }
+}
