@@ -1,1 +1,90 @@
-//! (crate being written)
+//! # cairn backend-fs
+//!
+//! Filesystem checkpoint storage for cairn, after Flink's
+//! `FileSystemCheckpointStorage`: [`FsCheckpointStorage`] keeps each job's
+//! checkpoints under `<base>/<job-id>/` as `chk-<n>/_metadata` plus state
+//! files, with `shared/` for files shared between incremental checkpoints and
+//! `taskowned/` for files owned by tasks. Streams are buffered, CRC-32-checked
+//! and fsynced on close; the metadata is written atomically and durably last,
+//! so a checkpoint exists exactly when its `_metadata` does. Restores read
+//! large state files through memory maps ([`MappedFs`]).
+//!
+//! Any backend writes its snapshots here through the
+//! [`state_core::CheckpointStorage`] trait; retention, the shared-state
+//! registry and the choice of checkpoint to restore are in
+//! [`state_core::checkpoint_store`].
+//!
+//! # Place in the workspace
+//! `state-core <- backend-fs <- executor <- cli`. This crate depends only on
+//! `state-core`; the executor and the CLI choose it as their checkpoint
+//! storage, and the CLI opens user-given paths with
+//! [`FsCheckpointStorage::open_path`].
+//!
+//! # Example
+//! ```
+//! use std::io::Write;
+//! use std::sync::Arc;
+//!
+//! use backend_fs::FsCheckpointStorage;
+//! use state_core::checkpoint_store::{
+//!     CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore,
+//! };
+//! use state_core::metadata::{OperatorSnapshot, SubtaskSnapshot};
+//! use state_core::{
+//!     CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotKind, StateScope,
+//! };
+//!
+//! # fn main() -> state_core::Result<()> {
+//! let dir = tempfile::tempdir().map_err(|e| state_core::StateError::io("tempdir", e))?;
+//! let job = JobId::new("wordcount")?;
+//! let storage = Arc::new(FsCheckpointStorage::open(dir.path(), job.clone())?);
+//! let mut store =
+//!     CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default())?;
+//!
+//! for n in 1..=3 {
+//!     let id = CheckpointId(n);
+//!     storage.initialize_checkpoint(id)?;
+//!     // A source writes its offsets as operator state.
+//!     let mut out = storage.create_output(id, StateScope::Exclusive, "source-0-offsets")?;
+//!     out.write_all(format!("offset {}", n * 100).as_bytes())
+//!         .map_err(|e| state_core::StateError::io("source-0-offsets", e))?;
+//!     let stream = out.close()?;
+//!     let operator = state_core::metadata::OperatorStateHandle { stream, states: Vec::new() };
+//!     store.complete(CheckpointMetadata {
+//!         checkpoint_id: id,
+//!         job_id: job.clone(),
+//!         timestamp_millis: 0,
+//!         kind: SnapshotKind::Full,
+//!         operators: vec![OperatorSnapshot {
+//!             operator_id: state_core::OperatorId("source".into()),
+//!             parallelism: 1,
+//!             max_parallelism: 128,
+//!             subtasks: vec![SubtaskSnapshot { subtask: 0, keyed: Vec::new(), operator: Some(operator) }],
+//!         }],
+//!     })?;
+//! }
+//!
+//! // Two checkpoints are retained; checkpoint 1 was subsumed and deleted.
+//! assert_eq!(storage.list_checkpoints()?, [CheckpointId(2), CheckpointId(3)]);
+//! assert!(dir.path().join("wordcount/chk-3/_metadata").exists());
+//!
+//! // After a restart: the newest intact checkpoint.
+//! let selection = select_for_restore(storage.as_ref())?;
+//! assert_eq!(selection.checkpoint_id(), CheckpointId(3));
+//! # Ok(())
+//! # }
+//! ```
+#![deny(unsafe_code)]
+
+mod locate;
+#[allow(unsafe_code)]
+mod mmap;
+mod output;
+mod storage;
+
+pub use mmap::{MAP_THRESHOLD, MappedFs};
+pub use output::FsOutput;
+pub use storage::{
+    DEFAULT_WRITE_BUFFER_SIZE, FsCheckpointStorage, FsStorageOptions, MAX_WRITE_BUFFER_SIZE,
+    SHARED_DIR, TASK_OWNED_DIR,
+};

@@ -1,1 +1,388 @@
-//! (module being written)
+//! Completed checkpoints: retention, subsumption, abort, shutdown, and the
+//! choice of checkpoint to restore from.
+//!
+//! [`CompletedCheckpointStore`] is the coordinator's record of the retained
+//! checkpoints of one job (Flink's `CompletedCheckpointStore` plus its
+//! `SharedStateRegistry`). It owns the life cycle of checkpoint files:
+//!
+//! - [`complete`](CompletedCheckpointStore::complete) writes a checkpoint's
+//!   metadata (from then on the checkpoint exists), registers its shared
+//!   files, and subsumes every checkpoint beyond `num_retained`: its exclusive
+//!   location is deleted, then each shared file that no retained checkpoint
+//!   references any more.
+//! - [`abort`](CompletedCheckpointStore::abort) deletes what an aborted
+//!   checkpoint wrote, keeping the shared files retained checkpoints use.
+//! - [`shutdown`](CompletedCheckpointStore::shutdown) applies the
+//!   externalized-checkpoint cleanup policy when the job ends.
+//! - [`recover`](CompletedCheckpointStore::recover) rebuilds the store and the
+//!   registry from the checkpoints already in storage after a restart.
+//!
+//! Restores pick their checkpoint with [`select_for_restore`], which verifies
+//! every stream of a checkpoint before choosing it and falls back to older
+//! ones; tools check a checkpoint with [`verify_checkpoint`].
+
+mod verify;
+
+use std::sync::Arc;
+
+pub use verify::{
+    FileCheck, RestoreSelection, VerifyReport, load_verified, select_for_restore, verify_checkpoint,
+};
+
+use crate::ids::CheckpointId;
+use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
+use crate::registry::SharedStateRegistry;
+use crate::storage::{CheckpointStorage, StreamHandle};
+use crate::{Result, StateError};
+
+/// What happens to retained checkpoints when a job is cancelled (Flink's
+/// `ExternalizedCheckpointCleanup`). See [`CompletedCheckpointStore::shutdown`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ExternalizedCheckpointCleanup {
+    /// Keep the retained checkpoints when the job is cancelled, so it can be
+    /// resumed from them later (the default).
+    #[default]
+    RetainOnCancellation,
+    /// Delete the retained checkpoints when the job is cancelled.
+    DeleteOnCancellation,
+}
+
+/// How a job ended, which decides whether its checkpoints are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobTerminalStatus {
+    /// Every source finished and the job completed.
+    Finished,
+    /// A user cancelled the job.
+    Canceled,
+    /// The job failed for good (the restart strategy gave up).
+    Failed,
+}
+
+/// The retained completed checkpoints of one job and their shared files.
+///
+/// Not thread-safe by itself: the checkpoint coordinator owns it and calls it
+/// from one thread (every mutating method takes `&mut self`).
+#[derive(Debug)]
+pub struct CompletedCheckpointStore {
+    storage: Arc<dyn CheckpointStorage>,
+    num_retained: usize,
+    cleanup: ExternalizedCheckpointCleanup,
+    /// Ascending by id; at most `num_retained` long.
+    retained: Vec<CheckpointMetadata>,
+    registry: SharedStateRegistry,
+    /// Checkpoints [`CompletedCheckpointStore::recover`] found unreadable.
+    skipped_on_recovery: Vec<(CheckpointId, StateError)>,
+}
+
+/// The default number of retained checkpoints, as in Flink (`state.checkpoints.num-retained`).
+pub const DEFAULT_NUM_RETAINED: usize = 1;
+
+impl CompletedCheckpointStore {
+    /// An empty store over `storage` keeping the newest `num_retained`
+    /// completed checkpoints (at least 1; Flink's default is
+    /// [`DEFAULT_NUM_RETAINED`]). Checkpoints already in `storage` are ignored;
+    /// use [`CompletedCheckpointStore::recover`] after a restart.
+    pub fn new(
+        storage: Arc<dyn CheckpointStorage>,
+        num_retained: usize,
+        cleanup: ExternalizedCheckpointCleanup,
+    ) -> Result<Self> {
+        if num_retained == 0 {
+            return Err(StateError::invalid(
+                "num_retained (retained checkpoints) must be at least 1, got 0",
+            ));
+        }
+        Ok(CompletedCheckpointStore {
+            storage,
+            num_retained,
+            cleanup,
+            retained: Vec::new(),
+            registry: SharedStateRegistry::new(),
+            skipped_on_recovery: Vec::new(),
+        })
+    }
+
+    /// A store holding the checkpoints already in `storage`, after a restart.
+    ///
+    /// Reads the metadata of every listed checkpoint, oldest first. Those whose
+    /// metadata cannot be read or decoded are skipped, logged and reported by
+    /// [`CompletedCheckpointStore::skipped_on_recovery`], and never deleted
+    /// (an operator may want to inspect them). Of the readable ones, the newest
+    /// `num_retained` are retained and the registry is rebuilt from them; older
+    /// readable ones (left by a crash in the middle of a rotation) are
+    /// subsumed, as they would have been without the crash.
+    ///
+    /// Only the metadata is checked here; [`select_for_restore`] verifies the
+    /// state streams of the checkpoint it restores from.
+    pub fn recover(
+        storage: Arc<dyn CheckpointStorage>,
+        num_retained: usize,
+        cleanup: ExternalizedCheckpointCleanup,
+    ) -> Result<Self> {
+        let span = tracing::info_span!("recover_checkpoints", storage = %storage.describe());
+        let _entered = span.enter();
+        let mut store = Self::new(storage, num_retained, cleanup)?;
+        let ids = store.storage.list_checkpoints()?;
+        let mut loaded = Vec::with_capacity(ids.len());
+        for id in ids {
+            match store.storage.read_metadata(id) {
+                Ok(metadata) => loaded.push(metadata),
+                Err(err) => {
+                    tracing::warn!(
+                        checkpoint_id = id.get(),
+                        error = %err,
+                        "skipping unreadable checkpoint on recovery; it is left in place"
+                    );
+                    store.skipped_on_recovery.push((id, err));
+                }
+            }
+        }
+        store.registry = SharedStateRegistry::rebuild(&loaded);
+        store.retained = loaded;
+        let subsumed = store.rotate();
+        tracing::info!(
+            storage = %store.storage.describe(),
+            retained = store.retained.len(),
+            subsumed = subsumed.len(),
+            skipped = store.skipped_on_recovery.len(),
+            latest = store.latest().map(|m| m.checkpoint_id.get()),
+            "recovered completed checkpoint store"
+        );
+        Ok(store)
+    }
+
+    /// Makes `metadata` a completed checkpoint and rotates the retained ones.
+    ///
+    /// Steps: the metadata is written through the storage (the moment the
+    /// checkpoint exists), its shared files are registered, and every retained
+    /// checkpoint beyond `num_retained` is subsumed: it is unregistered, its
+    /// exclusive location is deleted, then the shared files nobody references
+    /// any more. Returns the subsumed ids, oldest first.
+    ///
+    /// If the metadata cannot be written, everything the checkpoint wrote is
+    /// discarded as by [`CompletedCheckpointStore::abort`] (best effort), no
+    /// checkpoint becomes visible, and the error is returned. A failure while
+    /// deleting a subsumed checkpoint is logged and does not fail the new one;
+    /// a subsumed checkpoint whose location could not be deleted keeps its
+    /// shared files, so it stays restorable until a later recovery subsumes it.
+    ///
+    /// `metadata.checkpoint_id` must be newer than [`CompletedCheckpointStore::latest`].
+    pub fn complete(&mut self, metadata: CheckpointMetadata) -> Result<Vec<CheckpointId>> {
+        let id = metadata.checkpoint_id;
+        let span = tracing::info_span!(
+            "complete_checkpoint",
+            checkpoint_id = id.get(),
+            bytes = metadata.checkpointed_size()
+        );
+        let _entered = span.enter();
+        if let Some(latest) = self.latest() {
+            if id <= latest.checkpoint_id {
+                return Err(StateError::invalid(format!(
+                    "checkpoint {id} cannot complete: checkpoint {} already completed and ids must increase",
+                    latest.checkpoint_id
+                )));
+            }
+        }
+        if let Err(err) = self.storage.write_metadata(&metadata) {
+            tracing::warn!(
+                checkpoint_id = id.get(),
+                error = %err,
+                "writing checkpoint metadata failed; discarding the checkpoint"
+            );
+            let handles: Vec<KeyedStateHandle> = keyed_handles(&metadata).cloned().collect();
+            if let Err(discard_err) = self.discard_unregistered(id, &handles) {
+                tracing::warn!(
+                    checkpoint_id = id.get(),
+                    error = %discard_err,
+                    "could not discard the failed checkpoint completely"
+                );
+            }
+            return Err(err);
+        }
+        self.registry.register_checkpoint(&metadata);
+        tracing::info!(
+            checkpoint_id = id.get(),
+            bytes = metadata.checkpointed_size(),
+            state_bytes = metadata.state_size(),
+            storage = %self.storage.describe(),
+            "checkpoint completed"
+        );
+        self.retained.push(metadata);
+        Ok(self.rotate())
+    }
+
+    /// Discards aborted checkpoint `id`: its exclusive location, and every
+    /// shared file referenced by `handles` that no retained checkpoint
+    /// references (the files this checkpoint uploaded itself). Idempotent.
+    /// Every deletion is attempted; the first error is returned.
+    ///
+    /// Aborting a retained (completed) checkpoint is an error.
+    pub fn abort(&mut self, id: CheckpointId, handles: &[KeyedStateHandle]) -> Result<()> {
+        if self.retained.iter().any(|m| m.checkpoint_id == id) {
+            return Err(StateError::invalid(format!(
+                "checkpoint {id} is completed and retained; it cannot be aborted"
+            )));
+        }
+        let span = tracing::info_span!("abort_checkpoint", checkpoint_id = id.get());
+        let _entered = span.enter();
+        tracing::info!("discarding aborted checkpoint");
+        self.discard_unregistered(id, handles)
+    }
+
+    /// Applies the cleanup policy when the job reaches a terminal status, as
+    /// Flink does for externalized checkpoints:
+    ///
+    /// | status     | `RetainOnCancellation` | `DeleteOnCancellation` |
+    /// |------------|------------------------|------------------------|
+    /// | `Finished` | delete all             | delete all             |
+    /// | `Canceled` | keep all               | delete all             |
+    /// | `Failed`   | keep all               | keep all               |
+    ///
+    /// A failed job keeps its checkpoints so it can be resumed from them; a
+    /// finished one has nothing left to resume. Returns the deleted ids. Every
+    /// deletion is attempted; the first error is returned after all were tried.
+    pub fn shutdown(&mut self, status: JobTerminalStatus) -> Result<Vec<CheckpointId>> {
+        let delete = match status {
+            JobTerminalStatus::Finished => true,
+            JobTerminalStatus::Canceled => {
+                self.cleanup == ExternalizedCheckpointCleanup::DeleteOnCancellation
+            }
+            JobTerminalStatus::Failed => false,
+        };
+        tracing::info!(
+            ?status,
+            cleanup = ?self.cleanup,
+            delete,
+            retained = self.retained.len(),
+            "shutting down completed checkpoint store"
+        );
+        if !delete {
+            return Ok(Vec::new());
+        }
+        let mut first_err = None;
+        let mut deleted = Vec::with_capacity(self.retained.len());
+        for metadata in std::mem::take(&mut self.retained) {
+            let id = metadata.checkpoint_id;
+            if let Err(err) = self.discard_completed(id) {
+                first_err.get_or_insert(err);
+            }
+            deleted.push(id);
+        }
+        match first_err {
+            Some(err) => Err(err),
+            None => Ok(deleted),
+        }
+    }
+
+    /// The newest retained checkpoint.
+    pub fn latest(&self) -> Option<&CheckpointMetadata> {
+        self.retained.last()
+    }
+
+    /// The retained checkpoints, oldest first.
+    pub fn retained(&self) -> &[CheckpointMetadata] {
+        &self.retained
+    }
+
+    /// How many checkpoints are retained at most.
+    pub fn num_retained(&self) -> usize {
+        self.num_retained
+    }
+
+    /// The shared-state registry of the retained checkpoints.
+    pub fn registry(&self) -> &SharedStateRegistry {
+        &self.registry
+    }
+
+    /// The storage the checkpoints are in.
+    pub fn storage(&self) -> &Arc<dyn CheckpointStorage> {
+        &self.storage
+    }
+
+    /// The checkpoints [`CompletedCheckpointStore::recover`] skipped because
+    /// their metadata could not be read, with why.
+    pub fn skipped_on_recovery(&self) -> &[(CheckpointId, StateError)] {
+        &self.skipped_on_recovery
+    }
+
+    /// Subsumes the oldest retained checkpoints beyond `num_retained`.
+    fn rotate(&mut self) -> Vec<CheckpointId> {
+        let excess = self.retained.len().saturating_sub(self.num_retained);
+        let subsumed: Vec<CheckpointId> = self
+            .retained
+            .drain(..excess)
+            .map(|m| m.checkpoint_id)
+            .collect();
+        for &id in &subsumed {
+            match self.discard_completed(id) {
+                Ok(()) => tracing::debug!(checkpoint_id = id.get(), "subsumed checkpoint"),
+                Err(err) => tracing::warn!(
+                    checkpoint_id = id.get(),
+                    error = %err,
+                    "could not delete subsumed checkpoint"
+                ),
+            }
+        }
+        subsumed
+    }
+
+    /// Unregisters completed checkpoint `id` and deletes its location, then
+    /// the shared files only it referenced. The location goes first so that a
+    /// crash in between leaves no visible checkpoint whose files are missing;
+    /// if it cannot be deleted the shared files are kept for the same reason.
+    fn discard_completed(&mut self, id: CheckpointId) -> Result<()> {
+        let unreferenced = self.registry.unregister_checkpoint(id);
+        self.storage.discard_checkpoint(id)?;
+        discard_streams(self.storage.as_ref(), id, unreferenced.iter())
+    }
+
+    /// Deletes the location of a checkpoint that never completed, and the
+    /// shared files of `handles` that the registry does not hold.
+    fn discard_unregistered(&self, id: CheckpointId, handles: &[KeyedStateHandle]) -> Result<()> {
+        let location = self.storage.discard_checkpoint(id);
+        let streams = handles
+            .iter()
+            .filter_map(|h| match h {
+                KeyedStateHandle::Incremental(h) => Some(h.shared.iter()),
+                KeyedStateHandle::KeyGroups(_) => None,
+            })
+            .flatten()
+            .map(|f| &f.handle)
+            .filter(|h| h.file_path().is_some_and(|p| !self.registry.contains(p)));
+        let shared = discard_streams(self.storage.as_ref(), id, streams);
+        location.and(shared)
+    }
+}
+
+/// The keyed-state handles of every operator and subtask of a checkpoint.
+fn keyed_handles(metadata: &CheckpointMetadata) -> impl Iterator<Item = &KeyedStateHandle> {
+    metadata
+        .operators
+        .iter()
+        .flat_map(|op| op.subtasks.iter())
+        .flat_map(|st| st.keyed.iter())
+}
+
+/// Deletes every stream, logging failures; returns the first error.
+fn discard_streams<'a>(
+    storage: &dyn CheckpointStorage,
+    id: CheckpointId,
+    streams: impl Iterator<Item = &'a StreamHandle>,
+) -> Result<()> {
+    let mut first_err = None;
+    for stream in streams {
+        if let Err(err) = storage.discard_stream(stream) {
+            tracing::warn!(
+                checkpoint_id = id.get(),
+                stream = %stream.describe(),
+                error = %err,
+                "could not delete shared state file"
+            );
+            first_err.get_or_insert(err);
+        }
+    }
+    first_err.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests;
