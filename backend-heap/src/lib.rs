@@ -1,1 +1,126 @@
-//! (crate being written)
+//! # cairn backend-heap
+//!
+//! Keyed state in process memory, organised by key group, with
+//! copy-on-write snapshots (Flink's HashMap state backend).
+//!
+//! Every registered state holds, for each key group of the subtask's range,
+//! an `Arc` of a hash map from (key, namespace) to a value, a list or a map.
+//! Taking a snapshot ([`state_core::Checkpointable::snapshot`]) only clones
+//! those `Arc`s; writes made afterwards copy the one key-group map they touch
+//! if the snapshot still shares it. The returned [`state_core::AsyncSnapshot`]
+//! then writes the captured maps on another thread in cairn's key-group
+//! stream format ([`state_core::snapshot_format`]), dropping expired TTL
+//! entries, while the task keeps processing. Restore reads snapshots of any
+//! parallelism and keeps only its own key groups. The heap backend has no
+//! incremental mode: [`state_core::SnapshotMode::Incremental`] takes a full
+//! snapshot.
+//!
+//! # Place in the workspace
+//! `state-core <- backend-heap <- executor <- cli`: this crate implements
+//! `state-core`'s [`state_core::KeyedStateBackend`] and
+//! [`state_core::Checkpointable`] and depends on no other cairn crate. Its
+//! default storage is [`state_core::memory_storage::MemoryCheckpointStorage`].
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//!
+//! use backend_heap::{HeapBackend, HeapBackendOptions};
+//! use bytes::Bytes;
+//! use state_core::memory_storage::MemoryCheckpointStorage;
+//! use state_core::{
+//!     BackendContext, CheckpointId, Checkpointable, EntryKey, KeyedStateBackend,
+//!     MaxParallelism, OperatorId, SnapshotMode, StateDescriptor, StateKind, SystemClock,
+//! };
+//!
+//! # fn main() -> state_core::Result<()> {
+//! let context = BackendContext {
+//!     operator_id: OperatorId("count".into()),
+//!     subtask: 0,
+//!     parallelism: 1,
+//!     max_parallelism: MaxParallelism::new(128)?,
+//!     clock: Arc::new(SystemClock),
+//! };
+//! let mut backend = HeapBackend::new(&context, HeapBackendOptions::default())?;
+//! let count = backend.register_state(&StateDescriptor::new("count", StateKind::Value))?;
+//! let key = EntryKey {
+//!     key_group: context.max_parallelism.key_group_of(b"alice"),
+//!     key: b"alice",
+//!     namespace: b"",
+//! };
+//! backend.put(count, &key, Bytes::from_static(b"1"))?;
+//!
+//! // Checkpoint: a short synchronous part, then the write (normally on another thread).
+//! let storage = MemoryCheckpointStorage::default();
+//! let id = CheckpointId(1);
+//! let pending = backend.snapshot(id, SnapshotMode::Full)?;
+//! backend.put(count, &key, Bytes::from_static(b"2"))?; // not in checkpoint 1
+//! let handle = pending.write(&storage)?.expect("the backend holds state");
+//!
+//! // Restore into a fresh backend.
+//! let mut restored = HeapBackend::new(&context, HeapBackendOptions::default())?;
+//! restored.restore(&[handle], &storage)?;
+//! let count = restored.register_state(&StateDescriptor::new("count", StateKind::Value))?;
+//! assert_eq!(restored.get(count, &key)?.as_deref(), Some(&b"1"[..]));
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod backend;
+mod snapshot;
+mod table;
+
+use state_core::snapshot_format::DEFAULT_COMPRESSION_LEVEL;
+use state_core::{BackendContext, BackendFactory, Result};
+
+pub use backend::HeapBackend;
+
+/// Options of the heap backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeapBackendOptions {
+    /// The zstd level snapshots are compressed at (default 1: fast).
+    pub compression_level: i32,
+}
+
+impl Default for HeapBackendOptions {
+    fn default() -> Self {
+        HeapBackendOptions {
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+        }
+    }
+}
+
+impl HeapBackendOptions {
+    /// The same options with another zstd compression level.
+    pub fn with_compression_level(mut self, level: i32) -> Self {
+        self.compression_level = level;
+        self
+    }
+}
+
+/// Creates [`HeapBackend`]s for subtasks (name `heap`).
+#[derive(Debug, Clone, Default)]
+pub struct HeapBackendFactory {
+    options: HeapBackendOptions,
+}
+
+impl HeapBackendFactory {
+    /// A factory creating backends with `options`.
+    pub fn new(options: HeapBackendOptions) -> Self {
+        HeapBackendFactory { options }
+    }
+}
+
+impl BackendFactory for HeapBackendFactory {
+    type Backend = HeapBackend;
+
+    fn name(&self) -> &'static str {
+        snapshot::BACKEND_NAME
+    }
+
+    fn create(&self, context: &BackendContext) -> Result<HeapBackend> {
+        HeapBackend::new(context, self.options.clone())
+    }
+}

@@ -1,0 +1,554 @@
+//! [`HeapBackend`]: keyed state in hash maps, one per state and key group.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use state_core::{
+    BackendContext, Clock, EntryKey, KeyGroupRange, KeyVisitor, KeyedStateBackend, MapVisitor,
+    MaxParallelism, OperatorId, Result, StateDescriptor, StateError, StateId, StateLayout,
+};
+
+use crate::HeapBackendOptions;
+use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
+
+/// One registered state.
+#[derive(Clone)]
+pub(crate) struct State {
+    pub(crate) descriptor: StateDescriptor,
+    pub(crate) table: Table,
+}
+
+/// Keyed state of one subtask in process memory (Flink's HashMap state
+/// backend).
+///
+/// Each registered state holds, per key group of the subtask's range, an
+/// `Arc` of a hash map from (key, namespace) to a value, a list or a map.
+/// The synchronous part of a snapshot clones those `Arc`s and nothing else;
+/// a write after it copies the one key-group map it touches if a snapshot
+/// still shares it. Reads never allocate except to return owned lists.
+pub struct HeapBackend {
+    pub(crate) operator: OperatorId,
+    pub(crate) subtask: u32,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: MaxParallelism,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: HeapBackendOptions,
+    pub(crate) states: Vec<State>,
+    pub(crate) by_name: HashMap<String, StateId>,
+    /// Name of the keyed snapshot stream in checkpoint storage.
+    pub(crate) stream_name: String,
+}
+
+impl fmt::Debug for HeapBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HeapBackend")
+            .field("operator", &self.operator)
+            .field("subtask", &self.subtask)
+            .field("range", &self.range)
+            .field("states", &self.states.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stream-name hint made of the operator id and subtask, restricted to the
+/// characters checkpoint storage accepts.
+fn stream_name(operator: &OperatorId, subtask: u32) -> String {
+    let mut op: String = operator
+        .0
+        .chars()
+        .take(120)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if op.is_empty() || op.starts_with('.') {
+        op.insert(0, 'o');
+    }
+    format!("{op}-{subtask}-keyed")
+}
+
+/// The lowest and highest zstd levels.
+const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -(1 << 17)..=22;
+
+impl HeapBackend {
+    /// An empty backend for the subtask described by `context`.
+    pub fn new(context: &BackendContext, options: HeapBackendOptions) -> Result<Self> {
+        let range = context.key_group_range()?;
+        if !ZSTD_LEVELS.contains(&options.compression_level) {
+            return Err(StateError::invalid(format!(
+                "heap backend option compression_level {} is not a zstd level ({}..={})",
+                options.compression_level,
+                ZSTD_LEVELS.start(),
+                ZSTD_LEVELS.end()
+            )));
+        }
+        tracing::debug!(
+            operator = %context.operator_id,
+            subtask = context.subtask,
+            %range,
+            "heap backend created"
+        );
+        Ok(HeapBackend {
+            operator: context.operator_id.clone(),
+            subtask: context.subtask,
+            range,
+            max_parallelism: context.max_parallelism,
+            clock: Arc::clone(&context.clock),
+            stream_name: stream_name(&context.operator_id, context.subtask),
+            options,
+            states: Vec::new(),
+            by_name: HashMap::new(),
+        })
+    }
+
+    /// The options the backend was created with.
+    pub fn options(&self) -> &HeapBackendOptions {
+        &self.options
+    }
+
+    /// Number of (key, namespace) entries across all states.
+    pub fn entry_count(&self) -> usize {
+        self.states.iter().map(|s| s.table.len()).sum()
+    }
+
+    /// The position of `key`'s key group in the range.
+    fn offset(&self, key: &EntryKey<'_>) -> Result<usize> {
+        self.range.offset_of(key.key_group).ok_or_else(|| {
+            StateError::invalid(format!(
+                "key group {} is outside the range {} of heap backend {} subtask {}",
+                key.key_group, self.range, self.operator, self.subtask
+            ))
+        })
+    }
+
+    fn state(&self, state: StateId) -> Result<&State> {
+        self.states.get(state.index()).ok_or_else(|| {
+            StateError::invalid(format!(
+                "state id {} is not registered with heap backend {} subtask {}",
+                state.0, self.operator, self.subtask
+            ))
+        })
+    }
+
+    fn wrong_layout(s: &State, wanted: StateLayout) -> StateError {
+        StateError::invalid(format!(
+            "state {:?} has layout {:?}, not {wanted:?}",
+            s.descriptor.name,
+            s.table.layout()
+        ))
+    }
+
+    fn value_map(&self, state: StateId, key: &EntryKey<'_>) -> Result<&ValueMap> {
+        let off = self.offset(key)?;
+        let s = self.state(state)?;
+        match &s.table {
+            Table::Value(v) => v.get(off).map(|m| &**m).ok_or_else(|| missing_kg(key)),
+            _ => Err(Self::wrong_layout(s, StateLayout::Value)),
+        }
+    }
+
+    fn list_map(&self, state: StateId, key: &EntryKey<'_>) -> Result<&ListMap> {
+        let off = self.offset(key)?;
+        let s = self.state(state)?;
+        match &s.table {
+            Table::List(v) => v.get(off).map(|m| &**m).ok_or_else(|| missing_kg(key)),
+            _ => Err(Self::wrong_layout(s, StateLayout::List)),
+        }
+    }
+
+    fn map_map(&self, state: StateId, key: &EntryKey<'_>) -> Result<&MapMap> {
+        let off = self.offset(key)?;
+        let s = self.state(state)?;
+        match &s.table {
+            Table::Map(v) => v.get(off).map(|m| &**m).ok_or_else(|| missing_kg(key)),
+            _ => Err(Self::wrong_layout(s, StateLayout::Map)),
+        }
+    }
+
+    /// The table of `state` and the offset of `key`'s key group, for
+    /// writing, after checking the state has `layout`.
+    fn table_mut(
+        &mut self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        layout: StateLayout,
+    ) -> Result<(&mut Table, usize)> {
+        let off = self.offset(key)?;
+        let s = self.state(state)?;
+        if s.table.layout() != layout {
+            return Err(Self::wrong_layout(s, layout));
+        }
+        match self.states.get_mut(state.index()) {
+            Some(s) => Ok((&mut s.table, off)),
+            None => Err(layout_error(state, layout)),
+        }
+    }
+
+    fn value_map_mut(&mut self, state: StateId, key: &EntryKey<'_>) -> Result<&mut ValueMap> {
+        match self.table_mut(state, key, StateLayout::Value)? {
+            (Table::Value(v), off) => v
+                .get_mut(off)
+                .map(Arc::make_mut)
+                .ok_or_else(|| missing_kg(key)),
+            _ => Err(layout_error(state, StateLayout::Value)),
+        }
+    }
+
+    fn list_map_mut(&mut self, state: StateId, key: &EntryKey<'_>) -> Result<&mut ListMap> {
+        match self.table_mut(state, key, StateLayout::List)? {
+            (Table::List(v), off) => v
+                .get_mut(off)
+                .map(Arc::make_mut)
+                .ok_or_else(|| missing_kg(key)),
+            _ => Err(layout_error(state, StateLayout::List)),
+        }
+    }
+
+    fn map_map_mut(&mut self, state: StateId, key: &EntryKey<'_>) -> Result<&mut MapMap> {
+        match self.table_mut(state, key, StateLayout::Map)? {
+            (Table::Map(v), off) => v
+                .get_mut(off)
+                .map(Arc::make_mut)
+                .ok_or_else(|| missing_kg(key)),
+            _ => Err(layout_error(state, StateLayout::Map)),
+        }
+    }
+
+    /// Registers `descriptor` in `states`/`by_name` (shared by
+    /// [`KeyedStateBackend::register_state`] and restore).
+    pub(crate) fn register_in(
+        states: &mut Vec<State>,
+        by_name: &mut HashMap<String, StateId>,
+        key_groups: usize,
+        descriptor: &StateDescriptor,
+    ) -> Result<StateId> {
+        if let Some(&id) = by_name.get(&descriptor.name) {
+            let s = states.get_mut(id.index()).ok_or_else(|| {
+                StateError::invalid(format!("state {:?} is lost", descriptor.name))
+            })?;
+            if s.descriptor.kind != descriptor.kind {
+                return Err(StateError::invalid(format!(
+                    "state {:?} is registered as {:?}, not {:?}",
+                    descriptor.name, s.descriptor.kind, descriptor.kind
+                )));
+            }
+            s.descriptor.ttl = descriptor.ttl;
+            return Ok(id);
+        }
+        let id = StateId(u32::try_from(states.len()).map_err(|_| {
+            StateError::invalid("heap backend cannot register more than 2^32 states")
+        })?);
+        states.push(State {
+            descriptor: descriptor.clone(),
+            table: Table::new(descriptor.kind.layout(), key_groups),
+        });
+        by_name.insert(descriptor.name.clone(), id);
+        Ok(id)
+    }
+}
+
+fn missing_kg(key: &EntryKey<'_>) -> StateError {
+    StateError::invalid(format!("key group {} has no table", key.key_group))
+}
+
+fn layout_error(state: StateId, wanted: StateLayout) -> StateError {
+    StateError::invalid(format!(
+        "state id {} is not a registered state of layout {wanted:?}",
+        state.0
+    ))
+}
+
+fn lookup<'a>(key: &EntryKey<'a>) -> Lookup<'a> {
+    Lookup {
+        key: key.key,
+        namespace: key.namespace,
+    }
+}
+
+impl KeyedStateBackend for HeapBackend {
+    fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    fn max_parallelism(&self) -> MaxParallelism {
+        self.max_parallelism
+    }
+
+    fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
+        Self::register_in(
+            &mut self.states,
+            &mut self.by_name,
+            self.range.len(),
+            descriptor,
+        )
+    }
+
+    fn states(&self) -> Vec<StateDescriptor> {
+        self.states.iter().map(|s| s.descriptor.clone()).collect()
+    }
+
+    fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {
+        Ok(self.value_map(state, key)?.get(&lookup(key)).cloned())
+    }
+
+    fn put(&mut self, state: StateId, key: &EntryKey<'_>, value: Bytes) -> Result<()> {
+        self.value_map_mut(state, key)?
+            .entry_ref(&lookup(key))
+            .insert(value);
+        Ok(())
+    }
+
+    fn get_list(&self, state: StateId, key: &EntryKey<'_>) -> Result<Vec<Bytes>> {
+        Ok(self
+            .list_map(state, key)?
+            .get(&lookup(key))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    fn append(&mut self, state: StateId, key: &EntryKey<'_>, element: Bytes) -> Result<()> {
+        self.list_map_mut(state, key)?
+            .entry_ref(&lookup(key))
+            .or_default()
+            .push(element);
+        Ok(())
+    }
+
+    fn put_list(&mut self, state: StateId, key: &EntryKey<'_>, elements: Vec<Bytes>) -> Result<()> {
+        if elements.is_empty() {
+            return self.clear(state, key);
+        }
+        self.list_map_mut(state, key)?
+            .entry_ref(&lookup(key))
+            .insert(elements);
+        Ok(())
+    }
+
+    fn map_get(
+        &self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        user_key: &[u8],
+    ) -> Result<Option<Bytes>> {
+        Ok(self
+            .map_map(state, key)?
+            .get(&lookup(key))
+            .and_then(|m| m.get(user_key))
+            .cloned())
+    }
+
+    fn map_put(
+        &mut self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        user_key: &[u8],
+        value: Bytes,
+    ) -> Result<()> {
+        let entries = self
+            .map_map_mut(state, key)?
+            .entry_ref(&lookup(key))
+            .or_default();
+        match entries.get_mut(user_key) {
+            Some(v) => *v = value,
+            None => {
+                entries.insert(Bytes::copy_from_slice(user_key), value);
+            }
+        }
+        Ok(())
+    }
+
+    fn map_remove(&mut self, state: StateId, key: &EntryKey<'_>, user_key: &[u8]) -> Result<()> {
+        // Only copy a shared key-group map when there is something to remove.
+        let present = self
+            .map_map(state, key)?
+            .get(&lookup(key))
+            .is_some_and(|m| m.contains_key(user_key));
+        if !present {
+            return Ok(());
+        }
+        let map = self.map_map_mut(state, key)?;
+        let now_empty = map.get_mut(&lookup(key)).is_some_and(|entries| {
+            entries.remove(user_key);
+            entries.is_empty()
+        });
+        if now_empty {
+            map.remove(&lookup(key));
+        }
+        Ok(())
+    }
+
+    fn map_scan(
+        &self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        visit: &mut MapVisitor<'_>,
+    ) -> Result<()> {
+        if let Some(entries) = self.map_map(state, key)?.get(&lookup(key)) {
+            for (k, v) in entries {
+                if visit(k, v).is_break() {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn clear(&mut self, state: StateId, key: &EntryKey<'_>) -> Result<()> {
+        let off = self.offset(key)?;
+        let l = lookup(key);
+        let present = match &self.state(state)?.table {
+            Table::Value(v) => v.get(off).is_some_and(|m| m.contains_key(&l)),
+            Table::List(v) => v.get(off).is_some_and(|m| m.contains_key(&l)),
+            Table::Map(v) => v.get(off).is_some_and(|m| m.contains_key(&l)),
+        };
+        if !present {
+            return Ok(());
+        }
+        let layout = self.state(state)?.table.layout();
+        let (table, off) = self.table_mut(state, key, layout)?;
+        match table {
+            Table::Value(v) => {
+                v.get_mut(off).map(|m| Arc::make_mut(m).remove(&l));
+            }
+            Table::List(v) => {
+                v.get_mut(off).map(|m| Arc::make_mut(m).remove(&l));
+            }
+            Table::Map(v) => {
+                v.get_mut(off).map(|m| Arc::make_mut(m).remove(&l));
+            }
+        }
+        Ok(())
+    }
+
+    fn keys(&self, state: StateId, visit: &mut KeyVisitor<'_>) -> Result<()> {
+        let s = self.state(state)?;
+        for (off, key_group) in self.range.iter().enumerate() {
+            let flow = match &s.table {
+                Table::Value(v) => visit_keys(v.get(off).map(|m| m.keys()), key_group, visit),
+                Table::List(v) => visit_keys(v.get(off).map(|m| m.keys()), key_group, visit),
+                Table::Map(v) => visit_keys(v.get(off).map(|m| m.keys()), key_group, visit),
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn visit_keys<'a>(
+    keys: Option<impl Iterator<Item = &'a OwnedKey>>,
+    key_group: state_core::KeyGroup,
+    visit: &mut KeyVisitor<'_>,
+) -> ControlFlow<()> {
+    for k in keys.into_iter().flatten() {
+        visit(&EntryKey {
+            key_group,
+            key: k.key(),
+            namespace: k.namespace(),
+        })?;
+    }
+    ControlFlow::Continue(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state_core::{KeyGroup, ManualClock, StateKind};
+
+    pub(crate) fn context(parallelism: u32, subtask: u32) -> BackendContext {
+        BackendContext {
+            operator_id: OperatorId("op/1".into()),
+            subtask,
+            parallelism,
+            max_parallelism: MaxParallelism::new(16).unwrap(),
+            clock: Arc::new(ManualClock::new(0)),
+        }
+    }
+
+    #[test]
+    fn byte_level_operations() {
+        let mut b = HeapBackend::new(&context(2, 1), HeapBackendOptions::default()).unwrap();
+        assert_eq!(b.stream_name, "op_1-1-keyed");
+        let v = b
+            .register_state(&StateDescriptor::new("v", StateKind::Value))
+            .unwrap();
+        let l = b
+            .register_state(&StateDescriptor::new("l", StateKind::List))
+            .unwrap();
+        let m = b
+            .register_state(&StateDescriptor::new("m", StateKind::Map))
+            .unwrap();
+        assert_eq!(
+            b.register_state(&StateDescriptor::new("v", StateKind::Value))
+                .unwrap(),
+            v
+        );
+        assert!(
+            b.register_state(&StateDescriptor::new("v", StateKind::List))
+                .is_err()
+        );
+        let k = EntryKey {
+            key_group: KeyGroup(9),
+            key: b"k",
+            namespace: b"n",
+        };
+        let other_ns = EntryKey {
+            namespace: b"",
+            ..k
+        };
+        b.put(v, &k, Bytes::from_static(b"1")).unwrap();
+        b.put(v, &k, Bytes::from_static(b"2")).unwrap();
+        assert_eq!(b.get(v, &k).unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(b.get(v, &other_ns).unwrap(), None);
+        b.append(l, &k, Bytes::from_static(b"a")).unwrap();
+        b.append(l, &k, Bytes::from_static(b"b")).unwrap();
+        assert_eq!(b.get_list(l, &k).unwrap().len(), 2);
+        b.put_list(l, &k, Vec::new()).unwrap();
+        assert!(b.get_list(l, &k).unwrap().is_empty());
+        b.map_put(m, &k, b"x", Bytes::from_static(b"1")).unwrap();
+        b.map_put(m, &k, b"y", Bytes::from_static(b"2")).unwrap();
+        b.map_remove(m, &k, b"x").unwrap();
+        assert_eq!(b.map_get(m, &k, b"y").unwrap().as_deref(), Some(&b"2"[..]));
+        let mut seen = 0;
+        b.map_scan(m, &k, &mut |_, _| {
+            seen += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+        b.map_remove(m, &k, b"y").unwrap();
+        let mut keys = 0;
+        b.keys(m, &mut |_| {
+            keys += 1;
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(keys, 0, "a map emptied by removes leaves no key");
+        b.clear(v, &k).unwrap();
+        assert_eq!(b.entry_count(), 0);
+        // Misuse is an error, not a panic.
+        let outside = EntryKey {
+            key_group: KeyGroup(0),
+            ..k
+        };
+        assert!(b.get(v, &outside).is_err());
+        assert!(b.get(l, &k).is_err());
+        assert!(b.get(StateId(99), &k).is_err());
+        assert!(b.put(m, &k, Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn bad_compression_level_is_refused() {
+        let opts = HeapBackendOptions::default().with_compression_level(99);
+        let err = HeapBackend::new(&context(1, 0), opts).unwrap_err();
+        assert!(err.to_string().contains("compression_level"), "{err}");
+    }
+}

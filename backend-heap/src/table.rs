@@ -1,0 +1,175 @@
+//! The in-memory tables of one state: a hash map per key group, shared
+//! copy-on-write with snapshots.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use hashbrown::Equivalent;
+use state_core::StateLayout;
+
+/// The hash map used everywhere in the heap backend.
+pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A (key, namespace) pair stored in one allocation.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct OwnedKey {
+    bytes: Box<[u8]>,
+    key_len: usize,
+}
+
+impl OwnedKey {
+    pub(crate) fn new(key: &[u8], namespace: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(key.len() + namespace.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(namespace);
+        OwnedKey {
+            bytes: bytes.into_boxed_slice(),
+            key_len: key.len(),
+        }
+    }
+
+    fn parts(&self) -> (&[u8], &[u8]) {
+        // key_len <= bytes.len() by construction; the fallback is never taken.
+        self.bytes
+            .split_at_checked(self.key_len)
+            .unwrap_or((&self.bytes, &[]))
+    }
+
+    pub(crate) fn key(&self) -> &[u8] {
+        self.parts().0
+    }
+
+    pub(crate) fn namespace(&self) -> &[u8] {
+        self.parts().1
+    }
+}
+
+fn hash_parts<H: Hasher>(key: &[u8], namespace: &[u8], state: &mut H) {
+    state.write_usize(key.len());
+    state.write(key);
+    state.write(namespace);
+}
+
+impl Hash for OwnedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (key, namespace) = self.parts();
+        hash_parts(key, namespace, state);
+    }
+}
+
+/// A borrowed (key, namespace) for lookups without allocating; hashes like
+/// the [`OwnedKey`] it equals.
+pub(crate) struct Lookup<'a> {
+    pub(crate) key: &'a [u8],
+    pub(crate) namespace: &'a [u8],
+}
+
+impl Hash for Lookup<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        hash_parts(self.key, self.namespace, state);
+    }
+}
+
+impl From<&Lookup<'_>> for OwnedKey {
+    fn from(l: &Lookup<'_>) -> Self {
+        OwnedKey::new(l.key, l.namespace)
+    }
+}
+
+impl Equivalent<OwnedKey> for Lookup<'_> {
+    fn equivalent(&self, owned: &OwnedKey) -> bool {
+        owned.parts() == (self.key, self.namespace)
+    }
+}
+
+/// One key group's entries of a value-layout state.
+pub(crate) type ValueMap = FastMap<OwnedKey, Bytes>;
+/// One key group's entries of a list-layout state.
+pub(crate) type ListMap = FastMap<OwnedKey, Vec<Bytes>>;
+/// One key group's entries of a map-layout state.
+pub(crate) type MapMap = FastMap<OwnedKey, FastMap<Bytes, Bytes>>;
+
+/// All key groups of one state, indexed by offset in the backend's range.
+/// Cloning shares every key group's map; writers copy a shared map first
+/// (`Arc::make_mut`), so a clone is a snapshot.
+#[derive(Clone)]
+pub(crate) enum Table {
+    Value(Vec<Arc<ValueMap>>),
+    List(Vec<Arc<ListMap>>),
+    Map(Vec<Arc<MapMap>>),
+}
+
+fn empty_maps<T: Default>(key_groups: usize) -> Vec<Arc<T>> {
+    (0..key_groups).map(|_| Arc::default()).collect()
+}
+
+impl Table {
+    pub(crate) fn new(layout: StateLayout, key_groups: usize) -> Self {
+        match layout {
+            StateLayout::Value => Table::Value(empty_maps(key_groups)),
+            StateLayout::List => Table::List(empty_maps(key_groups)),
+            StateLayout::Map => Table::Map(empty_maps(key_groups)),
+        }
+    }
+
+    pub(crate) fn layout(&self) -> StateLayout {
+        match self {
+            Table::Value(_) => StateLayout::Value,
+            Table::List(_) => StateLayout::List,
+            Table::Map(_) => StateLayout::Map,
+        }
+    }
+
+    /// Whether no key group holds an entry.
+    pub(crate) fn is_empty(&self) -> bool {
+        match self {
+            Table::Value(v) => v.iter().all(|m| m.is_empty()),
+            Table::List(v) => v.iter().all(|m| m.is_empty()),
+            Table::Map(v) => v.iter().all(|m| m.is_empty()),
+        }
+    }
+
+    /// Number of (key, namespace) entries.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Table::Value(v) => v.iter().map(|m| m.len()).sum(),
+            Table::List(v) => v.iter().map(|m| m.len()).sum(),
+            Table::Map(v) => v.iter().map(|m| m.len()).sum(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn lookup_hashes_and_compares_like_owned_key() {
+        let s = foldhash::fast::RandomState::default();
+        for (k, n) in [
+            (&b"ab"[..], &b"c"[..]),
+            (b"a", b"bc"),
+            (b"", b""),
+            (b"abc", b""),
+        ] {
+            let owned = OwnedKey::new(k, n);
+            let lookup = Lookup {
+                key: k,
+                namespace: n,
+            };
+            assert_eq!(s.hash_one(&owned), s.hash_one(&lookup));
+            assert!(lookup.equivalent(&owned));
+            assert_eq!((owned.key(), owned.namespace()), (k, n));
+        }
+        let owned = OwnedKey::new(b"ab", b"c");
+        assert!(
+            !Lookup {
+                key: b"a",
+                namespace: b"bc"
+            }
+            .equivalent(&owned)
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The state-core conformance suite and model test on the heap backend with
+//! in-memory checkpoint storage (Flink's HashMap backend + JobManager storage).
+
+use std::sync::Arc;
+
+use backend_heap::{HeapBackendFactory, HeapBackendOptions};
+use state_core::conformance::Setup;
+use state_core::memory_storage::MemoryCheckpointStorage;
+
+fn setup() -> Setup<HeapBackendFactory> {
+    Setup::new(
+        HeapBackendFactory::new(HeapBackendOptions::default()),
+        Arc::new(MemoryCheckpointStorage::default()),
+    )
+}
+
+state_core::conformance_tests!(setup);

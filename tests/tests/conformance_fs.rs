@@ -1,0 +1,25 @@
+//! The state-core conformance suite and model test on heap state checkpointed
+//! to filesystem storage in a temporary directory (Flink's FsStateBackend).
+
+// `setup` runs only inside the suite's tests: a failure there is a test failure.
+#![allow(clippy::expect_used)]
+
+use std::sync::Arc;
+
+use backend_fs::FsCheckpointStorage;
+use backend_heap::{HeapBackendFactory, HeapBackendOptions};
+use state_core::JobId;
+use state_core::conformance::Setup;
+
+fn setup() -> Setup<HeapBackendFactory> {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let job = JobId::new("conformance").expect("valid job id");
+    let storage = FsCheckpointStorage::open(dir.path(), job).expect("filesystem storage opens");
+    Setup::new(
+        HeapBackendFactory::new(HeapBackendOptions::default()),
+        Arc::new(storage),
+    )
+    .with_guard(dir)
+}
+
+state_core::conformance_tests!(setup);
