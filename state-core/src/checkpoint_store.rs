@@ -40,10 +40,12 @@ use crate::{Result, StateError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ExternalizedCheckpointCleanup {
     /// Keep the retained checkpoints when the job is cancelled, so it can be
-    /// resumed from them later (the default).
-    #[default]
+    /// resumed from them later.
     RetainOnCancellation,
-    /// Delete the retained checkpoints when the job is cancelled.
+    /// Delete the retained checkpoints when the job is cancelled; keep them
+    /// when it fails, so a failed job can be restored (the default: Flink
+    /// deletes checkpoints on cancellation unless told to retain them).
+    #[default]
     DeleteOnCancellation,
 }
 
