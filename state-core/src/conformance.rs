@@ -1,11 +1,17 @@
 //! The backend conformance suite: every backend runs it with one macro call.
 //!
-//! ```ignore
-//! fn setup() -> state_core::conformance::Setup<HeapBackendFactory> {
-//!     Setup::new(HeapBackendFactory::new(HeapBackendOptions::default()),
-//!                Arc::new(MemoryCheckpointStorage::default()))
+//! ```
+//! use std::sync::Arc;
+//! use state_core::conformance::Setup;
+//! use state_core::memory_storage::MemoryCheckpointStorage;
+//! use state_core::model::ModelBackendFactory;
+//!
+//! // In a backend crate's tests/conformance.rs, with that crate's factory:
+//! fn setup() -> Setup<ModelBackendFactory> {
+//!     Setup::new(ModelBackendFactory, Arc::new(MemoryCheckpointStorage::default()))
 //! }
 //! state_core::conformance_tests!(setup);
+//! # fn main() {}
 //! ```
 //!
 //! The macro expands to a `mod conformance` with one `#[test]` per pub test

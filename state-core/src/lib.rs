@@ -14,6 +14,46 @@
 //!   [`metadata`] format; the shared-state [`registry`] and the
 //!   [`checkpoint_store`] with retention.
 //!
+//! # Example
+//!
+//! Key groups decide which subtask owns a key; operator state (here a
+//! source's partition offsets) is snapshotted through a [`CheckpointStorage`]
+//! and redistributed when the parallelism changes. Keyed state works the same
+//! way through a backend crate (`backend-heap`'s docs show it end to end).
+//!
+//! ```
+//! use state_core::metadata::OperatorStateMode;
+//! use state_core::operator_state::OperatorStateStore;
+//! use state_core::{CheckpointId, CheckpointStorage, MaxParallelism, MemoryCheckpointStorage};
+//!
+//! # fn main() -> state_core::Result<()> {
+//! // Flink's assignment: 128 key groups, subtask 1 of 3 owns [43..=85].
+//! let max = MaxParallelism::new(128)?;
+//! let kg = max.key_group_of(b"user-42");
+//! let owner = max.subtask_for_key_group(3, kg);
+//! assert!(max.range_for_subtask(3, owner)?.contains(kg));
+//!
+//! // A source keeps one offset per partition in split operator state.
+//! let storage = MemoryCheckpointStorage::default();
+//! let id = CheckpointId(1);
+//! storage.initialize_checkpoint(id)?;
+//! let mut handles = Vec::new();
+//! for subtask in 0..2u64 {
+//!     let mut offsets = OperatorStateStore::new();
+//!     offsets.set_stream_name(&format!("source-{subtask}"))?;
+//!     offsets.register("offsets", OperatorStateMode::Split)?;
+//!     offsets.add_typed("offsets", &(subtask, 100 * subtask))?;
+//!     handles.extend(offsets.snapshot(id, &storage)?);
+//! }
+//!
+//! // Restored at parallelism 1, the one subtask gets both partitions' offsets.
+//! let restored = OperatorStateStore::restore(&handles, &storage, 1, 0)?;
+//! let offsets: Vec<(u64, u64)> = restored.get_typed("offsets")?;
+//! assert_eq!(offsets, vec![(0, 0), (1, 100)]);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Place in the workspace
 //! `state-core <- backend-{heap,fs,rocks} <- executor <- cli`. This crate
 //! depends on no other cairn crate and holds no backend: backends implement
