@@ -82,6 +82,7 @@ mod mmap;
 mod output;
 mod storage;
 
+pub use locate::looks_like_job_dir;
 pub use mmap::{MAP_THRESHOLD, MappedFs};
 pub use output::FsOutput;
 pub use storage::{

@@ -9,10 +9,15 @@ use state_core::metadata::{METADATA_FILE_NAME, METADATA_MAGIC};
 use state_core::{CheckpointId, Result, StateError};
 
 use crate::mmap::MappedFs;
-use crate::storage::{
-    DEFAULT_WRITE_BUFFER_SIZE, FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR,
-    parse_checkpoint_dir_name,
-};
+use crate::storage::{DEFAULT_WRITE_BUFFER_SIZE, FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR};
+
+/// Whether a directory holding entries `names` looks like a job checkpoint
+/// directory: it has a `chk-<n>`, `shared` or `taskowned` entry.
+pub fn looks_like_job_dir(names: &[String]) -> bool {
+    names
+        .iter()
+        .any(|n| n == SHARED_DIR || n == TASK_OWNED_DIR || CheckpointId::from_dir_name(n).is_some())
+}
 
 /// `path`, or `.` for the empty parent of a relative one-component path.
 fn non_empty(path: &Path) -> PathBuf {
@@ -55,7 +60,7 @@ impl FsCheckpointStorage {
             .read_dir(&job_dir)
             .map_err(|e| StateError::io(&job_dir, e))?;
         let looks_like_job = names.iter().any(|n| {
-            n == SHARED_DIR || n == TASK_OWNED_DIR || parse_checkpoint_dir_name(n).is_some()
+            n == SHARED_DIR || n == TASK_OWNED_DIR || CheckpointId::from_dir_name(n).is_some()
         });
         if !looks_like_job {
             return Err(StateError::invalid(format!(
@@ -98,7 +103,7 @@ impl FsCheckpointStorage {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let Some(id) = parse_checkpoint_dir_name(&name) else {
+        let Some(id) = CheckpointId::from_dir_name(&name) else {
             return Err(StateError::invalid(format!(
                 "{} is not a checkpoint directory: its name is not chk-<n>",
                 chk_dir.display()
@@ -135,7 +140,7 @@ impl FsCheckpointStorage {
     pub fn open_path(path: impl AsRef<Path>) -> Result<(Self, Option<CheckpointId>)> {
         let path = path.as_ref();
         let names_checkpoint = path.file_name().is_some_and(|n| {
-            n == METADATA_FILE_NAME || parse_checkpoint_dir_name(&n.to_string_lossy()).is_some()
+            n == METADATA_FILE_NAME || CheckpointId::from_dir_name(&n.to_string_lossy()).is_some()
         });
         if names_checkpoint {
             let (storage, id) = Self::for_checkpoint_path(path)?;

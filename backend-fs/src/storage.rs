@@ -209,17 +209,6 @@ impl FsCheckpointStorage {
     }
 }
 
-/// Parses a canonical `chk-<n>` directory name.
-pub(crate) fn parse_checkpoint_dir_name(name: &str) -> Option<CheckpointId> {
-    let digits = name.strip_prefix("chk-")?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let id = CheckpointId(digits.parse().ok()?);
-    // Reject `chk-007`: it would not be found again under `chk-7`.
-    (id.dir_name() == name).then_some(id)
-}
-
 impl CheckpointStorage for FsCheckpointStorage {
     fn describe(&self) -> String {
         format!("file://{}", self.job_dir.display())
@@ -366,7 +355,7 @@ impl CheckpointStorage for FsCheckpointStorage {
         };
         let mut ids = Vec::new();
         for name in names {
-            let Some(id) = parse_checkpoint_dir_name(&name) else {
+            let Some(id) = CheckpointId::from_dir_name(&name) else {
                 continue;
             };
             let dir = self.checkpoint_dir(id);
@@ -429,7 +418,7 @@ mod tests {
 
     #[test]
     fn checkpoint_dir_names_are_canonical() {
-        assert_eq!(parse_checkpoint_dir_name("chk-7"), Some(CheckpointId(7)));
+        assert_eq!(CheckpointId::from_dir_name("chk-7"), Some(CheckpointId(7)));
         for bad in [
             "chk-",
             "chk-007",
@@ -438,7 +427,7 @@ mod tests {
             "chk-7.inprogress",
             "shared",
         ] {
-            assert_eq!(parse_checkpoint_dir_name(bad), None, "{bad}");
+            assert_eq!(CheckpointId::from_dir_name(bad), None, "{bad}");
         }
     }
 

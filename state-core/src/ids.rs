@@ -18,6 +18,17 @@ impl CheckpointId {
     pub fn dir_name(self) -> String {
         format!("chk-{}", self.0)
     }
+
+    /// The checkpoint a canonical `chk-<n>` directory name stands for.
+    /// `chk-007` is not canonical (it would not be found again as `chk-7`).
+    pub fn from_dir_name(name: &str) -> Option<Self> {
+        let digits = name.strip_prefix("chk-")?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let id = CheckpointId(digits.parse().ok()?);
+        (id.dir_name() == name).then_some(id)
+    }
 }
 
 impl fmt::Display for CheckpointId {
@@ -81,5 +92,39 @@ impl StateId {
     /// The id as an index into a backend's table of states.
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoint_dir_names_round_trip() {
+        assert_eq!(CheckpointId::from_dir_name("chk-7"), Some(CheckpointId(7)));
+        assert_eq!(CheckpointId::from_dir_name("chk-0"), Some(CheckpointId(0)));
+        for bad in [
+            "chk-",
+            "chk-007",
+            "chk-x",
+            "chk--1",
+            "chk-1 ",
+            "7",
+            "chk-99999999999999999999999",
+        ] {
+            assert_eq!(CheckpointId::from_dir_name(bad), None, "{bad}");
+        }
+        assert_eq!(
+            CheckpointId::from_dir_name(&CheckpointId(42).dir_name()),
+            Some(CheckpointId(42))
+        );
+    }
+
+    #[test]
+    fn job_ids_are_safe_path_components() {
+        assert!(JobId::new("job-1_a").is_ok());
+        for bad in ["", "..", "a/b", "a b", "é"] {
+            assert!(JobId::new(bad).is_err(), "{bad}");
+        }
     }
 }
