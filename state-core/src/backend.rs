@@ -226,6 +226,14 @@ pub trait Checkpointable: KeyedStateBackend {
     fn notify_checkpoint_aborted(&mut self, _id: CheckpointId) -> Result<()> {
         Ok(())
     }
+
+    /// Checkpoint `id` was subsumed: a newer one completed and retention
+    /// removed `id` from the retained checkpoints (Flink's
+    /// `notifyCheckpointSubsumed`). Backends that keep local copies of
+    /// checkpoints (local recovery) delete `id`'s copy here.
+    fn notify_checkpoint_subsumed(&mut self, _id: CheckpointId) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The handles whose key groups overlap `range`: what a subtask with that
