@@ -1,0 +1,65 @@
+//! Errors of the executor.
+
+use std::path::PathBuf;
+
+use state_core::{CheckpointId, StateError};
+
+/// Result alias of the executor.
+pub type Result<T, E = ExecutorError> = std::result::Result<T, E>;
+
+/// The error a user function returns to fail its task (Flink's "throw").
+pub type UserError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What went wrong while building or running a job.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExecutorError {
+    /// State, checkpoint storage or a checkpoint file.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A user function returned an error or panicked in a task.
+    #[error("{operator} ({subtask}/{parallelism}) failed: {message}")]
+    Task {
+        /// The operator uid.
+        operator: String,
+        /// The subtask index (0-based).
+        subtask: u32,
+        /// The operator's parallelism.
+        parallelism: u32,
+        /// The error or panic message.
+        message: String,
+    },
+    /// The job graph or its configuration is invalid (names the option or operator).
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+    /// A file or directory of a source or sink.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The path the call was about.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A checkpoint could not be taken or completed.
+    #[error("checkpoint {checkpoint} failed: {reason}")]
+    Checkpoint {
+        /// The checkpoint.
+        checkpoint: CheckpointId,
+        /// Why.
+        reason: String,
+    },
+    /// The job was cancelled.
+    #[error("job was cancelled")]
+    Canceled,
+}
+
+impl ExecutorError {
+    /// An [`ExecutorError::Io`] on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ExecutorError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

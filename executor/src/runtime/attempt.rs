@@ -1,0 +1,350 @@
+//! One attempt of a job: its tasks on threads, the channels between them,
+//! and the checkpoint coordinator driving their checkpoints.
+
+mod checkpoints;
+
+use std::collections::{BTreeMap, HashMap};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use state_core::{CheckpointId, KeyedStateHandle};
+
+use super::coordinator::{AckOutcome, CheckpointCoordinator};
+use super::events::{JobEvent, JobStatus};
+use super::graph::{AttemptShared, RestoreState, TaskEnv};
+use super::master::{AttemptEnd, HandleCommand, Master, elapsed_millis};
+use super::task::{AckedState, TaskCommand, TaskReport, TaskRuntime, panic_message};
+use crate::error::{ExecutorError, Result};
+
+pub(super) struct Attempt {
+    number: u32,
+    tasks: Vec<(usize, String, Sender<TaskCommand>)>,
+    sources: Vec<usize>,
+    threads: Vec<JoinHandle<()>>,
+    reports: Receiver<(u32, TaskReport)>,
+    cancel: Arc<AtomicBool>,
+    coordinator: CheckpointCoordinator<Vec<AckedState>>,
+    timestamps: BTreeMap<CheckpointId, u64>,
+    commands_open: bool,
+}
+
+static NEXT_ATTEMPT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+impl Attempt {
+    pub(super) fn start(master: &mut Master, restore: Option<Arc<RestoreState>>) -> Result<Self> {
+        let spec = &master.spec;
+        let number = NEXT_ATTEMPT.fetch_add(1, Ordering::Relaxed);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let (report_tx, report_rx) = crossbeam_channel::unbounded();
+        let shared = AttemptShared {
+            clock: spec.clock.clone(),
+            storage: spec.storage.clone(),
+            restore,
+            max_parallelism: spec.max_parallelism,
+            batch_size: spec.config.batch_size.max(1),
+            mode: master.checkpoint_config.mode,
+            snapshot_mode: spec.snapshot_mode,
+            cancel: cancel.clone(),
+            metrics: master.shared.metrics.clone(),
+        };
+        let default_p = spec.config.parallelism.max(1);
+        let parallelism = |stage: usize| {
+            spec.graph
+                .stages
+                .get(stage)
+                .and_then(|s| s.parallelism)
+                .unwrap_or(default_p)
+        };
+        // Channels of every exchange.
+        let mut outputs: HashMap<usize, Vec<Option<Box<dyn std::any::Any + Send>>>> =
+            HashMap::new();
+        let mut inputs: HashMap<usize, Vec<Option<Box<dyn std::any::Any + Send>>>> = HashMap::new();
+        for (e, edge) in spec.graph.edges.iter().enumerate() {
+            let (tx, rx) = (edge.make_channels)(
+                parallelism(edge.from),
+                parallelism(edge.to),
+                spec.config.channel_capacity.max(1),
+            );
+            outputs.insert(e, tx.into_iter().map(Some).collect());
+            inputs.insert(e, rx.into_iter().map(Some).collect());
+        }
+        let mut tasks = Vec::new();
+        let mut sources = Vec::new();
+        let mut threads = Vec::new();
+        let mut index = 0usize;
+        for (s, stage) in spec.graph.stages.iter().enumerate() {
+            let Some(make) = stage.make.clone() else {
+                return Err(ExecutorError::InvalidJob(format!(
+                    "the stream after operator {:?} has no sink",
+                    stage.name
+                )));
+            };
+            let p = parallelism(s);
+            for subtask in 0..p {
+                let take =
+                    |map: &mut HashMap<usize, Vec<Option<Box<dyn std::any::Any + Send>>>>,
+                     edge: Option<usize>| {
+                        edge.and_then(|e| map.get_mut(&e))
+                            .and_then(|v| v.get_mut(subtask as usize))
+                            .and_then(Option::take)
+                    };
+                let mut env = TaskEnv {
+                    shared: shared.clone(),
+                    subtask,
+                    parallelism: p,
+                    inputs: take(&mut inputs, stage.input_edge),
+                    outputs: take(&mut outputs, stage.output_edge),
+                };
+                let (control_tx, control_rx) = crossbeam_channel::unbounded();
+                let name = format!("{} ({}/{p})", stage.name, subtask + 1);
+                let rt = TaskRuntime {
+                    task: index,
+                    control: control_rx,
+                    reports: report_tx.clone(),
+                    attempt: number,
+                    cancel: cancel.clone(),
+                    storage: spec.storage.clone(),
+                    clock: spec.clock.clone(),
+                };
+                let make = make.clone();
+                let (task_name, stage_name) = (name.clone(), stage.name.clone());
+                let thread = std::thread::Builder::new()
+                    .name(name.clone())
+                    .spawn(move || {
+                        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                            let task = make(&mut env)?;
+                            task.run(&rt)
+                        }));
+                        let result = match run {
+                            Ok(result) => result,
+                            Err(payload) => Err(ExecutorError::Task {
+                                operator: stage_name,
+                                subtask,
+                                parallelism: p,
+                                message: format!("panicked: {}", panic_message(payload.as_ref())),
+                            }),
+                        };
+                        if let Err(e) = &result {
+                            if !matches!(e, ExecutorError::Canceled) {
+                                tracing::warn!(task = %task_name, error = %e, "task failed");
+                            }
+                        }
+                        rt.report(TaskReport::Exited {
+                            task: index,
+                            result,
+                        });
+                    })
+                    .map_err(|e| {
+                        ExecutorError::InvalidJob(format!("cannot start task {name}: {e}"))
+                    })?;
+                threads.push(thread);
+                if stage.input_edge.is_none() {
+                    sources.push(index);
+                }
+                tasks.push((index, name, control_tx));
+                index += 1;
+            }
+        }
+        let periodic = spec.config.checkpointing.is_some();
+        let coordinator = CheckpointCoordinator::new(
+            &master.checkpoint_config,
+            periodic,
+            tasks.len(),
+            master.next_id,
+            elapsed_millis(master.started),
+        );
+        Ok(Attempt {
+            number,
+            tasks,
+            sources,
+            threads,
+            reports: report_rx,
+            cancel,
+            coordinator,
+            timestamps: BTreeMap::new(),
+            commands_open: true,
+        })
+    }
+
+    /// Runs until the attempt finishes, fails or is cancelled.
+    pub(super) fn drive(&mut self, master: &mut Master) -> AttemptEnd {
+        let mut running = self.tasks.len();
+        let mut any_finished = false;
+        loop {
+            let now = elapsed_millis(master.started);
+            if !any_finished {
+                if let Some(id) = self.coordinator.trigger_due(now) {
+                    if let Some(e) = self.trigger(master, id) {
+                        return self.fail(master, e);
+                    }
+                }
+            }
+            for failed in self.coordinator.check_timeouts(now) {
+                if let Some(e) = self.failed_checkpoint(master, failed) {
+                    return self.fail(master, e);
+                }
+            }
+            let wait = self
+                .coordinator
+                .next_wakeup()
+                .map_or(50, |at| at.saturating_sub(now))
+                .clamp(1, 50);
+            let commands = if self.commands_open {
+                master.commands.clone()
+            } else {
+                crossbeam_channel::never()
+            };
+            select! {
+                recv(self.reports) -> msg => {
+                    let Ok((number, report)) = msg else { continue };
+                    if number != self.number {
+                        continue;
+                    }
+                    let now = elapsed_millis(master.started);
+                    match report {
+                        TaskReport::Ack { task, id, states } => {
+                            match self.coordinator.acknowledge(id, task, states, now) {
+                                AckOutcome::Pending => {}
+                                AckOutcome::Completed(done) => {
+                                    if let Some(e) = self.finalize(master, done.id, done.acks, done.duration) {
+                                        return self.fail(master, e);
+                                    }
+                                }
+                                AckOutcome::Unknown(states) => {
+                                    let handles: Vec<KeyedStateHandle> =
+                                        states.iter().flat_map(|s| s.snapshot.keyed.iter().cloned()).collect();
+                                    if !master.store.retained().iter().any(|m| m.checkpoint_id == id) {
+                                        let _ = master.store.abort(id, &handles);
+                                    }
+                                }
+                            }
+                        }
+                        TaskReport::Decline { id, reason, counted } => {
+                            let failed = if counted {
+                                self.coordinator.fail(id, reason, now)
+                            } else {
+                                self.coordinator.abort(id, reason)
+                            };
+                            if let Some(failed) = failed {
+                                if let Some(e) = self.failed_checkpoint(master, failed) {
+                                    return self.fail(master, e);
+                                }
+                            }
+                        }
+                        TaskReport::Exited { task, result } => {
+                            running = running.saturating_sub(1);
+                            match result {
+                                Ok(()) => {
+                                    if !any_finished {
+                                        any_finished = true;
+                                        for failed in self.coordinator.abort_all("a task finished before the checkpoint completed") {
+                                            let _ = self.failed_checkpoint(master, failed);
+                                        }
+                                    }
+                                    tracing::info!(task = self.tasks.get(task).map(|t| t.1.as_str()), "task finished");
+                                    if running == 0 {
+                                        return AttemptEnd::Finished;
+                                    }
+                                }
+                                Err(ExecutorError::Canceled) => {
+                                    if running == 0 {
+                                        return self.fail(master, ExecutorError::InvalidJob("every task stopped without finishing".into()));
+                                    }
+                                }
+                                Err(e) => return self.fail(master, e),
+                            }
+                        }
+                    }
+                }
+                recv(commands) -> cmd => {
+                    match cmd {
+                        Ok(HandleCommand::Trigger(reply)) => {
+                            if any_finished {
+                                let _ = reply.send(Err(ExecutorError::InvalidJob(
+                                    "cannot trigger a checkpoint: some tasks already finished".into(),
+                                )));
+                            } else {
+                                let id = self.coordinator.trigger_now(elapsed_millis(master.started));
+                                let err = self.trigger(master, id);
+                                let _ = reply.send(Ok(id));
+                                if let Some(e) = err {
+                                    return self.fail(master, e);
+                                }
+                            }
+                        }
+                        Ok(HandleCommand::Cancel) => {
+                            tracing::info!(job = %master.spec.config.job_id, "cancelling job");
+                            return AttemptEnd::Canceled;
+                        }
+                        // The handle was dropped: the job runs on unattended.
+                        Err(_) => self.commands_open = false,
+                    }
+                }
+                default(Duration::from_millis(wait)) => {}
+            }
+        }
+    }
+
+    fn fail(&mut self, master: &mut Master, error: ExecutorError) -> AttemptEnd {
+        let task = match &error {
+            ExecutorError::Task {
+                operator,
+                subtask,
+                parallelism,
+                ..
+            } => {
+                format!("{operator} ({}/{parallelism})", subtask + 1)
+            }
+            _ => "job".to_owned(),
+        };
+        let message = match &error {
+            ExecutorError::Task { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        tracing::warn!(job = %master.spec.config.job_id, %task, %message, "{task} switched from RUNNING to FAILED: {message}");
+        master.emit(JobEvent::TaskFailed { task, message });
+        master.set_status(JobStatus::Failing);
+        AttemptEnd::Failed(error)
+    }
+
+    /// Cancels and joins every task, and aborts the checkpoints in flight.
+    pub(super) fn stop(mut self, master: &mut Master) {
+        self.cancel.store(true, Ordering::Relaxed);
+        self.tasks.clear();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+        let reason = match master.status {
+            JobStatus::Failing => "the job is failing over",
+            _ => "the job stopped",
+        };
+        for failed in self.coordinator.abort_all(reason) {
+            let _ = self.failed_checkpoint(master, failed);
+        }
+        // Acknowledgements still arriving from snapshot threads of this attempt.
+        while let Ok((number, report)) = self.reports.try_recv() {
+            if number != self.number {
+                continue;
+            }
+            if let TaskReport::Ack { id, states, .. } = report {
+                let handles: Vec<KeyedStateHandle> = states
+                    .iter()
+                    .flat_map(|s| s.snapshot.keyed.iter().cloned())
+                    .collect();
+                if !master
+                    .store
+                    .retained()
+                    .iter()
+                    .any(|m| m.checkpoint_id == id)
+                {
+                    let _ = master.store.abort(id, &handles);
+                }
+            }
+        }
+        master.next_id = self.coordinator.next_checkpoint_id();
+    }
+}

@@ -1,0 +1,183 @@
+//! The checkpoint side of an attempt: triggering at the sources, discarding
+//! failed checkpoints, and completing acknowledged ones.
+
+use std::time::Duration;
+
+use state_core::metadata::OperatorSnapshot;
+use state_core::{CheckpointId, CheckpointMetadata, KeyedStateHandle, OperatorId, SnapshotKind};
+
+use super::Attempt;
+use crate::error::ExecutorError;
+use crate::runtime::coordinator::FailedCheckpoint;
+use crate::runtime::events::{CompletedCheckpointInfo, JobEvent};
+use crate::runtime::master::{Master, elapsed_millis};
+use crate::runtime::task::{AckedState, TaskCommand};
+
+impl Attempt {
+    pub(super) fn trigger(
+        &mut self,
+        master: &mut Master,
+        id: CheckpointId,
+    ) -> Option<ExecutorError> {
+        let timestamp = master.spec.clock.now_millis();
+        if let Err(e) = master.spec.storage.initialize_checkpoint(id) {
+            let now = elapsed_millis(master.started);
+            let failed = self.coordinator.fail(
+                id,
+                format!("cannot initialize the checkpoint location: {e}"),
+                now,
+            )?;
+            return self.failed_checkpoint(master, failed);
+        }
+        self.timestamps.insert(id, timestamp);
+        tracing::info!(
+            job = %master.spec.config.job_id,
+            checkpoint_id = id.get(),
+            "Triggering checkpoint {id} (type=CHECKPOINT) @ {timestamp} for job {}.",
+            master.spec.config.job_id
+        );
+        master.emit(JobEvent::CheckpointTriggered {
+            id,
+            timestamp_millis: timestamp,
+        });
+        for &s in &self.sources {
+            if let Some((_, _, tx)) = self.tasks.get(s) {
+                let _ = tx.send(TaskCommand::Trigger { id, timestamp });
+            }
+        }
+        None
+    }
+
+    /// Discards a failed checkpoint; returns the error that fails the job
+    /// when too many failed in a row.
+    pub(super) fn failed_checkpoint(
+        &mut self,
+        master: &mut Master,
+        failed: FailedCheckpoint<Vec<AckedState>>,
+    ) -> Option<ExecutorError> {
+        let FailedCheckpoint {
+            id,
+            reason,
+            acks,
+            fail_job,
+        } = failed;
+        tracing::warn!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} failed: {reason}", master.spec.config.job_id);
+        self.timestamps.remove(&id);
+        let handles: Vec<KeyedStateHandle> = acks
+            .iter()
+            .flatten()
+            .flat_map(|s| s.snapshot.keyed.iter().cloned())
+            .collect();
+        if let Err(e) = master.store.abort(id, &handles) {
+            tracing::warn!(checkpoint_id = id.get(), error = %e, "discarding the failed checkpoint failed");
+        }
+        for (_, _, tx) in &self.tasks {
+            let _ = tx.send(TaskCommand::Abort(id));
+        }
+        master.shared.metrics.update(|m| m.checkpoints_failed += 1);
+        master.shared.record(id, Err(reason.clone()));
+        master.emit(JobEvent::CheckpointFailed {
+            id,
+            reason: reason.clone(),
+        });
+        fail_job.then(|| ExecutorError::Checkpoint {
+            checkpoint: id,
+            reason: format!(
+                "{reason}; exceeded the tolerable failed checkpoints ({})",
+                master.checkpoint_config.tolerable_failures
+            ),
+        })
+    }
+
+    pub(super) fn finalize(
+        &mut self,
+        master: &mut Master,
+        id: CheckpointId,
+        acks: Vec<Vec<AckedState>>,
+        duration: Duration,
+    ) -> Option<ExecutorError> {
+        let timestamp = self.timestamps.remove(&id).unwrap_or(0);
+        let mut operators: Vec<OperatorSnapshot> = Vec::new();
+        let order: Vec<&OperatorId> = master.spec.graph.operators.iter().map(|(u, _)| u).collect();
+        let mut incremental = false;
+        for state in acks.into_iter().flatten() {
+            incremental |= state
+                .snapshot
+                .keyed
+                .iter()
+                .any(|h| matches!(h, KeyedStateHandle::Incremental(_)));
+            match operators
+                .iter_mut()
+                .find(|o| o.operator_id == state.operator)
+            {
+                Some(op) => op.subtasks.push(state.snapshot),
+                None => operators.push(OperatorSnapshot {
+                    operator_id: state.operator,
+                    parallelism: state.parallelism,
+                    max_parallelism: state.max_parallelism,
+                    subtasks: vec![state.snapshot],
+                }),
+            }
+        }
+        operators.sort_by_key(|o| order.iter().position(|u| **u == o.operator_id));
+        for op in &mut operators {
+            op.subtasks.sort_by_key(|s| s.subtask);
+        }
+        let metadata = CheckpointMetadata {
+            checkpoint_id: id,
+            job_id: master.spec.config.job_id.clone(),
+            timestamp_millis: timestamp,
+            kind: if incremental {
+                SnapshotKind::Incremental
+            } else {
+                SnapshotKind::Full
+            },
+            operators,
+        };
+        let bytes = metadata.checkpointed_size();
+        let state_size = metadata.state_size();
+        if let Err(e) = master.store.complete(metadata) {
+            let now = elapsed_millis(master.started);
+            let fail_job = self.coordinator.record_finalize_failure(now);
+            let reason = format!("writing the checkpoint metadata failed: {e}");
+            return self.failed_checkpoint(
+                master,
+                FailedCheckpoint {
+                    id,
+                    reason,
+                    acks: Vec::new(),
+                    fail_job,
+                },
+            );
+        }
+        tracing::info!(
+            job = %master.spec.config.job_id,
+            checkpoint_id = id.get(),
+            bytes,
+            duration_ms = duration.as_millis() as u64,
+            "Completed checkpoint {id} for job {} ({bytes} bytes in {} ms).",
+            master.spec.config.job_id,
+            duration.as_millis()
+        );
+        let info = CompletedCheckpointInfo {
+            id,
+            timestamp_millis: timestamp,
+            bytes,
+            state_size,
+            duration,
+        };
+        master.shared.metrics.update(|m| {
+            m.checkpoints_completed += 1;
+            m.last_checkpoint_duration = Some(duration);
+            m.last_checkpoint_size = Some(bytes);
+            m.state_size = Some(state_size);
+        });
+        master.completed.push(info.clone());
+        master.shared.record(id, Ok(info.clone()));
+        master.emit(JobEvent::CheckpointCompleted(info));
+        for (_, _, tx) in &self.tasks {
+            let _ = tx.send(TaskCommand::Complete(id));
+        }
+        None
+    }
+}

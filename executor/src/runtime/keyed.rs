@@ -1,0 +1,365 @@
+//! Keyed operators: [`KeyedProcessFunction`] with keyed state and timers, and
+//! the built-in `reduce` / `sum`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use state_core::timers::{Timer, TimerService};
+use state_core::typed::{KeyedState, ValueState, ValueStateDescriptor};
+use state_core::{
+    BackendContext, BackendFactory, CheckpointStorage, Checkpointable, Clock, KeyedStateBackend,
+    SnapshotMode, handles_for_range,
+};
+
+use super::chain::{ChainEvent, OpInfo, OperatorPart, Output};
+use super::graph::RestoreState;
+use crate::error::{Result, UserError};
+
+/// Which clock a timer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TimeDomain {
+    /// Event time, driven by watermarks (all event-time timers fire at the
+    /// end of a bounded input).
+    EventTime,
+    /// Processing time, driven by the job's [`Clock`].
+    ProcessingTime,
+}
+
+/// A function over a keyed stream with keyed state and timers (Flink's
+/// `KeyedProcessFunction`). One clone runs per subtask and attempt:
+/// register states in [`KeyedProcessFunction::open`] and keep their handles.
+///
+/// ```
+/// use executor::UserError;
+/// use executor::job::{KeyedContext, KeyedProcessFunction};
+/// use state_core::KeyedStateBackend;
+/// use state_core::typed::{KeyedState, ValueState, ValueStateDescriptor};
+///
+/// /// Counts records per key and emits (key, count).
+/// #[derive(Clone, Default)]
+/// struct Count(Option<ValueState<u64>>);
+///
+/// impl<B: KeyedStateBackend> KeyedProcessFunction<B> for Count {
+///     type Key = String;
+///     type In = String;
+///     type Out = (String, u64);
+///     fn open(&mut self, state: &mut KeyedState<B>) -> Result<(), UserError> {
+///         self.0 = Some(state.value_state(&ValueStateDescriptor::new("count"))?);
+///         Ok(())
+///     }
+///     fn process_element(
+///         &mut self,
+///         word: String,
+///         ctx: &mut KeyedContext<'_, B, String>,
+///         out: &mut Vec<(String, u64)>,
+///     ) -> Result<(), UserError> {
+///         let count = self.0.as_ref().ok_or("not opened")?;
+///         let n = count.value(ctx.state())?.unwrap_or(0) + 1;
+///         count.update(ctx.state(), &n)?;
+///         out.push((word, n));
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait KeyedProcessFunction<B: KeyedStateBackend>: Clone + Send + Sync + 'static {
+    /// The key type (what `key_by` returns).
+    type Key: Serialize + DeserializeOwned + Send + 'static;
+    /// The input records.
+    type In: Send + 'static;
+    /// The output records.
+    type Out: Send + 'static;
+
+    /// Registers states (restored ones come back with their values).
+    fn open(&mut self, state: &mut KeyedState<B>) -> Result<(), UserError>;
+
+    /// Processes one record of the current key; pushes outputs to `out`.
+    fn process_element(
+        &mut self,
+        value: Self::In,
+        ctx: &mut KeyedContext<'_, B, Self::Key>,
+        out: &mut Vec<Self::Out>,
+    ) -> Result<(), UserError>;
+
+    /// A timer of the current key fired at `timestamp`.
+    fn on_timer(
+        &mut self,
+        _timestamp: u64,
+        _domain: TimeDomain,
+        _ctx: &mut KeyedContext<'_, B, Self::Key>,
+        _out: &mut Vec<Self::Out>,
+    ) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+/// What a [`KeyedProcessFunction`] sees of its subtask: keyed state scoped to
+/// the current key, the key, and timers.
+#[derive(Debug)]
+pub struct KeyedContext<'a, B: KeyedStateBackend, K> {
+    state: &'a mut KeyedState<B>,
+    timers: &'a mut TimerService,
+    key: &'a K,
+    clock: &'a dyn Clock,
+}
+
+impl<'a, B: KeyedStateBackend, K> KeyedContext<'a, B, K> {
+    /// Keyed state, with the current key set.
+    pub fn state(&mut self) -> &mut KeyedState<B> {
+        self.state
+    }
+
+    /// The current key.
+    pub fn current_key(&self) -> &K {
+        self.key
+    }
+
+    /// The current processing time (the job's clock), in milliseconds.
+    pub fn current_processing_time(&self) -> u64 {
+        self.clock.now_millis()
+    }
+
+    /// The current watermark, if one arrived.
+    pub fn current_watermark(&self) -> Option<u64> {
+        self.timers.current_watermark()
+    }
+
+    /// Timers of the current key and namespace.
+    pub fn timer_service(&mut self) -> TimerServiceRef<'_, B> {
+        TimerServiceRef {
+            state: self.state,
+            timers: self.timers,
+        }
+    }
+}
+
+/// Registers and deletes timers of the current key (see [`KeyedContext::timer_service`]).
+#[derive(Debug)]
+pub struct TimerServiceRef<'a, B: KeyedStateBackend> {
+    state: &'a mut KeyedState<B>,
+    timers: &'a mut TimerService,
+}
+
+impl<B: KeyedStateBackend> TimerServiceRef<'_, B> {
+    /// Fires [`KeyedProcessFunction::on_timer`] when the watermark passes `timestamp`.
+    pub fn register_event_time_timer(&mut self, timestamp: u64) -> state_core::Result<()> {
+        self.timers.register_event_time_timer(self.state, timestamp)
+    }
+
+    /// Deletes an event-time timer of the current key.
+    pub fn delete_event_time_timer(&mut self, timestamp: u64) -> state_core::Result<()> {
+        self.timers.delete_event_time_timer(self.state, timestamp)
+    }
+
+    /// Fires [`KeyedProcessFunction::on_timer`] when the clock passes `timestamp`.
+    pub fn register_processing_time_timer(&mut self, timestamp: u64) -> state_core::Result<()> {
+        self.timers
+            .register_processing_time_timer(self.state, timestamp)
+    }
+
+    /// Deletes a processing-time timer of the current key.
+    pub fn delete_processing_time_timer(&mut self, timestamp: u64) -> state_core::Result<()> {
+        self.timers
+            .delete_processing_time_timer(self.state, timestamp)
+    }
+}
+
+/// Extracts the key of a record.
+pub(crate) type KeyFn<T, K> = Arc<dyn Fn(&T) -> K + Send + Sync>;
+
+/// A keyed operator subtask running a [`KeyedProcessFunction`].
+pub(crate) struct KeyedOp<B: Checkpointable, P: KeyedProcessFunction<B>> {
+    pub func: P,
+    pub key_fn: KeyFn<P::In, P::Key>,
+    pub state: KeyedState<B>,
+    pub timers: TimerService,
+    pub out: Vec<P::Out>,
+    pub info: OpInfo,
+    pub clock: Arc<dyn Clock>,
+    pub mode: SnapshotMode,
+    pub next: Box<dyn Output<P::Out>>,
+}
+
+/// Everything needed to create a keyed operator subtask.
+pub(crate) struct KeyedOpSetup<'a, F: BackendFactory> {
+    pub factory: &'a F,
+    pub info: OpInfo,
+    pub clock: Arc<dyn Clock>,
+    pub storage: &'a dyn CheckpointStorage,
+    pub restore: Option<&'a RestoreState>,
+    pub mode: SnapshotMode,
+}
+
+impl<B: Checkpointable, P: KeyedProcessFunction<B>> KeyedOp<B, P> {
+    /// Creates the backend, restores it, loads timers and opens the function.
+    pub fn create<F: BackendFactory<Backend = B>>(
+        setup: KeyedOpSetup<'_, F>,
+        mut func: P,
+        key_fn: KeyFn<P::In, P::Key>,
+        next: Box<dyn Output<P::Out>>,
+    ) -> Result<Self> {
+        let info = setup.info;
+        let context = BackendContext {
+            operator_id: info.uid.clone(),
+            subtask: info.subtask,
+            parallelism: info.parallelism,
+            max_parallelism: info.max_parallelism,
+            clock: setup.clock.clone(),
+        };
+        let mut backend = setup.factory.create(&context)?;
+        if let Some(restore) = setup.restore {
+            let handles = restore.keyed_handles(&info.uid, info.max_parallelism)?;
+            let mine = handles_for_range(&handles, context.key_group_range()?);
+            if !mine.is_empty() {
+                backend.restore(&mine, setup.storage)?;
+            }
+        }
+        let mut state = KeyedState::new(backend, setup.clock.clone());
+        let timers = TimerService::new(&mut state)?;
+        func.open(&mut state).map_err(|e| info.user_error(e))?;
+        Ok(KeyedOp {
+            func,
+            key_fn,
+            state,
+            timers,
+            out: Vec::new(),
+            info,
+            clock: setup.clock,
+            mode: setup.mode,
+            next,
+        })
+    }
+
+    fn emit(&mut self) -> Result<()> {
+        self.info.counters.inc_out(self.out.len() as u64);
+        for record in self.out.drain(..) {
+            self.next.push(record)?;
+        }
+        Ok(())
+    }
+
+    fn fire(&mut self, fired: Vec<Timer>, domain: TimeDomain) -> Result<()> {
+        for timer in fired {
+            let key: P::Key = postcard::from_bytes(&timer.key)
+                .map_err(|e| self.info.failed(format!("timer key does not decode: {e}")))?;
+            self.state.set_current_key_bytes(&timer.key)?;
+            self.state.set_namespace_bytes(&timer.namespace);
+            let mut ctx = KeyedContext {
+                state: &mut self.state,
+                timers: &mut self.timers,
+                key: &key,
+                clock: self.clock.as_ref(),
+            };
+            self.func
+                .on_timer(timer.timestamp, domain, &mut ctx, &mut self.out)
+                .map_err(|e| self.info.user_error(e))?;
+            self.state.reset_namespace();
+            self.emit()?;
+        }
+        Ok(())
+    }
+}
+
+impl<B: Checkpointable, P: KeyedProcessFunction<B>> Output<P::In> for KeyedOp<B, P> {
+    fn push(&mut self, record: P::In) -> Result<()> {
+        self.info.counters.inc_in();
+        let key = (self.key_fn)(&record);
+        self.state.set_current_key(&key)?;
+        let mut ctx = KeyedContext {
+            state: &mut self.state,
+            timers: &mut self.timers,
+            key: &key,
+            clock: self.clock.as_ref(),
+        };
+        self.func
+            .process_element(record, &mut ctx, &mut self.out)
+            .map_err(|e| self.info.user_error(e))?;
+        self.emit()
+    }
+
+    fn event(&mut self, event: &ChainEvent, parts: &mut Vec<OperatorPart>) -> Result<()> {
+        match event {
+            ChainEvent::Barrier { id, .. } => {
+                let snapshot = self.state.backend_mut().snapshot(*id, self.mode)?;
+                parts.push(OperatorPart {
+                    info: self.info.clone(),
+                    keyed: Some(snapshot),
+                    operator_state: None,
+                });
+            }
+            ChainEvent::Complete(id) => self.state.backend_mut().notify_checkpoint_complete(*id)?,
+            ChainEvent::Aborted(id) => self.state.backend_mut().notify_checkpoint_aborted(*id)?,
+            ChainEvent::Tick { now_millis } => {
+                if self
+                    .timers
+                    .next_processing_time()
+                    .is_some_and(|t| t <= *now_millis)
+                {
+                    let fired = self
+                        .timers
+                        .fire_processing_timers(&mut self.state, *now_millis)?;
+                    self.fire(fired, TimeDomain::ProcessingTime)?;
+                }
+            }
+            ChainEvent::End => {
+                let fired = self.timers.advance_watermark(&mut self.state, u64::MAX)?;
+                self.fire(fired, TimeDomain::EventTime)?;
+            }
+            ChainEvent::Flush => {}
+        }
+        self.next.event(event, parts)
+    }
+}
+
+/// The reduce function of `reduce`.
+pub(crate) type ReduceFn<T> = Arc<dyn Fn(&T, &T) -> T + Send + Sync>;
+
+/// `reduce` / `sum`: keeps the running value per key and emits it per record.
+pub(crate) struct Reduce<T, K> {
+    pub f: ReduceFn<T>,
+    pub state: Option<ValueState<T>>,
+    pub _key: PhantomData<fn() -> K>,
+}
+
+impl<T, K> Clone for Reduce<T, K> {
+    fn clone(&self) -> Self {
+        Reduce {
+            f: self.f.clone(),
+            state: self.state.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<B, T, K> KeyedProcessFunction<B> for Reduce<T, K>
+where
+    B: KeyedStateBackend,
+    T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    K: Serialize + DeserializeOwned + Send + 'static,
+{
+    type Key = K;
+    type In = T;
+    type Out = T;
+
+    fn open(&mut self, state: &mut KeyedState<B>) -> Result<(), UserError> {
+        self.state = Some(state.value_state(&ValueStateDescriptor::new("reduce"))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: T,
+        ctx: &mut KeyedContext<'_, B, K>,
+        out: &mut Vec<T>,
+    ) -> Result<(), UserError> {
+        let state = self.state.as_ref().ok_or("reduce state is not open")?;
+        let next = match state.value(ctx.state())? {
+            Some(current) => (self.f)(&current, &value),
+            None => value,
+        };
+        state.update(ctx.state(), &next)?;
+        out.push(next);
+        Ok(())
+    }
+}

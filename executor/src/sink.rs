@@ -1,0 +1,67 @@
+//! Sinks: where a job's results leave it.
+
+use state_core::CheckpointId;
+use state_core::operator_state::OperatorStateStore;
+
+use crate::Result;
+
+/// Where a sink subtask runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SinkContext {
+    /// This subtask's index.
+    pub subtask: u32,
+    /// The sink's parallelism.
+    pub parallelism: u32,
+}
+
+/// One subtask's writer (Flink's `SinkFunction` / `SinkWriter`), called from
+/// the subtask's thread only.
+///
+/// Without checkpoint hooks a sink is at-least-once: records between the last
+/// completed checkpoint and a failure are written again after the restart
+/// (seed 000). A two-phase-commit sink pre-commits in
+/// [`Sink::snapshot_state`] and commits in [`Sink::notify_checkpoint_complete`].
+pub trait Sink<T>: Send {
+    /// Prepares to write; `restored` is this subtask's operator state from the
+    /// checkpoint being restored, or `None` on a fresh start.
+    fn open(&mut self, context: SinkContext, restored: Option<&OperatorStateStore>) -> Result<()>;
+
+    /// Writes one record.
+    fn write(&mut self, record: T) -> Result<()>;
+
+    /// A checkpoint barrier reached the sink: flush or pre-commit what was
+    /// written since the last one and record what is needed to commit or roll
+    /// back in `state`.
+    fn snapshot_state(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _state: &mut OperatorStateStore,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` completed: commit what it covers.
+    fn notify_checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<()> {
+        Ok(())
+    }
+
+    /// The input ended (bounded job finished): flush everything.
+    fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Creates one [`Sink`] per subtask, for every (re)start of the job.
+pub trait SinkFactory<T>: Send + Sync {
+    /// A writer for one subtask.
+    fn create(&self, context: SinkContext) -> Result<Box<dyn Sink<T>>>;
+}
+
+impl<T, F> SinkFactory<T> for F
+where
+    F: Fn(SinkContext) -> Result<Box<dyn Sink<T>>> + Send + Sync,
+{
+    fn create(&self, context: SinkContext) -> Result<Box<dyn Sink<T>>> {
+        self(context)
+    }
+}
