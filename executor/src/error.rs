@@ -18,11 +18,11 @@ pub enum ExecutorError {
     #[error(transparent)]
     State(#[from] StateError),
     /// A user function returned an error or panicked in a task.
-    #[error("{operator} ({subtask}/{parallelism}) failed: {message}")]
+    #[error("{operator} ({}/{parallelism}) failed: {message}", .subtask + 1)]
     Task {
         /// The operator uid.
         operator: String,
-        /// The subtask index (0-based).
+        /// The subtask index (0-based; shown 1-based as Flink does: `(1/2)`).
         subtask: u32,
         /// The operator's parallelism.
         parallelism: u32,

@@ -566,6 +566,21 @@ where
     }
 }
 
+/// Cancels a running job from any thread (see [`JobHandle::canceller`]).
+#[derive(Debug, Clone)]
+pub struct JobCanceller {
+    commands: Sender<HandleCommand>,
+}
+
+impl JobCanceller {
+    /// Asks the job to cancel; a job that already ended ignores it. The job
+    /// then applies its externalized-checkpoint cleanup policy (retained
+    /// checkpoints are kept with `RetainOnCancellation`).
+    pub fn cancel(&self) {
+        let _ = self.commands.send(HandleCommand::Cancel);
+    }
+}
+
 /// A running job (see [`StreamEnv::start`]).
 #[derive(Debug)]
 pub struct JobHandle {
@@ -624,6 +639,14 @@ impl JobHandle {
     /// Asks the job to cancel; [`JobHandle::wait`] returns once it is CANCELED.
     pub fn cancel(&self) {
         let _ = self.commands.send(HandleCommand::Cancel);
+    }
+
+    /// A cloneable handle that cancels the job from another thread, such as a
+    /// Ctrl-C handler, while this one waits in [`JobHandle::wait`].
+    pub fn canceller(&self) -> JobCanceller {
+        JobCanceller {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Blocks until the job reaches a terminal status.

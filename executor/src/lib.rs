@@ -46,8 +46,8 @@ pub mod source;
 pub use config::{CheckpointConfig, CheckpointingMode, JobConfig, RestartStrategyConfig};
 pub use error::{ExecutorError, Result, UserError};
 pub use job::{
-    CompletedCheckpointInfo, DataStream, JobEvent, JobHandle, JobResult, JobStatus, KeyedContext,
-    KeyedProcessFunction, KeyedStream, StreamEnv, TimeDomain,
+    CompletedCheckpointInfo, DataStream, JobCanceller, JobEvent, JobHandle, JobResult, JobStatus,
+    KeyedContext, KeyedProcessFunction, KeyedStream, StreamEnv, TimeDomain,
 };
 pub use metrics::{JobMetrics, OperatorMetrics};
 /// The barrier handler of tasks with several inputs (deterministic state machine).

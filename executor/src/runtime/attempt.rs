@@ -241,7 +241,7 @@ impl Attempt {
                                 Ok(()) => {
                                     if !any_finished {
                                         any_finished = true;
-                                        for failed in self.coordinator.abort_all("a task finished before the checkpoint completed") {
+                                        for failed in self.coordinator.abort_all(checkpoints::ENDED_BEFORE_COMPLETION) {
                                             let _ = self.failed_checkpoint(master, failed);
                                         }
                                     }

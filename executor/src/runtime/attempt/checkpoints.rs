@@ -13,6 +13,10 @@ use crate::runtime::events::{CompletedCheckpointInfo, JobEvent};
 use crate::runtime::master::{Master, elapsed_millis};
 use crate::runtime::task::{AckedState, TaskCommand};
 
+/// Why in-flight checkpoints are aborted once a task finished (no
+/// checkpoints after a task ended, as in Flink before 1.14).
+pub(super) const ENDED_BEFORE_COMPLETION: &str = "a task finished before the checkpoint completed";
+
 impl Attempt {
     pub(super) fn trigger(
         &mut self,
@@ -61,7 +65,12 @@ impl Attempt {
             acks,
             fail_job,
         } = failed;
-        tracing::warn!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} failed: {reason}", master.spec.config.job_id);
+        if reason == ENDED_BEFORE_COMPLETION {
+            // Expected at the end of every bounded job: not worth a warning.
+            tracing::info!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} aborted: {reason}", master.spec.config.job_id);
+        } else {
+            tracing::warn!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} failed: {reason}", master.spec.config.job_id);
+        }
         self.timestamps.remove(&id);
         let handles: Vec<KeyedStateHandle> = acks
             .iter()
