@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The quick start: builds `cairn`, runs a small word count that writes real
-# checkpoints with heap state and filesystem storage, then lists, inspects and
-# verifies them. Installs what it needs first.
+# The quick start: builds `cairn` and runs `cairn demo` — seed 000's WordCount
+# with a checkpoint, a poison record, three restarts, FAILED, and recovery from
+# the retained checkpoint — then lists and verifies the checkpoints it kept.
+# Installs what it needs first.
 #
-#   scripts/quickstart.sh [DIR]     # DIR defaults to a fresh temp dir
+#   scripts/quickstart.sh [DIR]     # DIR (kept afterwards) defaults to a fresh temp dir
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
@@ -12,15 +13,12 @@ dir="${1:-$(mktemp -d -t cairn-quickstart.XXXXXX)}"
 cargo build -q -p cairn-cli
 cairn="$CARGO_TARGET_DIR/debug/cairn"
 
-"$cairn" example --dir "$dir" --force
-job="$dir/example"
-latest=$(ls -d "$job"/chk-* | sort -t- -k2 -n | tail -1)
+echo "\$ cairn demo --dir $dir"
+"$cairn" demo --dir "$dir"
+job="$dir/checkpoints/word-count"
 echo
 echo "\$ cairn checkpoints list $job"
 "$cairn" checkpoints list "$job"
-echo
-echo "\$ cairn checkpoints inspect $latest"
-"$cairn" checkpoints inspect "$latest"
 echo
 echo "\$ cairn checkpoints verify $job"
 "$cairn" checkpoints verify "$job"
