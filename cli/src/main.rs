@@ -1,32 +1,47 @@
-//! # `cairn`: the operator's command for cairn checkpoints
+//! # `cairn`: run, restore, inspect and benchmark cairn jobs
 //!
 //! ```text
+//! cairn demo [--dir DIR] [--restart-delay D]
+//! cairn run wordcount --input <dir> --topic <t> [--bounded] [--output <dir>] [--filter-poison] [job options]
+//! cairn log append <dir> <topic> [record…] [--partition N|--key K] [--partitions N] [--quiet]
+//! cairn log tail   <dir> <topic> [--partition N [--from-offset O]] [--follow] [--json]
 //! cairn checkpoints list    <job-dir>                      [--json]
 //! cairn checkpoints inspect <chk-dir | _metadata>          [--json]
 //! cairn checkpoints verify  <chk-dir | _metadata | job-dir> [--json]
+//! cairn bench job|state-size [options] [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
 //! ```
+//!
+//! Job options (`cairn run … --help`) come from one struct,
+//! [`executor::args::JobArgs`], with Flink's meanings.
 //!
 //! Output is for people by default; `--json` prints one JSON document on
 //! stdout whose field names are stable (each command documents them in its
 //! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`example`]).
 //!
-//! Exit status: 0 on success, 1 when `verify` found a corrupt file, 2 for bad
-//! input or usage (a path that is not a checkpoint, an unreadable
+//! Exit status: 0 on success; 1 when `verify` found a corrupt file, a job
+//! ended FAILED or CANCELED, or the demo did not end as seed 000 does; 130
+//! when a benchmark was interrupted; 2 for bad input or usage (a path that is not a checkpoint, an unreadable
 //! `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
 //! naming the path that is wrong. Logs go to stderr at level `warn` unless
 //! `RUST_LOG` says otherwise.
 //!
 //! # Place in the workspace
-//! `state-core <- backend-{heap,fs} <- cli`: this binary picks the concrete
-//! backend (heap) and storage (filesystem) and depends on everything.
+//! `state-core <- backend-* <- executor <- cli`: this binary is the one place
+//! that picks concrete backends and storages (`backend.rs`).
 
+mod backend;
+mod bench;
+mod demo;
 mod example;
 mod human;
 mod inspect;
 mod job_dir;
 mod list;
+mod log_cmd;
+mod run_job;
 mod verify;
+mod wordcount;
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -41,8 +56,8 @@ const EXIT_BAD_INPUT: u8 = 2;
 #[command(
     name = "cairn",
     version,
-    about = "Inspect and verify cairn checkpoints, and run a small example job",
-    after_help = "Exit status: 0 ok, 1 verify found corruption, 2 bad input or usage.\n\
+    about = "Run, restore, inspect and benchmark cairn stream jobs and their checkpoints",
+    after_help = "Exit status: 0 ok, 1 verify found corruption or a job FAILED/CANCELED, 2 bad input or usage.\n\
                   Logs go to stderr (level warn; set RUST_LOG=info or debug for more)."
 )]
 struct Cli {
@@ -58,6 +73,17 @@ enum Command {
     /// Run a small word count with checkpoints on the filesystem, then restore it
     #[command(after_help = example::JSON_HELP)]
     Example(ExampleArgs),
+    /// Seed 000's WordCount: checkpoint, poison record, three restarts, FAILED, then recovery
+    Demo(demo::DemoArgs),
+    /// Run a bundled job with the standard job options (Flink's `flink run`)
+    #[command(subcommand)]
+    Run(run_job::RunCommand),
+    /// Append to and read a replayable partitioned log (a Kafka topic on local files)
+    #[command(subcommand)]
+    Log(log_cmd::LogCommand),
+    /// Benchmark harness: state size and job throughput on this machine
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -120,9 +146,14 @@ struct ExampleArgs {
 }
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = Cli::parse();
-    let mut stdout = std::io::stdout().lock();
+    init_tracing(match cli.command {
+        // The demo's failures are its script; its table tells them.
+        Command::Demo(_) => DEMO_LOG_FILTER,
+        _ => DEFAULT_LOG_FILTER,
+    });
+    // Not locked: task threads of a running job print to stdout too.
+    let mut stdout = std::io::stdout();
     let result = match cli.command {
         Command::Checkpoints(CheckpointsCommand::List(a)) => {
             list::run(&a.path, a.json, &mut stdout)
@@ -143,6 +174,10 @@ fn main() -> ExitCode {
             a.json,
             &mut stdout,
         ),
+        Command::Demo(a) => demo::run(&a, &mut stdout),
+        Command::Run(c) => run_job::run(c, &mut stdout),
+        Command::Log(c) => log_cmd::run(c, &mut stdout),
+        Command::Bench(c) => bench::run(c, &mut stdout),
     };
     let flushed = stdout.flush();
     match result.and_then(|code| flushed.map(|()| code).map_err(Into::into)) {
@@ -160,10 +195,14 @@ fn main() -> ExitCode {
 /// warnings of checkpoint verification, which `verify` prints itself.
 const DEFAULT_LOG_FILTER: &str = "warn,state_core::checkpoint_store::verify=error";
 
-/// Logs to stderr; level `warn` unless `RUST_LOG` is set.
-fn init_tracing() {
+/// The demo's log filter without `RUST_LOG` (`RUST_LOG=info cairn demo`
+/// shows the Flink-like job log beside the table).
+const DEMO_LOG_FILTER: &str = "error";
+
+/// Logs to stderr with `default_filter` unless `RUST_LOG` is set.
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
