@@ -1,0 +1,348 @@
+//! `cairn bench`: the benchmark harness that sizes hardware for cairn and
+//! holds it against other engines on the same machine.
+//!
+//! ```text
+//! cairn bench job        [--records N] [--keys K] [--parallelism P] [--backend heap|fs|rocks]
+//!                        [--incremental] [--checkpoint-interval 2s] [--fail-at i]
+//!                        [--dir DIR] [--keep] [--json]
+//! cairn bench state-size [--backend heap,fs,…] [--incremental] [--keys K] [--value-size S]
+//!                        [--update-fraction F] [--rounds R] [--parallelism P] [--seed N]
+//!                        [--sweep keys=…|value-size=…]… [--plot FILE.svg]
+//!                        [--dir DIR] [--keep] [--json]
+//! ```
+//!
+//! Both measure the real backend on real files (fs) or memory (heap), wall
+//! time, and this process's peak memory and I/O. Progress bars go to stderr
+//! (hidden with `--json` or when stderr is not a terminal). Ctrl-C stops the
+//! run and removes its data unless `--keep` is given (exit status 130).
+//! The JSON fields are documented in `--help` and in `benches/README.md`.
+
+mod checkpointing;
+mod job;
+mod plot;
+mod proc_stats;
+mod report;
+mod scratch;
+mod state_size;
+mod workload;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use executor::args::BackendKind;
+
+use crate::human;
+
+/// `cairn bench …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// The keyed-count job on the executor: records/s, checkpoints, recovery time, exactness
+    #[command(after_help = job::JSON_HELP)]
+    Job(job::JobBenchArgs),
+    /// Load, checkpoint, update and restore keyed state: sizes, phase times, restore time
+    #[command(after_help = STATE_SIZE_JSON_HELP)]
+    StateSize(StateSizeArgs),
+}
+
+const STATE_SIZE_JSON_HELP: &str = "\
+JSON (--json): one object per run (an array of them with --sweep or several
+backends): backend, incremental, keys, value_size, update_fraction, rounds,
+parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
+round], checkpoints [{id, full_bytes, written_bytes, sync_ms, async_ms,
+duration_ms, storage_bytes}], restore_local_ms (null: heap and fs keep no
+local copy), restore_storage_ms, restored_keys, restore_exact,
+peak_rss_bytes, io_read_bytes, io_write_bytes, dir (null unless --keep).
+Sizes in bytes, times in ms unless the name says otherwise.";
+
+/// Options of `cairn bench state-size`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StateSizeArgs {
+    /// Backends to measure, comma-separated (heap: checkpoints in memory; fs: in files)
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "heap")]
+    backend: Vec<BackendKind>,
+    /// Incremental checkpoints where the backend supports them
+    #[arg(long)]
+    incremental: bool,
+    /// Keys loaded (`key-0000000`…)
+    #[arg(long, value_name = "K", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
+    keys: u64,
+    /// Bytes per value (incompressible)
+    #[arg(long, value_name = "S", default_value_t = 100,
+          value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
+    value_size: u64,
+    /// Fraction of the keys updated per round (0 to 1)
+    #[arg(long, value_name = "F", default_value_t = 0.01, value_parser = parse_fraction)]
+    update_fraction: f64,
+    /// Update rounds, each followed by a checkpoint
+    #[arg(long, value_name = "R", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(0..=65_535))]
+    rounds: u32,
+    /// Subtasks (each on its own thread, owning its key groups)
+    #[arg(long, value_name = "P", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    parallelism: u32,
+    /// Seed of the values and of the keys each round updates
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    seed: u64,
+    /// Run once per value: `keys=100000,1000000` or `value-size=100,1000` (repeatable: all combinations)
+    #[arg(long, value_name = "DIM=V,V,…", value_parser = parse_sweep)]
+    sweep: Vec<Sweep>,
+    /// Draw checkpoint size, checkpoint time and restore time against state size into an SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Where checkpoint files go (fs, rocks); default: a temp directory
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Keep the checkpoint data after the run (it is removed by default)
+    #[arg(long)]
+    keep: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+/// One `--sweep` dimension and its values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sweep {
+    /// `keys=…`.
+    Keys(Vec<u64>),
+    /// `value-size=…`.
+    ValueSize(Vec<u64>),
+}
+
+fn parse_sweep(text: &str) -> Result<Sweep, String> {
+    let (dim, values) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?}: expected keys=N,N,… or value-size=N,N,…"))?;
+    let values = values
+        .split(',')
+        .map(|v| {
+            v.trim()
+                .replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| format!("{text:?}: {v:?} is not a whole number"))
+        })
+        .collect::<Result<Vec<u64>, String>>()?;
+    match dim.trim() {
+        "keys" if values.iter().all(|&k| (1..=4_294_967_295).contains(&k)) => {
+            Ok(Sweep::Keys(values))
+        }
+        "keys" => Err(format!("{text:?}: keys must be between 1 and 4294967295")),
+        "value-size" | "value_size" if values.iter().all(|&s| s <= 67_108_864) => {
+            Ok(Sweep::ValueSize(values))
+        }
+        "value-size" | "value_size" => Err(format!("{text:?}: value sizes must be at most 64 MiB")),
+        other => Err(format!(
+            "{text:?}: unknown dimension {other:?} (keys or value-size)"
+        )),
+    }
+}
+
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{text:?} is not a fraction between 0 and 1")),
+    }
+}
+
+/// Runs the command.
+pub fn run(command: BenchCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    scratch::install_handler();
+    let result = match command {
+        BenchCommand::Job(args) => job::run(&args, out),
+        BenchCommand::StateSize(args) => run_state_size(&args, out),
+    };
+    match result {
+        Err(err) if err.is::<scratch::Interrupted>() => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "interrupted: stopped the benchmark and removed its data (unless --keep)"
+            );
+            Ok(ExitCode::from(scratch::EXIT_INTERRUPTED))
+        }
+        Err(err) => Err(err),
+        Ok(()) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+fn run_state_size(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    let mut keys = vec![args.keys];
+    let mut sizes = vec![args.value_size];
+    for sweep in &args.sweep {
+        match sweep {
+            Sweep::Keys(v) => keys.clone_from(v),
+            Sweep::ValueSize(v) => sizes.clone_from(v),
+        }
+    }
+    let mut reports = Vec::new();
+    for &backend in &args.backend {
+        for &k in &keys {
+            for &size in &sizes {
+                let params = state_size::Params {
+                    backend,
+                    incremental: args.incremental,
+                    keys: k,
+                    value_size: usize::try_from(size)?,
+                    update_fraction: args.update_fraction,
+                    rounds: args.rounds,
+                    parallelism: args.parallelism,
+                    seed: args.seed,
+                    show_progress: !args.json,
+                };
+                reports.push(state_size::run_one(
+                    &params,
+                    args.dir.as_deref(),
+                    args.keep,
+                )?);
+            }
+        }
+    }
+    if let Some(path) = &args.plot {
+        plot::draw(path, &reports)?;
+    }
+    let many = reports.len() > 1 || !args.sweep.is_empty();
+    if args.json {
+        if many {
+            serde_json::to_writer_pretty(&mut *out, &reports)?;
+        } else if let Some(report) = reports.first() {
+            serde_json::to_writer_pretty(&mut *out, report)?;
+        }
+        writeln!(out)?;
+    } else if many {
+        write_table(&reports, out)?;
+    } else {
+        for report in &reports {
+            write_one(report, out)?;
+        }
+    }
+    if let Some(path) = &args.plot {
+        if !args.json {
+            writeln!(out, "plot written to {}", path.display())?;
+        }
+    }
+    Ok(())
+}
+
+fn write_one(r: &state_size::StateSizeReport, out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{} keys of {} B in {} ({}), parallelism {}, {} round(s) updating {}",
+        r.keys,
+        r.value_size,
+        r.backend,
+        if r.incremental { "incremental" } else { "full" },
+        r.parallelism,
+        r.rounds,
+        r.update_fraction
+    )?;
+    writeln!(
+        out,
+        "load: {:.3} s, {:.0} puts/s (raw keys and values {})",
+        r.load_seconds,
+        r.load_ops_per_sec,
+        human::size(r.raw_bytes)
+    )?;
+    writeln!(
+        out,
+        "{:>6} {:>11} {:>11} {:>10} {:>10} {:>11}",
+        "chk", "full", "written", "sync ms", "async ms", "in storage"
+    )?;
+    for c in &r.checkpoints {
+        writeln!(
+            out,
+            "{:>6} {:>11} {:>11} {:>10} {:>10} {:>11}",
+            c.id,
+            human::size(c.full_bytes),
+            human::size(c.written_bytes),
+            report::opt(c.sync_ms),
+            report::opt(c.async_ms),
+            c.storage_bytes.map_or("-".into(), human::size)
+        )?;
+    }
+    writeln!(
+        out,
+        "restore from storage: {} ms ({} of {} keys back{}); from a local copy: {}",
+        r.restore_storage_ms,
+        r.restored_keys,
+        r.keys,
+        if r.restore_exact {
+            ", exact"
+        } else {
+            ", NOT exact"
+        },
+        r.restore_local_ms
+            .map_or_else(|| "none".to_owned(), |v| format!("{v} ms"))
+    )?;
+    writeln!(
+        out,
+        "peak RSS {}, I/O read {}, written {}",
+        r.peak_rss_bytes.map_or("-".into(), human::size),
+        r.io_read_bytes.map_or("-".into(), human::size),
+        r.io_write_bytes.map_or("-".into(), human::size)
+    )?;
+    if let Some(dir) = &r.dir {
+        writeln!(out, "checkpoint data kept in {dir}")?;
+    }
+    Ok(())
+}
+
+fn write_table(reports: &[state_size::StateSizeReport], out: &mut dyn Write) -> anyhow::Result<()> {
+    writeln!(
+        out,
+        "{:<6} {:>10} {:>7} {:>9} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6}",
+        "backend",
+        "keys",
+        "value",
+        "load s",
+        "full",
+        "last wrote",
+        "sync ms",
+        "async ms",
+        "restore ms",
+        "peak RSS",
+        "exact"
+    )?;
+    for r in reports {
+        let first = r.checkpoints.first();
+        let last = r.checkpoints.last();
+        writeln!(
+            out,
+            "{:<6} {:>10} {:>7} {:>9.3} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6}",
+            r.backend,
+            r.keys,
+            r.value_size,
+            r.load_seconds,
+            first.map_or("-".into(), |c| human::size(c.full_bytes)),
+            last.map_or("-".into(), |c| human::size(c.written_bytes)),
+            report::opt(first.and_then(|c| c.sync_ms)),
+            report::opt(first.and_then(|c| c.async_ms)),
+            r.restore_storage_ms,
+            r.peak_rss_bytes.map_or("-".into(), human::size),
+            r.restore_exact
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweeps_parse_and_name_what_is_wrong() {
+        assert_eq!(parse_sweep("keys=1,1_000"), Ok(Sweep::Keys(vec![1, 1000])));
+        assert_eq!(
+            parse_sweep("value-size=10,0"),
+            Ok(Sweep::ValueSize(vec![10, 0]))
+        );
+        assert!(parse_sweep("keys=0").unwrap_err().contains("keys"));
+        assert!(parse_sweep("colour=1").unwrap_err().contains("colour"));
+        assert!(parse_sweep("keys").unwrap_err().contains("keys=N"));
+        assert!(parse_sweep("keys=1,x").unwrap_err().contains("\"x\""));
+        assert_eq!(parse_fraction("0.5"), Ok(0.5));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("NaN").is_err());
+    }
+}

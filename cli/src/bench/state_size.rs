@@ -1,0 +1,454 @@
+//! `cairn bench state-size`: load K keys of S-byte values into a backend,
+//! checkpoint, then R rounds of "update a fraction F of the keys,
+//! checkpoint", then restore the last checkpoint from storage into fresh
+//! backends and check that every key came back with its latest value.
+//!
+//! The state is one value state of the operator `state-size` in P subtasks
+//! (each owns its key groups, as in a job; the subtasks load, snapshot and
+//! restore on P threads). Checkpoints go through the same
+//! [`CompletedCheckpointStore`] a job uses (one retained checkpoint), so the
+//! bytes in storage after each checkpoint are what a job would keep.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use executor::args::BackendKind;
+use indicatif::ProgressBar;
+use serde::Serialize;
+use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
+use state_core::{
+    BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, Clock,
+    EntryKey, JobId, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
+    MemoryCheckpointStorage, OperatorId, SnapshotMode, StateDescriptor, StateId, StateKind,
+    SystemClock, handles_for_range,
+};
+
+use super::checkpointing::{CheckpointCtx, checkpoint};
+use super::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
+use super::report::{CheckpointReport, ms, progress};
+use super::scratch::{Scratch, check_interrupted};
+use super::workload::{key_text, updated_key, value_into, value_seed};
+use crate::backend::{self, BackendVisitor};
+use crate::human;
+
+/// One run's parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Params {
+    /// The backend.
+    pub backend: BackendKind,
+    /// `--incremental`.
+    pub incremental: bool,
+    /// Keys loaded.
+    pub keys: u64,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Fraction of the keys updated per round.
+    pub update_fraction: f64,
+    /// Update rounds.
+    pub rounds: u32,
+    /// Subtasks.
+    pub parallelism: u32,
+    /// Seed of values and update choices.
+    pub seed: u64,
+    /// Show progress bars.
+    pub show_progress: bool,
+}
+
+/// What one `state-size` run reports (sizes in bytes, times in ms).
+#[derive(Debug, Clone, Serialize)]
+pub struct StateSizeReport {
+    /// `heap`, `fs`, `rocks`.
+    pub backend: &'static str,
+    /// Whether incremental checkpoints were asked for.
+    pub incremental: bool,
+    /// Keys loaded.
+    pub keys: u64,
+    /// Bytes per value.
+    pub value_size: usize,
+    /// Fraction updated per round.
+    pub update_fraction: f64,
+    /// Update rounds.
+    pub rounds: u32,
+    /// Subtasks.
+    pub parallelism: u32,
+    /// Seed.
+    pub seed: u64,
+    /// Bytes of all keys and values as the application sees them.
+    pub raw_bytes: u64,
+    /// Wall time of the load.
+    pub load_seconds: f64,
+    /// Keys put per second during the load.
+    pub load_ops_per_sec: f64,
+    /// Time of each update round (before its checkpoint).
+    pub update_ms: Vec<f64>,
+    /// The initial checkpoint, then one per round.
+    pub checkpoints: Vec<CheckpointReport>,
+    /// Restore from a local copy: null, no local copy for heap and fs.
+    pub restore_local_ms: Option<f64>,
+    /// Restore of the last checkpoint from storage into fresh backends.
+    pub restore_storage_ms: f64,
+    /// Keys the restored backends hold with their latest value.
+    pub restored_keys: u64,
+    /// Whether the restore gave back every key with its latest value, and nothing else.
+    pub restore_exact: bool,
+    /// Peak resident memory of the process during this run.
+    pub peak_rss_bytes: Option<u64>,
+    /// Bytes this run made the storage layer read.
+    pub io_read_bytes: Option<u64>,
+    /// Bytes this run made the storage layer write.
+    pub io_write_bytes: Option<u64>,
+    /// Where the checkpoint data was kept (`--keep`), else null.
+    pub dir: Option<String>,
+}
+
+/// Runs one `state-size` measurement.
+pub fn run_one(params: &Params, dir: Option<&Path>, keep: bool) -> anyhow::Result<StateSizeReport> {
+    let job_id = JobId::new("bench-state-size").map_err(human::anyhow)?;
+    let scratch = match params.backend {
+        BackendKind::Heap => None,
+        _ => Some(Scratch::create(dir, "cairn-bench-state-size", keep)?),
+    };
+    let storage: Arc<dyn CheckpointStorage> = match &scratch {
+        // Heap state with checkpoints in memory, without the 5 MiB bound.
+        None => Arc::new(MemoryCheckpointStorage::new(u64::MAX)),
+        Some(s) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
+    };
+    let job_dir = scratch.as_ref().map(|s| s.path().join(job_id.as_str()));
+    let kept = scratch
+        .as_ref()
+        .filter(|s| s.kept())
+        .map(|s| s.path().display().to_string());
+    reset_peak_rss();
+    let io_before = IoCounters::now();
+    let mut report = backend::with_backend(
+        params.backend,
+        storage,
+        Run {
+            params,
+            job_id,
+            job_dir,
+        },
+    )?;
+    if let Some((now, before)) = IoCounters::now().zip(io_before) {
+        let io = now.since(before);
+        report.io_read_bytes = Some(io.read_bytes);
+        report.io_write_bytes = Some(io.write_bytes);
+    }
+    report.peak_rss_bytes = peak_rss_bytes();
+    report.dir = kept;
+    Ok(report)
+}
+
+struct Run<'a> {
+    params: &'a Params,
+    job_id: JobId,
+    job_dir: Option<PathBuf>,
+}
+
+/// One subtask's backend, its value state and its key groups.
+pub(super) struct Subtask<B> {
+    pub(super) index: u32,
+    pub(super) backend: B,
+    pub(super) state: StateId,
+    pub(super) range: KeyGroupRange,
+}
+
+/// How often (in keys) the loops check Ctrl-C and move the progress bar.
+const CHUNK: u64 = 16_384;
+
+impl BackendVisitor for Run<'_> {
+    type Output = StateSizeReport;
+
+    fn visit<F: BackendFactory + 'static>(
+        self,
+        factory: F,
+        storage: Arc<dyn CheckpointStorage>,
+    ) -> anyhow::Result<StateSizeReport> {
+        let p = self.params;
+        let max_parallelism = MaxParallelism::default_for(p.parallelism);
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let operator = OperatorId("state-size".into());
+        let contexts: Vec<BackendContext> = (0..p.parallelism)
+            .map(|subtask| BackendContext {
+                operator_id: operator.clone(),
+                subtask,
+                parallelism: p.parallelism,
+                max_parallelism,
+                clock: clock.clone(),
+            })
+            .collect();
+        let descriptor = StateDescriptor::new("value", StateKind::Value);
+        let mut subtasks = Vec::with_capacity(contexts.len());
+        for context in &contexts {
+            let mut backend = factory.create(context)?;
+            let state = backend.register_state(&descriptor)?;
+            subtasks.push(Subtask {
+                index: context.subtask,
+                backend,
+                state,
+                range: context.key_group_range()?,
+            });
+        }
+        let keys = p.keys;
+        let mode = if p.incremental {
+            SnapshotMode::Incremental
+        } else {
+            SnapshotMode::Full
+        };
+        let last_round_len =
+            usize::try_from(keys).context("--keys is too large for this machine")?;
+        // The round that last wrote each key (0: the load).
+        let mut last_round = vec![0u16; last_round_len];
+
+        // Load.
+        let bar = progress(p.show_progress, keys, "load");
+        let started = Instant::now();
+        parallel(&mut subtasks, |sub| {
+            put_keys(sub, max_parallelism, p, 0, (0..keys).map(|i| (i, i)), &bar)
+        })?;
+        let load = started.elapsed();
+        bar.finish_and_clear();
+
+        let mut store = CompletedCheckpointStore::new(
+            storage.clone(),
+            1,
+            ExternalizedCheckpointCleanup::DeleteOnCancellation,
+        )?;
+        let mut checkpoints = Vec::new();
+        let mut update_ms = Vec::new();
+        let ctx = CheckpointCtx {
+            storage: storage.as_ref(),
+            job_id: &self.job_id,
+            operator: &operator,
+            parallelism: p.parallelism,
+            max_parallelism,
+            clock: clock.as_ref(),
+            mode,
+            job_dir: self.job_dir.as_deref(),
+        };
+        checkpoints.push(checkpoint(
+            &ctx,
+            &mut store,
+            &mut subtasks,
+            CheckpointId(1),
+        )?);
+
+        let per_round = ((p.update_fraction * keys as f64).round() as u64).min(keys);
+        for round in 1..=p.rounds {
+            check_interrupted()?;
+            let round16 = u16::try_from(round).context("--rounds is at most 65535")?;
+            let bar = progress(p.show_progress, per_round, &format!("update {round}"));
+            let started = Instant::now();
+            let seed = p.seed;
+            parallel(&mut subtasks, |sub| {
+                let choices = (0..per_round).map(|n| (n, updated_key(seed, round, n, keys)));
+                put_keys(sub, max_parallelism, p, round, choices, &bar)
+            })?;
+            update_ms.push(ms(started.elapsed()));
+            bar.finish_and_clear();
+            for n in 0..per_round {
+                let k = updated_key(seed, round, n, keys);
+                if let Some(r) = usize::try_from(k).ok().and_then(|k| last_round.get_mut(k)) {
+                    *r = round16;
+                }
+            }
+            let id = CheckpointId(u64::from(round) + 1);
+            checkpoints.push(checkpoint(&ctx, &mut store, &mut subtasks, id)?);
+        }
+        check_interrupted()?;
+
+        // Restore the last checkpoint into fresh backends, as a restarted job
+        // would (the loaded backends are dropped first).
+        drop(subtasks);
+        let latest = store.latest().context("no checkpoint completed")?.clone();
+        let handles: Vec<KeyedStateHandle> = latest
+            .operators
+            .iter()
+            .flat_map(|o| o.subtasks.iter())
+            .flat_map(|s| s.keyed.iter().cloned())
+            .collect();
+        let mut restored = Vec::with_capacity(contexts.len());
+        for context in &contexts {
+            restored.push(Subtask {
+                index: context.subtask,
+                backend: factory.create(context)?,
+                state: StateId(0),
+                range: context.key_group_range()?,
+            });
+        }
+        let started = Instant::now();
+        parallel(&mut restored, |sub| {
+            let mine = handles_for_range(&handles, sub.range);
+            sub.backend.restore(&mine, storage.as_ref())?;
+            Ok(())
+        })?;
+        let restore = started.elapsed();
+
+        // Check (not timed) that every key came back with its latest value.
+        let mut restored_keys = 0u64;
+        let mut entries = 0u64;
+        let mut expected = Vec::with_capacity(p.value_size + 8);
+        for sub in &mut restored {
+            sub.state = sub.backend.register_state(&descriptor)?;
+            sub.backend.keys(sub.state, &mut |_| {
+                entries += 1;
+                std::ops::ControlFlow::Continue(())
+            })?;
+        }
+        for i in 0..keys {
+            let (buf, len) = key_text(i);
+            let key = buf.get(..len).unwrap_or_default();
+            let key_group = max_parallelism.key_group_of(key);
+            let subtask = max_parallelism.subtask_for_key_group(p.parallelism, key_group);
+            let Some(sub) = usize::try_from(subtask).ok().and_then(|s| restored.get(s)) else {
+                continue;
+            };
+            let round = usize::try_from(i)
+                .ok()
+                .and_then(|i| last_round.get(i))
+                .copied()
+                .unwrap_or(0);
+            value_into(
+                value_seed(p.seed, i, u32::from(round)),
+                p.value_size,
+                &mut expected,
+            );
+            let entry = EntryKey {
+                key_group,
+                key,
+                namespace: b"",
+            };
+            if sub.backend.get(sub.state, &entry)?.as_deref() == Some(&expected[..]) {
+                restored_keys += 1;
+            }
+        }
+        let raw_bytes = (0..keys)
+            .map(|i| key_text(i).1 as u64 + p.value_size as u64)
+            .sum();
+        let load_seconds = load.as_secs_f64();
+        Ok(StateSizeReport {
+            backend: backend::name(p.backend),
+            incremental: p.incremental,
+            keys,
+            value_size: p.value_size,
+            update_fraction: p.update_fraction,
+            rounds: p.rounds,
+            parallelism: p.parallelism,
+            seed: p.seed,
+            raw_bytes,
+            load_seconds: (load_seconds * 1000.0).round() / 1000.0,
+            load_ops_per_sec: (keys as f64 / load_seconds.max(1e-9)).round(),
+            update_ms,
+            checkpoints,
+            restore_local_ms: None,
+            restore_storage_ms: ms(restore),
+            restored_keys,
+            restore_exact: restored_keys == keys && entries == keys,
+            peak_rss_bytes: None,
+            io_read_bytes: None,
+            io_write_bytes: None,
+            dir: None,
+        })
+    }
+}
+
+/// Puts the values of `round` for the chosen `(n, key index)` pairs that
+/// fall in this subtask's key groups.
+fn put_keys<B: KeyedStateBackend>(
+    sub: &mut Subtask<B>,
+    max_parallelism: MaxParallelism,
+    p: &Params,
+    round: u32,
+    choices: impl Iterator<Item = (u64, u64)>,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let mine = sub.range;
+    let lead = mine.start().get() == 0;
+    for (n, i) in choices {
+        if n % CHUNK == CHUNK - 1 {
+            check_interrupted()?;
+            if lead {
+                // Every subtask advances at about the same pace.
+                bar.inc(CHUNK);
+            }
+        }
+        let (buf, len) = key_text(i);
+        let key = buf.get(..len).unwrap_or_default();
+        let key_group = max_parallelism.key_group_of(key);
+        if !mine.contains(key_group) {
+            continue;
+        }
+        let mut value = Vec::with_capacity(p.value_size + 8);
+        value_into(value_seed(p.seed, i, round), p.value_size, &mut value);
+        let entry = EntryKey {
+            key_group,
+            key,
+            namespace: b"",
+        };
+        sub.backend.put(sub.state, &entry, Bytes::from(value))?;
+    }
+    Ok(())
+}
+
+/// Runs `f` on every subtask, one thread each; the first error wins.
+pub(super) fn parallel<B: Send>(
+    subtasks: &mut [Subtask<B>],
+    f: impl Fn(&mut Subtask<B>) -> anyhow::Result<()> + Sync,
+) -> anyhow::Result<()> {
+    if let [only] = subtasks {
+        return f(only);
+    }
+    let f = &f;
+    std::thread::scope(|scope| {
+        let running: Vec<_> = subtasks
+            .iter_mut()
+            .map(|sub| scope.spawn(move || f(sub)))
+            .collect();
+        let mut result = Ok(());
+        for thread in running {
+            let outcome = thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("a subtask thread panicked")));
+            if result.is_ok() {
+                result = outcome;
+            }
+        }
+        result
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_heap_run_restores_every_key() {
+        let params = Params {
+            backend: BackendKind::Heap,
+            incremental: false,
+            keys: 500,
+            value_size: 16,
+            update_fraction: 0.5,
+            rounds: 2,
+            parallelism: 3,
+            seed: 7,
+            show_progress: false,
+        };
+        let report = run_one(&params, None, false).unwrap();
+        assert_eq!(report.checkpoints.len(), 3);
+        assert_eq!(report.restored_keys, 500);
+        assert!(report.restore_exact);
+        assert_eq!(report.raw_bytes, 500 * (11 + 16));
+        for c in &report.checkpoints {
+            assert!(c.written_bytes <= c.full_bytes);
+            assert_eq!(
+                c.storage_bytes,
+                Some(c.full_bytes),
+                "one retained, in memory"
+            );
+        }
+    }
+}

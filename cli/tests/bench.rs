@@ -1,0 +1,296 @@
+//! `cairn bench job` and `cairn bench state-size` as the real binary, at
+//! small sizes: the JSON has the documented fields with the documented
+//! types, counts are exact with and without an injected failure, restores
+//! give back every key, the figures are consistent, and bad options exit 2
+//! naming the option.
+
+// A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> Value {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn u(v: &Value, field: &str) -> u64 {
+    v[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{field} is not an unsigned integer: {v}"))
+}
+
+fn f(v: &Value, field: &str) -> f64 {
+    v[field]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{field} is not a number: {v}"))
+}
+
+fn bad_option(args: &[&str], option: &str) {
+    let out = cairn(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(option),
+        "{args:?} should name {option}: {stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{args:?} printed {:?}", out.stdout);
+}
+
+fn job(extra: &[&str]) -> Value {
+    let mut args = vec![
+        "bench",
+        "job",
+        "--records",
+        "20000",
+        "--keys",
+        "1000",
+        "--checkpoint-interval",
+        "10ms",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&cairn(&args))
+}
+
+fn check_job_fields(v: &Value, backend: &str, parallelism: u64) {
+    assert_eq!(v["backend"], backend);
+    assert_eq!(u(v, "records"), 20_000);
+    assert_eq!(u(v, "keys"), 1_000);
+    assert_eq!(u(v, "parallelism"), parallelism);
+    assert_eq!(v["status"], "FINISHED");
+    assert!(f(v, "seconds") > 0.0);
+    assert!(f(v, "records_per_sec") > 0.0);
+    assert!(v["incremental"].is_boolean());
+    for c in v["checkpoints"].as_array().unwrap() {
+        assert!(u(c, "id") >= 1);
+        assert!(u(c, "written_bytes") <= u(c, "full_bytes"), "{c}");
+        assert!(f(c, "duration_ms") >= 0.0);
+        for known_later in ["sync_ms", "async_ms", "storage_bytes"] {
+            assert!(c.get(known_later).is_some(), "{known_later} missing: {c}");
+        }
+    }
+    assert_eq!(v["exact"], true, "{v}");
+    assert_eq!(u(v, "counted"), 20_000);
+    assert_eq!(u(v, "wrong_keys"), 0);
+    assert!(u(v, "peak_rss_bytes") > 0);
+}
+
+#[test]
+fn job_counts_are_exact_without_a_failure() {
+    let v = job(&[]);
+    check_job_fields(&v, "heap", 1);
+    assert!(v["recovery_ms"].is_null(), "{v}");
+    assert!(v["fail_at"].is_null());
+    assert_eq!(u(&v, "restarts"), 0);
+}
+
+#[test]
+fn job_counts_are_exact_after_an_injected_failure() {
+    let v = job(&["--fail-at", "12345", "--parallelism", "2"]);
+    check_job_fields(&v, "heap", 2);
+    assert_eq!(u(&v, "fail_at"), 12_345);
+    assert_eq!(u(&v, "restarts"), 1);
+    assert!(f(&v, "recovery_ms") >= 0.0, "{v}");
+}
+
+#[test]
+fn job_on_fs_checkpoints_to_files_and_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = job(&[
+        "--backend",
+        "fs",
+        "--fail-at",
+        "19999",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    check_job_fields(&v, "fs", 1);
+    assert!(v["dir"].is_null());
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "data left behind"
+    );
+}
+
+#[test]
+fn job_keep_leaves_the_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let v = job(&[
+        "--backend",
+        "fs",
+        "--keep",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let kept = v["dir"].as_str().unwrap();
+    assert!(std::path::Path::new(kept).join("bench-job").is_dir(), "{v}");
+}
+
+#[test]
+fn job_text_output_says_exact() {
+    let out = cairn(&["bench", "job", "--records", "5000", "--keys", "100"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("counts: exact"), "{text}");
+    assert!(text.contains("records/s"), "{text}");
+}
+
+fn check_state_size(v: &Value, backend: &str, keys: u64) {
+    assert_eq!(v["backend"], backend);
+    assert_eq!(u(v, "keys"), keys);
+    assert_eq!(u(v, "value_size"), 100);
+    assert!(v["incremental"].is_boolean());
+    assert!(f(v, "load_seconds") >= 0.0);
+    assert!(f(v, "load_ops_per_sec") > 0.0);
+    let checkpoints = v["checkpoints"].as_array().unwrap();
+    assert_eq!(checkpoints.len(), 1 + u(v, "rounds") as usize);
+    for (n, c) in checkpoints.iter().enumerate() {
+        assert_eq!(u(c, "id"), n as u64 + 1);
+        let (full, written, stored) = (
+            u(c, "full_bytes"),
+            u(c, "written_bytes"),
+            u(c, "storage_bytes"),
+        );
+        assert!(written <= full, "{c}");
+        assert!(
+            written <= stored,
+            "uploaded bytes exceed bytes in storage: {c}"
+        );
+        // Incompressible values: the snapshot is about the raw size.
+        assert!(full >= u(v, "raw_bytes") / 2, "{c}");
+        assert!(f(c, "sync_ms") >= 0.0 && f(c, "async_ms") >= 0.0, "{c}");
+    }
+    assert!(v["restore_local_ms"].is_null(), "{v}");
+    assert!(f(v, "restore_storage_ms") >= 0.0);
+    assert_eq!(u(v, "restored_keys"), keys);
+    assert_eq!(v["restore_exact"], true);
+    assert!(u(v, "peak_rss_bytes") > 0);
+    assert!(v.get("io_read_bytes").is_some() && v.get("io_write_bytes").is_some());
+    assert_eq!(
+        v["update_ms"].as_array().unwrap().len() as u64,
+        u(v, "rounds")
+    );
+}
+
+#[test]
+fn state_size_heap_and_fs_report_consistent_figures() {
+    for backend in ["heap", "fs"] {
+        let v = json(&cairn(&[
+            "bench",
+            "state-size",
+            "--backend",
+            backend,
+            "--keys",
+            "1000",
+            "--json",
+        ]));
+        check_state_size(&v, backend, 1000);
+        assert_eq!(u(&v, "rounds"), 3);
+    }
+}
+
+#[test]
+fn state_size_at_parallelism_two_restores_every_key() {
+    let v = json(&cairn(&[
+        "bench",
+        "state-size",
+        "--backend",
+        "fs",
+        "--keys",
+        "3000",
+        "--parallelism",
+        "2",
+        "--update-fraction",
+        "0.5",
+        "--rounds",
+        "2",
+        "--json",
+    ]));
+    check_state_size(&v, "fs", 3000);
+}
+
+#[test]
+fn sweep_prints_one_report_per_run_and_plots() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("sweep.svg");
+    let v = json(&cairn(&[
+        "bench",
+        "state-size",
+        "--backend",
+        "heap,fs",
+        "--sweep",
+        "keys=500,1000",
+        "--rounds",
+        "1",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]));
+    let runs = v.as_array().unwrap();
+    assert_eq!(runs.len(), 4);
+    for (run, (backend, keys)) in
+        runs.iter()
+            .zip([("heap", 500), ("heap", 1000), ("fs", 500), ("fs", 1000)])
+    {
+        check_state_size(run, backend, keys);
+    }
+    let plot = std::fs::read_to_string(&svg).unwrap();
+    assert!(plot.starts_with("<svg"), "{}", &plot[..plot.len().min(100)]);
+    assert!(plot.contains("Restore time"));
+}
+
+#[test]
+fn rocks_is_not_available_in_this_build() {
+    let out = cairn(&["bench", "state-size", "--backend", "rocks", "--keys", "10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend rocks is not available"));
+}
+
+#[test]
+fn bad_options_exit_2_naming_the_option() {
+    bad_option(&["bench", "job", "--records", "0"], "--records");
+    bad_option(&["bench", "job", "--keys=-3"], "--keys");
+    bad_option(&["bench", "job", "--parallelism", "0"], "--parallelism");
+    bad_option(
+        &["bench", "job", "--records", "100", "--fail-at", "100"],
+        "--fail-at",
+    );
+    bad_option(
+        &["bench", "job", "--checkpoint-interval", "soon"],
+        "--checkpoint-interval",
+    );
+    bad_option(
+        &["bench", "job", "--checkpoint-interval", "0s"],
+        "--checkpoint-interval",
+    );
+    bad_option(&["bench", "job", "--backend", "oracle"], "--backend");
+    bad_option(
+        &["bench", "state-size", "--update-fraction", "2"],
+        "--update-fraction",
+    );
+    bad_option(&["bench", "state-size", "--keys", "0"], "--keys");
+    bad_option(
+        &["bench", "state-size", "--value-size", "x"],
+        "--value-size",
+    );
+    bad_option(&["bench", "state-size", "--sweep", "colour=1"], "--sweep");
+    bad_option(&["bench", "state-size", "--rounds=-1"], "--rounds");
+}
