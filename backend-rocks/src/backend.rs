@@ -1,0 +1,459 @@
+//! [`RocksBackend`]: keyed state in a RocksDB database, one column family per state.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, WriteOptions};
+use state_core::{
+    BackendContext, Clock, EntryKey, KeyGroupRange, MaxParallelism, OperatorId, Result,
+    StateDescriptor, StateError, StateId, StateLayout, TtlConfig,
+};
+
+use crate::key_codec::{self, encode_key};
+use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
+use crate::snapshot::UploadTracker;
+use crate::ttl_filter::{TtlCell, ttl_compaction_filter};
+use crate::{RestoreStats, rocks_error};
+
+/// The merge operator name of list states.
+const LIST_MERGE_OPERATOR: &str = "cairn-list-concat";
+
+/// One registered state.
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub(crate) descriptor: StateDescriptor,
+    /// Its column family (`s:<name>`: state names are unique per operator).
+    pub(crate) cf_name: String,
+    /// Its TTL, shared with the column family's compaction filter.
+    pub(crate) ttl: Arc<TtlCell>,
+}
+
+impl State {
+    pub(crate) fn new(descriptor: StateDescriptor) -> Self {
+        State {
+            cf_name: cf_name(&descriptor.name),
+            ttl: Arc::new(Mutex::new(descriptor.ttl)),
+            descriptor,
+        }
+    }
+
+    pub(crate) fn layout(&self) -> StateLayout {
+        self.descriptor.kind.layout()
+    }
+}
+
+/// The column family name of the state called `name`.
+pub(crate) fn cf_name(name: &str) -> String {
+    format!("s:{name}")
+}
+
+/// An open database and the options of the column families created on it
+/// after opening: RocksDB keeps a raw pointer to their compaction filters,
+/// which the rocksdb crate frees with the options, so they live as long as
+/// the database (fields drop in order: the database first).
+pub(crate) struct OpenDb {
+    db: DB,
+    created_cf_options: Vec<rocksdb::Options>,
+}
+
+impl OpenDb {
+    pub(crate) fn new(db: DB) -> Self {
+        OpenDb {
+            db,
+            created_cf_options: Vec::new(),
+        }
+    }
+
+    /// Creates a column family, keeping its options alive.
+    pub(crate) fn create_cf(
+        &mut self,
+        name: &str,
+        opts: rocksdb::Options,
+    ) -> std::result::Result<(), rocksdb::Error> {
+        self.db.create_cf(name, &opts)?;
+        self.created_cf_options.push(opts);
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for OpenDb {
+    type Target = DB;
+    fn deref(&self) -> &DB {
+        &self.db
+    }
+}
+
+/// Keyed state of one subtask in RocksDB (Flink's EmbeddedRocksDBStateBackend).
+///
+/// See the crate docs for the key layout, checkpoints and local recovery.
+/// Writes go to the memtable without a write-ahead log: state becomes
+/// durable through checkpoints, as in Flink.
+pub struct RocksBackend {
+    pub(crate) operator: OperatorId,
+    pub(crate) subtask: u32,
+    pub(crate) range: KeyGroupRange,
+    pub(crate) max_parallelism: MaxParallelism,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) options: Arc<RocksBackendOptions>,
+    pub(crate) memory: SharedMemoryRef,
+    /// Unique id of this instance; names its local directory and its files in storage.
+    pub(crate) backend_id: String,
+    /// `<local_dir>/<backend_id>`: working databases and local checkpoint copies.
+    pub(crate) instance_dir: PathBuf,
+    /// The open database; `None` only after a failed reopen.
+    pub(crate) db: Option<OpenDb>,
+    /// Number of the current working database directory (`db-<n>`).
+    pub(crate) db_generation: u32,
+    pub(crate) states: Vec<State>,
+    pub(crate) by_name: HashMap<String, StateId>,
+    pub(crate) write_options: WriteOptions,
+    /// Reused buffer for encoding RocksDB keys on the get/put paths.
+    pub(crate) scratch: RefCell<Vec<u8>>,
+    /// Reused buffer for list-append merge operands.
+    pub(crate) operand: Vec<u8>,
+    /// Shared SST files of finished and confirmed incremental snapshots.
+    pub(crate) uploads: Arc<Mutex<UploadTracker>>,
+    /// Local directories of other instances whose checkpoint copies this
+    /// instance restored from and now prunes as checkpoints are subsumed.
+    pub(crate) adopted_local: Vec<PathBuf>,
+    pub(crate) last_restore: Option<RestoreStats>,
+}
+
+impl fmt::Debug for RocksBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RocksBackend")
+            .field("operator", &self.operator)
+            .field("subtask", &self.subtask)
+            .field("range", &self.range)
+            .field("backend_id", &self.backend_id)
+            .field("states", &self.states.len())
+            .finish_non_exhaustive()
+    }
+}
+
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
+/// A name part restricted to the characters checkpoint storage accepts.
+fn sanitize(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push('o');
+    }
+    out
+}
+
+impl RocksBackend {
+    /// An empty backend for the subtask described by `context`, with its own
+    /// block cache of `options.memory_budget` bytes. Backends created by one
+    /// [`crate::RocksBackendFactory`] share theirs instead.
+    pub fn new(context: &BackendContext, options: RocksBackendOptions) -> Result<Self> {
+        options.validate()?;
+        let memory = Arc::new(crate::options::SharedMemory::new(&options));
+        Self::with_memory(context, Arc::new(options), memory)
+    }
+
+    pub(crate) fn with_memory(
+        context: &BackendContext,
+        options: Arc<RocksBackendOptions>,
+        memory: SharedMemoryRef,
+    ) -> Result<Self> {
+        let range = context.key_group_range()?;
+        let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
+        let backend_id = format!(
+            "{}-{}-{:x}{:x}{n:x}",
+            sanitize(&context.operator_id.0, 80),
+            context.subtask,
+            context.clock.now_millis(),
+            std::process::id(),
+        );
+        let instance_dir = options.local_dir.join(&backend_id);
+        std::fs::create_dir_all(&instance_dir).map_err(|e| StateError::io(&instance_dir, e))?;
+        let mut write_options = WriteOptions::default();
+        write_options.disable_wal(true);
+        let mut backend = RocksBackend {
+            operator: context.operator_id.clone(),
+            subtask: context.subtask,
+            range,
+            max_parallelism: context.max_parallelism,
+            clock: Arc::clone(&context.clock),
+            options,
+            memory,
+            backend_id,
+            instance_dir,
+            db: None,
+            db_generation: 0,
+            states: Vec::new(),
+            by_name: HashMap::new(),
+            write_options,
+            scratch: RefCell::new(Vec::with_capacity(64)),
+            operand: Vec::new(),
+            uploads: Arc::new(Mutex::new(UploadTracker::default())),
+            adopted_local: Vec::new(),
+            last_restore: None,
+        };
+        let (db, path) = backend.open_fresh_db(&[])?;
+        backend.db = Some(db);
+        tracing::debug!(
+            operator = %context.operator_id,
+            subtask = context.subtask,
+            %range,
+            dir = %path.display(),
+            "rocks backend created"
+        );
+        Ok(backend)
+    }
+
+    /// The unique id of this instance (in its incremental handles and the
+    /// name of its local directory).
+    pub fn backend_id(&self) -> &str {
+        &self.backend_id
+    }
+
+    /// The directory of this instance's working database and local checkpoint copies.
+    pub fn instance_dir(&self) -> &Path {
+        &self.instance_dir
+    }
+
+    /// The options the backend was created with.
+    pub fn options(&self) -> &RocksBackendOptions {
+        &self.options
+    }
+
+    /// Bytes the shared block cache and the memtables charged to it use now.
+    pub fn memory_usage(&self) -> usize {
+        self.memory.usage()
+    }
+
+    /// What the last restore read from local copies and from storage.
+    pub fn last_restore_stats(&self) -> Option<&RestoreStats> {
+        self.last_restore.as_ref()
+    }
+
+    /// Flushes memtables and compacts every state's column family fully, so
+    /// the TTL compaction filter sees every entry (for tests and tools).
+    pub fn compact_all(&mut self) -> Result<()> {
+        let db = self.db()?;
+        for s in &self.states {
+            let cf = cf_of(db, s)?;
+            db.flush_cf(cf)
+                .map_err(|e| rocks_error(&self.instance_dir, e))?;
+            db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
+    pub(crate) fn db(&self) -> Result<&DB> {
+        self.db
+            .as_deref()
+            .ok_or(StateError::Closed("rocks backend database"))
+    }
+
+    /// The directory of working database generation `n`.
+    pub(crate) fn db_dir(&self, n: u32) -> PathBuf {
+        self.instance_dir.join(format!("db-{n}"))
+    }
+
+    /// The column-family options of a state: merge operator for lists, and
+    /// the TTL compaction filter.
+    pub(crate) fn state_cf_options(&self, state: &State) -> rocksdb::Options {
+        let mut cf = cf_options(&self.options, &self.memory);
+        if state.layout() == StateLayout::List {
+            cf.set_merge_operator_associative(LIST_MERGE_OPERATOR, key_codec::concat_merge);
+        }
+        cf.set_compaction_filter(
+            "cairn-ttl",
+            ttl_compaction_filter(
+                state.layout(),
+                Arc::clone(&state.ttl),
+                Arc::clone(&self.clock),
+            ),
+        );
+        cf
+    }
+
+    /// Opens (creating) a database at `path` with a column family for each
+    /// of `states` and of `extra`.
+    pub(crate) fn open_db_at(&self, path: &Path, states: &[State]) -> Result<OpenDb> {
+        let db_opts = db_options(&self.options, &self.memory);
+        let cfs: Vec<ColumnFamilyDescriptor> = states
+            .iter()
+            .map(|s| ColumnFamilyDescriptor::new(s.cf_name.clone(), self.state_cf_options(s)))
+            .collect();
+        DB::open_cf_descriptors(&db_opts, path, cfs)
+            .map(OpenDb::new)
+            .map_err(|e| rocks_error(path, e))
+    }
+
+    /// Opens an empty database in the next generation directory with column
+    /// families for the registered states and `extra`.
+    pub(crate) fn open_fresh_db(&mut self, extra: &[State]) -> Result<(OpenDb, PathBuf)> {
+        self.db_generation += 1;
+        let path = self.db_dir(self.db_generation);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(|e| StateError::io(&path, e))?;
+        }
+        let mut all = self.states.clone();
+        all.extend(extra.iter().cloned());
+        let db = self.open_db_at(&path, &all)?;
+        Ok((db, path))
+    }
+
+    pub(crate) fn state(&self, state: StateId, layout: StateLayout) -> Result<&State> {
+        let s = self.states.get(state.index()).ok_or_else(|| {
+            StateError::invalid(format!(
+                "state id {} is not registered with rocks backend {} subtask {}",
+                state.0, self.operator, self.subtask
+            ))
+        })?;
+        if s.layout() != layout {
+            return Err(StateError::invalid(format!(
+                "state {:?} has layout {:?}, not {layout:?}",
+                s.descriptor.name,
+                s.layout()
+            )));
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn check_key(&self, key: &EntryKey<'_>) -> Result<()> {
+        if self.range.contains(key.key_group) {
+            Ok(())
+        } else {
+            Err(StateError::invalid(format!(
+                "key group {} is outside the range {} of rocks backend {} subtask {}",
+                key.key_group, self.range, self.operator, self.subtask
+            )))
+        }
+    }
+
+    /// The database and column family of `state` after checking `key` and the layout.
+    pub(crate) fn target(
+        &self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        layout: StateLayout,
+    ) -> Result<(&DB, &ColumnFamily)> {
+        self.check_key(key)?;
+        let s = self.state(state, layout)?;
+        let db = self.db()?;
+        Ok((db, cf_of(db, s)?))
+    }
+
+    /// Runs `f` with the RocksDB key of `key` (+ `suffix`) in the scratch buffer.
+    pub(crate) fn with_key<R>(
+        &self,
+        key: &EntryKey<'_>,
+        suffix: &[u8],
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> R {
+        match self.scratch.try_borrow_mut() {
+            Ok(mut buf) => {
+                encode_key(&mut buf, key.key_group, key.key, key.namespace);
+                buf.extend_from_slice(suffix);
+                f(&buf)
+            }
+            Err(_) => {
+                let mut buf = Vec::new();
+                encode_key(&mut buf, key.key_group, key.key, key.namespace);
+                buf.extend_from_slice(suffix);
+                f(&buf)
+            }
+        }
+    }
+
+    pub(crate) fn err(&self, e: rocksdb::Error) -> StateError {
+        rocks_error(&self.instance_dir, e)
+    }
+
+    /// Registers `descriptor` in `states`/`by_name` without touching the database.
+    pub(crate) fn register_in(
+        states: &mut Vec<State>,
+        by_name: &mut HashMap<String, StateId>,
+        descriptor: &StateDescriptor,
+    ) -> Result<(StateId, bool)> {
+        if let Some(&id) = by_name.get(&descriptor.name) {
+            let s = states.get_mut(id.index()).ok_or_else(|| {
+                StateError::invalid(format!("state {:?} is lost", descriptor.name))
+            })?;
+            if s.descriptor.kind != descriptor.kind {
+                return Err(StateError::invalid(format!(
+                    "state {:?} is registered as {:?}, not {:?}",
+                    descriptor.name, s.descriptor.kind, descriptor.kind
+                )));
+            }
+            s.descriptor.ttl = descriptor.ttl;
+            set_ttl(&s.ttl, descriptor.ttl);
+            return Ok((id, false));
+        }
+        let id = StateId(u32::try_from(states.len()).map_err(|_| {
+            StateError::invalid("rocks backend cannot register more than 2^32 states")
+        })?);
+        states.push(State::new(descriptor.clone()));
+        by_name.insert(descriptor.name.clone(), id);
+        Ok((id, true))
+    }
+
+    /// Whether no state holds any entry.
+    pub(crate) fn is_empty(&self) -> Result<bool> {
+        let db = self.db()?;
+        for s in &self.states {
+            let mut it = db.raw_iterator_cf(cf_of(db, s)?);
+            it.seek_to_first();
+            if it.valid() {
+                return Ok(false);
+            }
+            it.status().map_err(|e| self.err(e))?;
+        }
+        Ok(true)
+    }
+}
+
+impl Drop for RocksBackend {
+    fn drop(&mut self) {
+        drop(self.db.take());
+        // The working databases go; local checkpoint copies stay for a
+        // restore after a failure when local recovery is on.
+        let result = if self.options.local_recovery {
+            (1..=self.db_generation)
+                .map(|n| self.db_dir(n))
+                .filter(|p| p.exists())
+                .try_for_each(std::fs::remove_dir_all)
+        } else {
+            std::fs::remove_dir_all(&self.instance_dir)
+        };
+        if let Err(e) = result {
+            tracing::debug!(dir = %self.instance_dir.display(), error = %e, "could not remove rocks backend directory");
+        }
+    }
+}
+
+pub(crate) fn set_ttl(cell: &TtlCell, ttl: Option<TtlConfig>) {
+    match cell.lock() {
+        Ok(mut g) => *g = ttl,
+        Err(poisoned) => *poisoned.into_inner() = ttl,
+    }
+}
+
+/// The column family of `state` in `db`.
+pub(crate) fn cf_of<'a>(db: &'a DB, state: &State) -> Result<&'a ColumnFamily> {
+    db.cf_handle(&state.cf_name).ok_or_else(|| {
+        StateError::invalid(format!(
+            "state {:?} has no column family {:?}",
+            state.descriptor.name, state.cf_name
+        ))
+    })
+}

@@ -1,0 +1,206 @@
+//! # cairn backend-rocks
+//!
+//! Keyed state in RocksDB with incremental SST-diff checkpoints, local
+//! recovery and rescaling (Flink's EmbeddedRocksDBStateBackend).
+//!
+//! - **Layout.** One column family per registered state. A RocksDB key is
+//!   `[key group u16 BE][varint len][key][varint len][namespace]`, followed by
+//!   the user key for map states, so a key-group range is one contiguous span
+//!   and the entries of a (key, namespace) share a prefix. List appends are
+//!   RocksDB merges (elements length-prefixed; the merge concatenates), never
+//!   a read-modify-write. Writes skip the write-ahead log: state is durable
+//!   through checkpoints, as in Flink.
+//! - **TTL.** The typed layer never returns expired entries; a compaction
+//!   filter per column family drops them from disk using
+//!   [`state_core::TtlConfig::is_expired`] (see the `ttl_filter` notes on lists).
+//! - **Memory.** Backends of one [`RocksBackendFactory`] share one block
+//!   cache sized to [`RocksBackendOptions::memory_budget`]; memtables are
+//!   charged to it, so cache plus memtables stay within the budget. Profiles
+//!   ([`PredefinedProfile`]) and the usual knobs (compression per level, bloom
+//!   filters, write buffer size, `max_open_files`, fsync) are options.
+//! - **Incremental checkpoints.** The synchronous part flushes and takes a
+//!   native RocksDB checkpoint (hard links) into the instance's local
+//!   directory. The asynchronous part uploads to [`StateScope::Shared`] only
+//!   the SST files the last *confirmed* checkpoint
+//!   ([`Checkpointable::notify_checkpoint_complete`]) did not contain,
+//!   MANIFEST/CURRENT/OPTIONS as exclusive files, and a meta stream; it returns
+//!   a [`KeyedStateHandle::Incremental`]. Files uploaded by a checkpoint that
+//!   is aborted are never reused; files uploaded by a snapshot whose upload
+//!   fails are deleted by the snapshot itself.
+//! - **Full snapshots** ([`SnapshotMode::Full`], unless
+//!   [`RocksBackendOptions::incremental`]) write cairn's key-group stream
+//!   format ([`state_core::snapshot_format`]) from the native checkpoint, so
+//!   they restore into the heap backend and back.
+//! - **Local recovery** ([`RocksBackendOptions::local_recovery`]): each
+//!   checkpoint's local copy stays until
+//!   [`Checkpointable::notify_checkpoint_subsumed`]; restore uses it when every
+//!   file's length and CRC-32 match the handle, and otherwise downloads from
+//!   storage ([`RocksBackend::last_restore_stats`] says which).
+//! - **Rescaling.** The incremental handle overlapping the new range most is
+//!   the base (clipped with `delete_range`); the other handles' key groups are
+//!   copied in.
+//!
+//! # Place in the workspace
+//! `state-core <- backend-rocks <- executor <- cli`: the RocksDB native build
+//! stays in this crate; `cli` and `benches` enable it through a `rocks` feature.
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//!
+//! use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
+//! use bytes::Bytes;
+//! use state_core::memory_storage::MemoryCheckpointStorage;
+//! use state_core::{
+//!     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, EntryKey,
+//!     KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorId, SnapshotMode,
+//!     StateDescriptor, StateKind, SystemClock,
+//! };
+//!
+//! # fn main() -> state_core::Result<()> {
+//! let dir = tempfile::tempdir().expect("temp dir");
+//! let factory = RocksBackendFactory::new(RocksBackendOptions::new(dir.path()))?;
+//! let context = BackendContext {
+//!     operator_id: OperatorId("count".into()),
+//!     subtask: 0,
+//!     parallelism: 1,
+//!     max_parallelism: MaxParallelism::new(128)?,
+//!     clock: Arc::new(SystemClock),
+//! };
+//! let mut backend = factory.create(&context)?;
+//! let count = backend.register_state(&StateDescriptor::new("count", StateKind::Value))?;
+//! let key = EntryKey {
+//!     key_group: context.max_parallelism.key_group_of(b"alice"),
+//!     key: b"alice",
+//!     namespace: b"",
+//! };
+//! backend.put(count, &key, Bytes::from_static(b"1"))?;
+//!
+//! // An incremental checkpoint: native checkpoint now, upload (normally on another thread).
+//! let storage = MemoryCheckpointStorage::new(64 << 20);
+//! storage.initialize_checkpoint(CheckpointId(1))?;
+//! let pending = backend.snapshot(CheckpointId(1), SnapshotMode::Incremental)?;
+//! backend.put(count, &key, Bytes::from_static(b"2"))?; // not in checkpoint 1
+//! let handle = pending.write(&storage)?.expect("the backend holds state");
+//! assert!(matches!(handle, KeyedStateHandle::Incremental(_)));
+//!
+//! let mut restored = factory.create(&context)?;
+//! restored.restore(&[handle], &storage)?;
+//! let count = restored.register_state(&StateDescriptor::new("count", StateKind::Value))?;
+//! assert_eq!(restored.get(count, &key)?.as_deref(), Some(&b"1"[..]));
+//! # Ok(())
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+
+mod backend;
+mod key_codec;
+mod meta;
+mod options;
+mod restore;
+mod snapshot;
+mod state_access;
+mod ttl_filter;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use state_core::{BackendContext, BackendFactory, Result, StateError};
+#[cfg(doc)]
+use state_core::{Checkpointable, KeyedStateHandle, SnapshotMode, StateScope};
+
+pub use backend::RocksBackend;
+pub use options::{Compression, PredefinedProfile, RocksBackendOptions};
+/// The `rocksdb` crate this backend links, for baselines and tools that
+/// need raw RocksDB next to the backend (one native build for both).
+pub use rocksdb;
+
+/// The name RocksDB snapshots carry in their handles.
+pub const BACKEND_NAME: &str = "rocks";
+
+/// Where the last restore read its files from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestoreSource {
+    /// Nothing was restored (no handle overlapped the backend's key groups).
+    Nothing,
+    /// Only local checkpoint copies.
+    LocalCopy,
+    /// Only checkpoint storage.
+    Storage,
+    /// Some handles from local copies, some from storage.
+    Mixed,
+}
+
+/// What a restore read, from where.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreStats {
+    /// Handles that overlapped the backend's key groups.
+    pub handles: usize,
+    /// Files taken from local checkpoint copies.
+    pub files_from_local: usize,
+    /// Bytes of those files.
+    pub bytes_from_local: u64,
+    /// Streams read from checkpoint storage (files, meta streams not counted).
+    pub files_from_storage: usize,
+    /// Bytes read from checkpoint storage, meta streams included.
+    pub bytes_from_storage: u64,
+}
+
+impl RestoreStats {
+    /// Where the restore read from.
+    pub fn source(&self) -> RestoreSource {
+        match (self.files_from_local > 0, self.bytes_from_storage > 0) {
+            (false, false) => RestoreSource::Nothing,
+            (true, false) => RestoreSource::LocalCopy,
+            (false, true) => RestoreSource::Storage,
+            (true, true) => RestoreSource::Mixed,
+        }
+    }
+}
+
+/// A RocksDB error about the database or checkpoint at `path`.
+pub(crate) fn rocks_error(path: &Path, e: rocksdb::Error) -> StateError {
+    let detail = e.into_string();
+    if detail.contains("Corruption") {
+        StateError::corrupted(path.display().to_string(), detail)
+    } else {
+        StateError::io(path, std::io::Error::other(detail))
+    }
+}
+
+/// Creates [`RocksBackend`]s for subtasks (name `rocks`); every backend it
+/// creates shares one block cache and memory budget.
+#[derive(Debug, Clone)]
+pub struct RocksBackendFactory {
+    options: Arc<RocksBackendOptions>,
+    memory: options::SharedMemoryRef,
+}
+
+impl RocksBackendFactory {
+    /// A factory creating backends with `options` (checked here).
+    pub fn new(options: RocksBackendOptions) -> Result<Self> {
+        options.validate()?;
+        let memory = Arc::new(options::SharedMemory::new(&options));
+        Ok(RocksBackendFactory {
+            options: Arc::new(options),
+            memory,
+        })
+    }
+
+    /// The options backends are created with.
+    pub fn options(&self) -> &RocksBackendOptions {
+        &self.options
+    }
+}
+
+impl BackendFactory for RocksBackendFactory {
+    type Backend = RocksBackend;
+
+    fn name(&self) -> &'static str {
+        BACKEND_NAME
+    }
+
+    fn create(&self, context: &BackendContext) -> Result<RocksBackend> {
+        RocksBackend::with_memory(context, Arc::clone(&self.options), Arc::clone(&self.memory))
+    }
+}

@@ -1,0 +1,399 @@
+//! [`RocksBackendOptions`]: the knobs of the RocksDB backend, its predefined
+//! profiles, and the memory shared by every backend of one factory.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, Options, WriteBufferManager};
+use state_core::{Result, StateError};
+
+/// Tuning profiles, after Flink's `PredefinedOptions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PredefinedProfile {
+    /// RocksDB's defaults with fsync off (Flink's `DEFAULT`).
+    #[default]
+    Default,
+    /// Flash / SSD: more background jobs, unlimited open files, small
+    /// blocks (Flink's `FLASH_SSD_OPTIMIZED`).
+    FlashSsd,
+    /// Spinning disks: more background jobs, unlimited open files, larger
+    /// blocks, files and compaction read-ahead, dynamic level sizes (Flink's
+    /// `SPINNING_DISK_OPTIMIZED`).
+    SpinningDisk,
+}
+
+/// A compression codec for one LSM level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Compression {
+    /// No compression.
+    None,
+    /// LZ4: fast, for upper levels.
+    Lz4,
+    /// Zstandard: dense, for the bottom level.
+    Zstd,
+}
+
+impl Compression {
+    fn to_rocks(self) -> DBCompressionType {
+        match self {
+            Compression::None => DBCompressionType::None,
+            Compression::Lz4 => DBCompressionType::Lz4,
+            Compression::Zstd => DBCompressionType::Zstd,
+        }
+    }
+}
+
+/// Options of the RocksDB backend. Build with [`RocksBackendOptions::new`]
+/// and the `with_*` methods; [`RocksBackendOptions::validate`] checks them.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RocksBackendOptions {
+    /// The local directory for working databases and local checkpoint copies.
+    pub local_dir: PathBuf,
+    /// The tuning profile applied before the explicit options below.
+    pub profile: PredefinedProfile,
+    /// Take incremental checkpoints even when the caller asks for
+    /// [`state_core::SnapshotMode::Full`] (Flink's `state.backend.incremental`).
+    /// [`state_core::SnapshotMode::Incremental`] is always honoured.
+    pub incremental: bool,
+    /// Keep each incremental checkpoint's local copy until it is subsumed and
+    /// restore from it when it is intact (Flink's `state.backend.local-recovery`;
+    /// off by default, as in Flink).
+    pub local_recovery: bool,
+    /// The total memory of block cache and memtables of all backends created
+    /// by one factory, in bytes (Flink's managed memory).
+    pub memory_budget: usize,
+    /// The share of `memory_budget` memtables may use (Flink's `writeBufferRatio`, 0.5).
+    pub write_buffer_ratio: f64,
+    /// Size of one memtable per column family, in bytes.
+    pub write_buffer_size: usize,
+    /// Memtables per column family before writes stall.
+    pub max_write_buffer_number: i32,
+    /// Compression of each level, top first; the last entry applies to
+    /// deeper levels. Default: none for L0 and L1, LZ4 above, Zstd at the bottom.
+    pub compression_per_level: Vec<Compression>,
+    /// Bits per key of the bloom filter, or `None` for no filter.
+    pub bloom_filter_bits_per_key: Option<f64>,
+    /// Open file limit (-1: unlimited).
+    pub max_open_files: i32,
+    /// Use `fsync` instead of `fdatasync` when RocksDB syncs (off by default).
+    pub use_fsync: bool,
+    /// Block size of SST files, in bytes.
+    pub block_size: usize,
+    /// Target size of an SST file at level 1, in bytes.
+    pub target_file_size_base: u64,
+    /// Background flush and compaction threads.
+    pub max_background_jobs: i32,
+}
+
+impl RocksBackendOptions {
+    /// Default options with working databases and local copies under `local_dir`.
+    pub fn new(local_dir: impl Into<PathBuf>) -> Self {
+        RocksBackendOptions {
+            local_dir: local_dir.into(),
+            profile: PredefinedProfile::Default,
+            incremental: false,
+            local_recovery: false,
+            memory_budget: 256 << 20,
+            write_buffer_ratio: 0.5,
+            write_buffer_size: 64 << 20,
+            max_write_buffer_number: 2,
+            compression_per_level: vec![
+                Compression::None,
+                Compression::None,
+                Compression::Lz4,
+                Compression::Lz4,
+                Compression::Lz4,
+                Compression::Lz4,
+                Compression::Zstd,
+            ],
+            bloom_filter_bits_per_key: Some(10.0),
+            max_open_files: -1,
+            use_fsync: false,
+            block_size: 4 << 10,
+            target_file_size_base: 64 << 20,
+            max_background_jobs: 2,
+        }
+    }
+
+    /// The same options after applying `profile`'s settings.
+    pub fn with_profile(mut self, profile: PredefinedProfile) -> Self {
+        self.profile = profile;
+        match profile {
+            PredefinedProfile::Default => {}
+            PredefinedProfile::FlashSsd => {
+                self.max_background_jobs = 4;
+                self.max_open_files = -1;
+                self.block_size = 4 << 10;
+            }
+            PredefinedProfile::SpinningDisk => {
+                self.max_background_jobs = 4;
+                self.max_open_files = -1;
+                self.block_size = 64 << 10;
+                self.target_file_size_base = 256 << 20;
+            }
+        }
+        self
+    }
+
+    /// Incremental checkpoints on or off (see [`RocksBackendOptions::incremental`]).
+    pub fn with_incremental(mut self, on: bool) -> Self {
+        self.incremental = on;
+        self
+    }
+
+    /// Local recovery on or off (see [`RocksBackendOptions::local_recovery`]).
+    pub fn with_local_recovery(mut self, on: bool) -> Self {
+        self.local_recovery = on;
+        self
+    }
+
+    /// Another total memory budget, in bytes.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// Another memtable size, in bytes.
+    pub fn with_write_buffer_size(mut self, bytes: usize) -> Self {
+        self.write_buffer_size = bytes;
+        self
+    }
+
+    /// Another compression per level.
+    pub fn with_compression_per_level(mut self, levels: Vec<Compression>) -> Self {
+        self.compression_per_level = levels;
+        self
+    }
+
+    /// Another bloom filter setting.
+    pub fn with_bloom_filter(mut self, bits_per_key: Option<f64>) -> Self {
+        self.bloom_filter_bits_per_key = bits_per_key;
+        self
+    }
+
+    /// Another open file limit.
+    pub fn with_max_open_files(mut self, n: i32) -> Self {
+        self.max_open_files = n;
+        self
+    }
+
+    /// `fsync` on or off.
+    pub fn with_use_fsync(mut self, on: bool) -> Self {
+        self.use_fsync = on;
+        self
+    }
+
+    /// Checks every option, naming the one that is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |option: &str, detail: String| {
+            Err(StateError::invalid(format!(
+                "rocks backend option {option}: {detail}"
+            )))
+        };
+        if self.local_dir.as_os_str().is_empty() {
+            return bad("local_dir", "must name a directory".into());
+        }
+        if self.memory_budget < (8 << 20) {
+            return bad(
+                "memory_budget",
+                format!("{} bytes is below the minimum of 8 MiB", self.memory_budget),
+            );
+        }
+        if !(self.write_buffer_ratio > 0.0 && self.write_buffer_ratio < 1.0) {
+            return bad(
+                "write_buffer_ratio",
+                format!("{} must be between 0 and 1", self.write_buffer_ratio),
+            );
+        }
+        if self.write_buffer_size < (64 << 10) {
+            return bad(
+                "write_buffer_size",
+                format!(
+                    "{} bytes is below the minimum of 64 KiB",
+                    self.write_buffer_size
+                ),
+            );
+        }
+        if self.max_write_buffer_number < 1 {
+            return bad(
+                "max_write_buffer_number",
+                format!("{} must be at least 1", self.max_write_buffer_number),
+            );
+        }
+        if self.compression_per_level.is_empty() {
+            return bad(
+                "compression_per_level",
+                "must name at least one level".into(),
+            );
+        }
+        if let Some(bits) = self.bloom_filter_bits_per_key
+            && !(bits > 0.0 && bits <= 64.0)
+        {
+            return bad(
+                "bloom_filter_bits_per_key",
+                format!("{bits} must be in (0, 64]"),
+            );
+        }
+        if self.max_open_files == 0 || self.max_open_files < -1 {
+            return bad(
+                "max_open_files",
+                format!("{} must be -1 or positive", self.max_open_files),
+            );
+        }
+        if !(512..=(1 << 30)).contains(&self.block_size) {
+            return bad(
+                "block_size",
+                format!("{} bytes is out of range", self.block_size),
+            );
+        }
+        if self.target_file_size_base < (64 << 10) {
+            return bad(
+                "target_file_size_base",
+                format!("{} bytes is below 64 KiB", self.target_file_size_base),
+            );
+        }
+        if !(1..=256).contains(&self.max_background_jobs) {
+            return bad(
+                "max_background_jobs",
+                format!("{} must be between 1 and 256", self.max_background_jobs),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The memory every backend of one factory shares: one LRU block cache
+/// whose capacity is the whole budget; each backend's memtables are charged
+/// to it through a write-buffer manager, so block cache plus memtables stay
+/// within the budget (Flink's shared managed memory).
+#[derive(Clone)]
+pub(crate) struct SharedMemory {
+    cache: Cache,
+    write_buffer_limit: usize,
+}
+
+impl std::fmt::Debug for SharedMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemory")
+            .field("cache_usage", &self.cache.get_usage())
+            .field("write_buffer_limit", &self.write_buffer_limit)
+            .finish()
+    }
+}
+
+impl SharedMemory {
+    pub(crate) fn new(options: &RocksBackendOptions) -> Self {
+        let cache = Cache::new_lru_cache(options.memory_budget);
+        let write_buffer_limit =
+            (options.memory_budget as f64 * options.write_buffer_ratio) as usize;
+        SharedMemory {
+            cache,
+            write_buffer_limit,
+        }
+    }
+
+    /// Bytes the block cache and the memtables charged to it use now.
+    pub(crate) fn usage(&self) -> usize {
+        self.cache.get_usage()
+    }
+}
+
+/// The options of the database of one backend.
+pub(crate) fn db_options(options: &RocksBackendOptions, memory: &SharedMemory) -> Options {
+    let mut db = Options::default();
+    db.create_if_missing(true);
+    db.create_missing_column_families(true);
+    db.set_max_open_files(options.max_open_files);
+    db.set_use_fsync(options.use_fsync);
+    db.set_max_background_jobs(options.max_background_jobs);
+    db.set_stats_dump_period_sec(0);
+    db.set_keep_log_file_num(2);
+    if options.profile == PredefinedProfile::SpinningDisk {
+        db.set_compaction_readahead_size(2 << 20);
+    }
+    if options.profile != PredefinedProfile::Default {
+        db.set_bytes_per_sync(1 << 20);
+    }
+    // Memtables are charged to the shared block cache: `WriteBufferManager`
+    // is not `Sync` in the rocksdb crate, so each database gets its own,
+    // bounded by the shared budget through the cache it charges.
+    let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
+        memory.write_buffer_limit,
+        false,
+        memory.cache.clone(),
+    );
+    db.set_write_buffer_manager(&wbm);
+    db
+}
+
+/// The options of one column family, without merge operator or compaction
+/// filter (the caller adds those per state).
+pub(crate) fn cf_options(options: &RocksBackendOptions, memory: &SharedMemory) -> Options {
+    let mut cf = Options::default();
+    cf.set_write_buffer_size(options.write_buffer_size);
+    cf.set_max_write_buffer_number(options.max_write_buffer_number);
+    cf.set_target_file_size_base(options.target_file_size_base);
+    cf.set_max_bytes_for_level_base(options.target_file_size_base.saturating_mul(4));
+    if options.profile == PredefinedProfile::SpinningDisk {
+        cf.set_level_compaction_dynamic_level_bytes(true);
+    }
+    let levels: Vec<DBCompressionType> = (0..7)
+        .map(|i| {
+            options
+                .compression_per_level
+                .get(i)
+                .or(options.compression_per_level.last())
+                .copied()
+                .unwrap_or(Compression::None)
+                .to_rocks()
+        })
+        .collect();
+    cf.set_compression_per_level(&levels);
+    let mut table = BlockBasedOptions::default();
+    table.set_block_cache(&memory.cache);
+    table.set_block_size(options.block_size);
+    table.set_cache_index_and_filter_blocks(true);
+    table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+    if let Some(bits) = options.bloom_filter_bits_per_key {
+        table.set_bloom_filter(bits, false);
+        // Point reads are on whole keys; map scans use prefixes.
+        table.set_whole_key_filtering(true);
+    }
+    cf.set_block_based_table_factory(&table);
+    cf
+}
+
+/// The shared memory behind an `Arc`, as factories hand it to backends.
+pub(crate) type SharedMemoryRef = Arc<SharedMemory>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_and_validation_name_the_option() {
+        let o = RocksBackendOptions::new("/tmp/x").with_profile(PredefinedProfile::SpinningDisk);
+        assert_eq!(o.block_size, 64 << 10);
+        o.validate().unwrap();
+        RocksBackendOptions::new("/tmp/x")
+            .with_profile(PredefinedProfile::FlashSsd)
+            .validate()
+            .unwrap();
+        let err = RocksBackendOptions::new("/tmp/x")
+            .with_memory_budget(10)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("memory_budget"), "{err}");
+        let err = RocksBackendOptions::new("/tmp/x")
+            .with_bloom_filter(Some(-1.0))
+            .validate()
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("bloom_filter_bits_per_key"),
+            "{err}"
+        );
+        let err = RocksBackendOptions::new("").validate().unwrap_err();
+        assert!(err.to_string().contains("local_dir"), "{err}");
+    }
+}

@@ -1,0 +1,518 @@
+//! Snapshots: incremental (SST diff against the last confirmed checkpoint)
+//! and full (cairn's key-group stream format), both from a native RocksDB
+//! checkpoint taken in the synchronous part.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rocksdb::checkpoint::Checkpoint;
+use rocksdb::{ColumnFamilyDescriptor, DB, DBRawIterator};
+use state_core::metadata::{IncrementalHandle, NamedStream, SharedFile};
+use state_core::snapshot_format::KeyGroupStreamWriter;
+use state_core::{
+    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
+    KeyedStateHandle, MaxParallelism, Result, SnapshotMode, StateError, StateLayout, StateScope,
+    StreamHandle,
+};
+
+use crate::backend::{RocksBackend, State, cf_of};
+use crate::key_codec::{decode_key, decode_list};
+use crate::meta::{LOCAL_META_FILE, MetaState, RocksMeta};
+use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
+use crate::{BACKEND_NAME, rocks_error};
+
+/// The shared SST files of this instance's incremental snapshots.
+#[derive(Debug, Default)]
+pub(crate) struct UploadTracker {
+    /// Shared files of each snapshot whose asynchronous part succeeded.
+    finished: BTreeMap<CheckpointId, Vec<SharedFile>>,
+    /// The last confirmed checkpoint's shared files, by local file name.
+    confirmed: Arc<HashMap<String, SharedFile>>,
+    confirmed_id: Option<CheckpointId>,
+}
+
+impl UploadTracker {
+    /// A tracker whose confirmed checkpoint is `id` with `files` (after a restore).
+    pub(crate) fn seeded(id: CheckpointId, files: &[SharedFile]) -> Self {
+        UploadTracker {
+            finished: BTreeMap::new(),
+            confirmed: Arc::new(files.iter().map(|f| (f.name.clone(), f.clone())).collect()),
+            confirmed_id: Some(id),
+        }
+    }
+
+    fn confirm(&mut self, id: CheckpointId) {
+        if let Some(files) = self.finished.remove(&id) {
+            self.confirmed = Arc::new(files.into_iter().map(|f| (f.name.clone(), f)).collect());
+            self.confirmed_id = Some(id);
+        }
+        self.finished = self.finished.split_off(&id);
+    }
+}
+
+fn lock(tracker: &Mutex<UploadTracker>) -> std::sync::MutexGuard<'_, UploadTracker> {
+    match tracker.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// Removes a directory, logging failure (the data is only a local copy).
+pub(crate) fn remove_dir_logged(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::debug!(dir = %dir.display(), error = %e, "could not remove local checkpoint directory");
+    }
+}
+
+/// A snapshot of a backend holding nothing.
+struct NothingToWrite;
+
+impl AsyncSnapshot for NothingToWrite {
+    fn write(
+        self: Box<Self>,
+        _storage: &dyn CheckpointStorage,
+    ) -> Result<Option<KeyedStateHandle>> {
+        tracing::debug!("rocks backend holds no state; nothing written");
+        Ok(None)
+    }
+}
+
+/// Turns an error from a checkpoint output's `write` into the storage's own
+/// [`StateError`] when it carries one.
+fn output_error(e: io::Error, stream: &str) -> StateError {
+    if !e.get_ref().is_some_and(|inner| inner.is::<StateError>()) {
+        return StateError::io(stream, e);
+    }
+    match e.into_inner().map(|i| i.downcast::<StateError>()) {
+        Some(Ok(inner)) => *inner,
+        _ => StateError::io(
+            stream,
+            io::Error::other("storage error lost while unwrapping"),
+        ),
+    }
+}
+
+/// Copies the local file `path` into a new stream of checkpoint `id`.
+fn upload_file(
+    storage: &dyn CheckpointStorage,
+    id: CheckpointId,
+    scope: StateScope,
+    name: &str,
+    path: &Path,
+) -> Result<StreamHandle> {
+    let mut file = std::fs::File::open(path).map_err(|e| StateError::io(path, e))?;
+    let mut out = storage.create_output(id, scope, name)?;
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| StateError::io(path, e))?;
+        let Some(chunk) = buf.get(..n) else { break };
+        if chunk.is_empty() {
+            break;
+        }
+        out.write_all(chunk).map_err(|e| output_error(e, name))?;
+    }
+    out.close()
+}
+
+/// The asynchronous part of an incremental snapshot.
+struct IncrementalSnapshot {
+    checkpoint: CheckpointId,
+    dir: PathBuf,
+    backend_id: String,
+    range: KeyGroupRange,
+    meta: Vec<u8>,
+    base: Arc<HashMap<String, SharedFile>>,
+    tracker: Arc<Mutex<UploadTracker>>,
+    keep_local: bool,
+}
+
+impl IncrementalSnapshot {
+    fn upload(
+        &self,
+        storage: &dyn CheckpointStorage,
+        uploaded: &mut Vec<StreamHandle>,
+    ) -> Result<IncrementalHandle> {
+        let id = self.checkpoint;
+        let mut names: Vec<String> = Vec::new();
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| StateError::io(&self.dir, e))? {
+            let entry = entry.map_err(|e| StateError::io(&self.dir, e))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        let (mut shared, mut private) = (Vec::new(), Vec::new());
+        let (mut reused, mut new_bytes) = (0usize, 0u64);
+        for name in names {
+            let path = self.dir.join(&name);
+            if name == LOCAL_META_FILE {
+                continue;
+            }
+            if name.ends_with(".sst") {
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| StateError::io(&path, e))?
+                    .len();
+                if let Some(f) = self.base.get(&name).filter(|f| f.handle.size == len) {
+                    shared.push(f.clone());
+                    reused += 1;
+                    continue;
+                }
+                let stream = format!("{}-{}-{name}", self.backend_id, id.get());
+                let handle = upload_file(storage, id, StateScope::Shared, &stream, &path)?;
+                new_bytes += handle.size;
+                uploaded.push(handle.clone());
+                shared.push(SharedFile {
+                    name,
+                    handle,
+                    uploaded_by: id,
+                });
+            } else {
+                let stream = format!("{}-{name}", self.backend_id);
+                let handle = upload_file(storage, id, StateScope::Exclusive, &stream, &path)?;
+                new_bytes += handle.size;
+                private.push(NamedStream { name, handle });
+            }
+        }
+        let meta_name = format!("{}-meta", self.backend_id);
+        let mut out = storage.create_output(id, StateScope::Exclusive, &meta_name)?;
+        out.write_all(&self.meta)
+            .map_err(|e| output_error(e, &meta_name))?;
+        let meta = out.close()?;
+        if self.keep_local {
+            let path = self.dir.join(LOCAL_META_FILE);
+            std::fs::write(&path, &self.meta).map_err(|e| StateError::io(&path, e))?;
+        }
+        tracing::info!(
+            checkpoint_id = id.get(),
+            backend = BACKEND_NAME,
+            bytes = new_bytes + meta.size,
+            new_sst = uploaded.len(),
+            reused_sst = reused,
+            "incremental rocks snapshot written"
+        );
+        Ok(IncrementalHandle {
+            backend: BACKEND_NAME.to_string(),
+            backend_id: self.backend_id.clone(),
+            range: self.range,
+            checkpoint_id: id,
+            shared,
+            private,
+            meta,
+        })
+    }
+}
+
+impl AsyncSnapshot for IncrementalSnapshot {
+    fn write(self: Box<Self>, storage: &dyn CheckpointStorage) -> Result<Option<KeyedStateHandle>> {
+        let span = tracing::info_span!(
+            "snapshot",
+            checkpoint_id = self.checkpoint.get(),
+            backend = BACKEND_NAME,
+            mode = "incremental"
+        );
+        let _entered = span.enter();
+        let mut uploaded = Vec::new();
+        match self.upload(storage, &mut uploaded) {
+            Ok(handle) => {
+                lock(&self.tracker)
+                    .finished
+                    .insert(self.checkpoint, handle.shared.clone());
+                if !self.keep_local {
+                    remove_dir_logged(&self.dir);
+                }
+                Ok(Some(KeyedStateHandle::Incremental(handle)))
+            }
+            Err(e) => {
+                // The files this snapshot uploaded are referenced by no
+                // handle: delete them now, nobody else can.
+                for h in &uploaded {
+                    if let Err(err) = storage.discard_stream(h) {
+                        tracing::warn!(stream = %h.describe(), error = %err, "could not delete a shared file of a failed snapshot");
+                    }
+                }
+                remove_dir_logged(&self.dir);
+                tracing::info!(checkpoint_id = self.checkpoint.get(), error = %e, "incremental rocks snapshot failed");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The asynchronous part of a full snapshot: the native checkpoint is
+/// opened read-only and written in cairn's key-group stream format.
+struct FullSnapshot {
+    checkpoint: CheckpointId,
+    dir: PathBuf,
+    stream_name: String,
+    max_parallelism: MaxParallelism,
+    range: KeyGroupRange,
+    states: Vec<State>,
+    options: Arc<RocksBackendOptions>,
+    memory: SharedMemoryRef,
+    now_millis: u64,
+}
+
+/// Opens a checkpointed database read-only with the column families of `states`.
+pub(crate) fn open_read_only(
+    options: &RocksBackendOptions,
+    memory: &SharedMemoryRef,
+    dir: &Path,
+    states: &[State],
+) -> Result<DB> {
+    let db_opts = db_options(options, memory);
+    let cfs: Vec<ColumnFamilyDescriptor> = states
+        .iter()
+        .map(|s| {
+            let mut cf = cf_options(options, memory);
+            if s.layout() == StateLayout::List {
+                cf.set_merge_operator_associative(
+                    "cairn-list-concat",
+                    crate::key_codec::concat_merge,
+                );
+            }
+            ColumnFamilyDescriptor::new(s.cf_name.clone(), cf)
+        })
+        .collect();
+    DB::open_cf_descriptors_read_only(&db_opts, dir, cfs, false).map_err(|e| rocks_error(dir, e))
+}
+
+impl FullSnapshot {
+    fn write_stream(&self, storage: &dyn CheckpointStorage) -> Result<KeyedStateHandle> {
+        let db = open_read_only(&self.options, &self.memory, &self.dir, &self.states)?;
+        let out =
+            storage.create_output(self.checkpoint, StateScope::Exclusive, &self.stream_name)?;
+        let descriptors: Vec<_> = self.states.iter().map(|s| s.descriptor.clone()).collect();
+        let mut writer = KeyGroupStreamWriter::new(
+            out,
+            &self.stream_name,
+            BACKEND_NAME,
+            self.max_parallelism,
+            self.range,
+            &descriptors,
+            self.now_millis,
+        )?;
+        let mut iters = Vec::with_capacity(self.states.len());
+        for s in &self.states {
+            let mut it = db.raw_iterator_cf(cf_of(&db, s)?);
+            it.seek_to_first();
+            iters.push(it);
+        }
+        for kg in self.range.iter() {
+            writer.begin_key_group(kg)?;
+            for (index, (s, it)) in self.states.iter().zip(iters.iter_mut()).enumerate() {
+                let index = u32::try_from(index)
+                    .map_err(|_| StateError::invalid("more than 2^32 states"))?;
+                self.write_key_group(&mut writer, index, s, it, kg)?;
+            }
+        }
+        for it in &iters {
+            it.status().map_err(|e| rocks_error(&self.dir, e))?;
+        }
+        let handle = writer.finish()?;
+        tracing::info!(
+            checkpoint_id = self.checkpoint.get(),
+            backend = BACKEND_NAME,
+            bytes = handle.stream.size,
+            "full rocks snapshot written"
+        );
+        Ok(KeyedStateHandle::KeyGroups(handle))
+    }
+
+    fn corrupt(&self, s: &State, detail: &str) -> StateError {
+        StateError::corrupted(
+            format!("state {:?} in {}", s.descriptor.name, self.dir.display()),
+            detail.to_string(),
+        )
+    }
+
+    /// Writes the entries of `kg` from `it` (positioned at or before them).
+    fn write_key_group(
+        &self,
+        writer: &mut KeyGroupStreamWriter,
+        index: u32,
+        s: &State,
+        it: &mut DBRawIterator<'_>,
+        kg: KeyGroup,
+    ) -> Result<()> {
+        loop {
+            let (Some(raw), Some(value)) = (it.key(), it.value()) else {
+                return Ok(());
+            };
+            let d =
+                decode_key(raw).ok_or_else(|| self.corrupt(s, "a RocksDB key does not decode"))?;
+            if d.key_group > kg {
+                return Ok(());
+            }
+            if d.key_group < kg {
+                it.next();
+                continue;
+            }
+            match s.layout() {
+                StateLayout::Value => {
+                    writer.write_value(index, d.key, d.namespace, value)?;
+                    it.next();
+                }
+                StateLayout::List => {
+                    let elements = decode_list(value)
+                        .ok_or_else(|| self.corrupt(s, "a list value does not decode"))?;
+                    writer.write_list(index, d.key, d.namespace, elements.iter().copied())?;
+                    it.next();
+                }
+                StateLayout::Map => {
+                    let prefix = raw.get(..d.prefix_len).unwrap_or(raw).to_vec();
+                    let (key, namespace) = (d.key.to_vec(), d.namespace.to_vec());
+                    let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                    while let (Some(raw), Some(value)) = (it.key(), it.value()) {
+                        let Some(user_key) = raw.strip_prefix(prefix.as_slice()) else {
+                            break;
+                        };
+                        entries.push((user_key.to_vec(), value.to_vec()));
+                        it.next();
+                    }
+                    writer.write_map(
+                        index,
+                        &key,
+                        &namespace,
+                        entries.iter().map(|(k, v)| (&k[..], &v[..])),
+                    )?;
+                }
+            }
+        }
+    }
+}
+
+impl AsyncSnapshot for FullSnapshot {
+    fn write(self: Box<Self>, storage: &dyn CheckpointStorage) -> Result<Option<KeyedStateHandle>> {
+        let span = tracing::info_span!(
+            "snapshot",
+            checkpoint_id = self.checkpoint.get(),
+            backend = BACKEND_NAME,
+            mode = "full"
+        );
+        let _entered = span.enter();
+        let result = self.write_stream(storage);
+        remove_dir_logged(&self.dir);
+        result.map(Some)
+    }
+}
+
+impl RocksBackend {
+    /// The name of this instance's full snapshot stream.
+    fn full_stream_name(&self) -> String {
+        format!("{}-keyed", self.backend_id)
+    }
+
+    /// The meta stream of an incremental snapshot of the current states.
+    fn meta_bytes(&self) -> Result<Vec<u8>> {
+        RocksMeta {
+            max_parallelism: self.max_parallelism.get(),
+            range: self.range,
+            states: self
+                .states
+                .iter()
+                .map(|s| MetaState {
+                    descriptor: s.descriptor.clone(),
+                    cf_name: s.cf_name.clone(),
+                })
+                .collect(),
+        }
+        .encode()
+    }
+
+    /// Deletes the local copy of checkpoint `id` of this instance and of
+    /// the instances it restored from.
+    fn remove_local_copies(&mut self, id: CheckpointId) {
+        remove_dir_logged(&self.instance_dir.join(id.dir_name()));
+        self.adopted_local.retain(|dir| {
+            remove_dir_logged(&dir.join(id.dir_name()));
+            let empty = std::fs::read_dir(dir)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(true);
+            if empty {
+                remove_dir_logged(dir);
+            }
+            !empty
+        });
+    }
+}
+
+impl Checkpointable for RocksBackend {
+    /// Flushes the memtables and takes a native RocksDB checkpoint (hard
+    /// links) into `<instance dir>/chk-<id>`; the returned part uploads it
+    /// (incremental) or writes it as a key-group stream (full). Incremental
+    /// when `mode` is [`SnapshotMode::Incremental`] or the backend's
+    /// `incremental` option is on.
+    fn snapshot(&mut self, id: CheckpointId, mode: SnapshotMode) -> Result<Box<dyn AsyncSnapshot>> {
+        let incremental = mode == SnapshotMode::Incremental || self.options.incremental;
+        if self.is_empty()? {
+            return Ok(Box::new(NothingToWrite));
+        }
+        let dir = self.instance_dir.join(id.dir_name());
+        if dir.exists() {
+            tracing::info!(dir = %dir.display(), "removing a stale local checkpoint directory");
+            std::fs::remove_dir_all(&dir).map_err(|e| StateError::io(&dir, e))?;
+        }
+        let db = self.db()?;
+        Checkpoint::new(db)
+            .and_then(|c| c.create_checkpoint(&dir))
+            .map_err(|e| rocks_error(&dir, e))?;
+        tracing::debug!(checkpoint_id = id.get(), incremental, dir = %dir.display(), "native rocks checkpoint taken");
+        if incremental {
+            let base = Arc::clone(&lock(&self.uploads).confirmed);
+            Ok(Box::new(IncrementalSnapshot {
+                checkpoint: id,
+                dir,
+                backend_id: self.backend_id.clone(),
+                range: self.range,
+                meta: self.meta_bytes()?,
+                base,
+                tracker: Arc::clone(&self.uploads),
+                keep_local: self.options.local_recovery,
+            }))
+        } else {
+            Ok(Box::new(FullSnapshot {
+                checkpoint: id,
+                dir,
+                stream_name: self.full_stream_name(),
+                max_parallelism: self.max_parallelism,
+                range: self.range,
+                states: self.states.clone(),
+                options: Arc::clone(&self.options),
+                memory: Arc::clone(&self.memory),
+                now_millis: self.clock.now_millis(),
+            }))
+        }
+    }
+
+    fn restore(
+        &mut self,
+        handles: &[state_core::KeyedStateHandle],
+        storage: &dyn CheckpointStorage,
+    ) -> Result<()> {
+        self.restore_handles(handles, storage)
+    }
+
+    /// Later incremental snapshots upload only SST files `id` did not have.
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        lock(&self.uploads).confirm(id);
+        if !self.options.local_recovery {
+            remove_dir_logged(&self.instance_dir.join(id.dir_name()));
+        }
+        Ok(())
+    }
+
+    /// Forgets `id`'s uploads (never reused) and deletes its local copy.
+    fn notify_checkpoint_aborted(&mut self, id: CheckpointId) -> Result<()> {
+        lock(&self.uploads).finished.remove(&id);
+        remove_dir_logged(&self.instance_dir.join(id.dir_name()));
+        Ok(())
+    }
+
+    /// Deletes `id`'s local copy.
+    fn notify_checkpoint_subsumed(&mut self, id: CheckpointId) -> Result<()> {
+        self.remove_local_copies(id);
+        Ok(())
+    }
+}

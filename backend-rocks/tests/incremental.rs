@@ -1,0 +1,385 @@
+//! Incremental checkpoints of the RocksDB backend driven through
+//! `CompletedCheckpointStore`: the SST-diff chain, rotation of retained
+//! checkpoints with local copies, local recovery and failed uploads.
+// A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use backend_rocks::{RestoreSource, RocksBackend};
+use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
+use state_core::metadata::IncrementalHandle;
+use state_core::{
+    CheckpointId, CheckpointStorage, Checkpointable, EntryKey, KeyedStateBackend, KeyedStateHandle,
+    ManualClock, MaxParallelism, SnapshotMode, StateDescriptor, StateId, StateKind,
+};
+use support::*;
+
+const KEYS: u32 = 2_000;
+
+fn max() -> MaxParallelism {
+    MaxParallelism::new(MAX_PARALLELISM).unwrap()
+}
+
+fn key_bytes(k: u32) -> [u8; 4] {
+    k.to_be_bytes()
+}
+
+fn put(b: &mut RocksBackend, state: StateId, k: u32, value: &str) {
+    let key = key_bytes(k);
+    let e = EntryKey {
+        key_group: max().key_group_of(&key),
+        key: &key,
+        namespace: b"",
+    };
+    b.put(state, &e, bytes(value.to_string())).unwrap();
+}
+
+fn get(b: &RocksBackend, state: StateId, k: u32) -> Option<String> {
+    let key = key_bytes(k);
+    let e = EntryKey {
+        key_group: max().key_group_of(&key),
+        key: &key,
+        namespace: b"",
+    };
+    b.get(state, &e)
+        .unwrap()
+        .map(|v| String::from_utf8(v.to_vec()).unwrap())
+}
+
+fn value_state(b: &mut RocksBackend) -> StateId {
+    b.register_state(&StateDescriptor::new("v", StateKind::Value))
+        .unwrap()
+}
+
+/// Takes checkpoint `id` of `b` into `storage` and returns its handle.
+fn checkpoint(
+    b: &mut RocksBackend,
+    storage: &dyn CheckpointStorage,
+    id: u64,
+) -> state_core::Result<IncrementalHandle> {
+    let id = CheckpointId(id);
+    storage.initialize_checkpoint(id)?;
+    let pending = b.snapshot(id, SnapshotMode::Incremental)?;
+    match pending.write(storage)? {
+        Some(KeyedStateHandle::Incremental(h)) => Ok(h),
+        other => panic!("expected an incremental handle, got {other:?}"),
+    }
+}
+
+/// Completes checkpoint `h` in `store` and tells the backend, as the coordinator would.
+fn complete(b: &mut RocksBackend, store: &mut CompletedCheckpointStore, h: &IncrementalHandle) {
+    let id = h.checkpoint_id;
+    let subsumed = store
+        .complete(metadata(
+            id,
+            1,
+            vec![KeyedStateHandle::Incremental(h.clone())],
+        ))
+        .unwrap();
+    b.notify_checkpoint_complete(id).unwrap();
+    for s in subsumed {
+        b.notify_checkpoint_subsumed(s).unwrap();
+    }
+}
+
+fn restored(
+    f: &backend_rocks::RocksBackendFactory,
+    clock: &Arc<ManualClock>,
+    h: &IncrementalHandle,
+    storage: &dyn CheckpointStorage,
+) -> (RocksBackend, StateId) {
+    let mut b = create(f, 0, 1, clock);
+    b.restore(&[KeyedStateHandle::Incremental(h.clone())], storage)
+        .unwrap();
+    let v = value_state(&mut b);
+    (b, v)
+}
+
+#[test]
+fn incremental_chain_uploads_only_new_ssts_and_restores_each_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), false);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let mut store =
+        CompletedCheckpointStore::new(storage.clone(), 5, ExternalizedCheckpointCleanup::default())
+            .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut b = create(&f, 0, 1, &clock);
+    let v = value_state(&mut b);
+    let mut expected: BTreeMap<u32, String> = BTreeMap::new();
+    let mut snapshots = Vec::new();
+    let mut prev: Option<IncrementalHandle> = None;
+    for round in 1..=5u64 {
+        let changed: Vec<u32> = if round == 1 {
+            (0..KEYS).collect()
+        } else {
+            (0..20)
+                .map(|i| (i * 97 + round as u32 * 13) % KEYS)
+                .collect()
+        };
+        for k in changed {
+            let value = format!("value-{k}-{round}-{}", "x".repeat(40));
+            put(&mut b, v, k, &value);
+            expected.insert(k, value);
+        }
+        let h = checkpoint(&mut b, storage.as_ref(), round).unwrap();
+        let prev_names: BTreeMap<&str, &state_core::metadata::SharedFile> = prev
+            .iter()
+            .flat_map(|p| p.shared.iter().map(|f| (f.name.as_str(), f)))
+            .collect();
+        for f in &h.shared {
+            if f.uploaded_by == h.checkpoint_id {
+                assert!(
+                    !prev_names.contains_key(f.name.as_str()),
+                    "round {round}: {} uploaded again",
+                    f.name
+                );
+            } else {
+                assert_eq!(
+                    prev_names.get(f.name.as_str()).map(|p| &p.handle),
+                    Some(&f.handle),
+                    "round {round}: {} reused but not in the previous checkpoint",
+                    f.name
+                );
+            }
+        }
+        let new_files = h
+            .shared
+            .iter()
+            .filter(|f| f.uploaded_by == h.checkpoint_id)
+            .count();
+        // Rounds 2 and 3 leave fewer than 4 L0 files (RocksDB's compaction
+        // trigger), so they must reuse the earlier files and upload little;
+        // later rounds may compact everything into new files.
+        if round == 2 || round == 3 {
+            assert!(
+                h.shared.iter().any(|f| f.uploaded_by != h.checkpoint_id),
+                "round {round} reused nothing"
+            );
+            let full: u64 = h.shared.iter().map(|f| f.handle.size).sum();
+            let new: u64 = h
+                .shared
+                .iter()
+                .filter(|f| f.uploaded_by == h.checkpoint_id)
+                .map(|f| f.handle.size)
+                .sum();
+            assert!(
+                new * 10 < full,
+                "round {round}: uploaded {new} of {full} bytes"
+            );
+        }
+        assert!(new_files >= 1, "round {round} uploaded no new SST");
+        complete(&mut b, &mut store, &h);
+        snapshots.push((h.clone(), expected.clone()));
+        prev = Some(h);
+        // Storage holds exactly the files of the retained checkpoints.
+        assert_eq!(
+            tree_files(storage.job_dir()),
+            referenced_files(store.retained()),
+            "round {round}"
+        );
+    }
+    for (h, state) in &snapshots {
+        let (r, v) = restored(&f, &clock, h, storage.as_ref());
+        for k in 0..KEYS {
+            assert_eq!(
+                get(&r, v, k).as_ref(),
+                state.get(&k),
+                "checkpoint {} key {k}",
+                h.checkpoint_id
+            );
+        }
+    }
+}
+
+#[test]
+fn rotation_of_50_checkpoints_keeps_exactly_the_retained_files_and_local_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), true);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let mut store =
+        CompletedCheckpointStore::new(storage.clone(), 3, ExternalizedCheckpointCleanup::default())
+            .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut b = create(&f, 0, 1, &clock);
+    let v = value_state(&mut b);
+    let mut last = None;
+    for id in 1..=50u64 {
+        for i in 0..40u32 {
+            let k = (i * 31 + id as u32 * 7) % 500;
+            put(&mut b, v, k, &format!("{k}-{id}"));
+        }
+        let h = checkpoint(&mut b, storage.as_ref(), id).unwrap();
+        complete(&mut b, &mut store, &h);
+        last = Some(h);
+    }
+    let retained: BTreeSet<String> = store
+        .retained()
+        .iter()
+        .map(|m| m.checkpoint_id.dir_name())
+        .collect();
+    assert_eq!(
+        retained,
+        ["chk-48", "chk-49", "chk-50"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    );
+    assert_eq!(
+        tree_files(storage.job_dir()),
+        referenced_files(store.retained())
+    );
+    let local: BTreeSet<String> = std::fs::read_dir(b.instance_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    assert_eq!(local, retained);
+    // The newest restores, from its local copy.
+    let mut r = create(&f, 0, 1, &clock);
+    r.restore(
+        &[KeyedStateHandle::Incremental(last.unwrap())],
+        storage.as_ref(),
+    )
+    .unwrap();
+    assert_eq!(
+        r.last_restore_stats().unwrap().source(),
+        RestoreSource::LocalCopy
+    );
+    let rv = value_state(&mut r);
+    for k in 0..500 {
+        assert_eq!(get(&r, rv, k), get(&b, v, k), "key {k}");
+    }
+}
+
+#[test]
+fn local_recovery_reads_nothing_from_storage_and_falls_back_when_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), true);
+    let fs = fs_storage(&dir.path().join("storage"));
+    let storage = Flaky::new(fs.clone());
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut a = create(&f, 0, 1, &clock);
+    let v = value_state(&mut a);
+    for k in 0..KEYS {
+        put(&mut a, v, k, &format!("first-{k}"));
+    }
+    let h1 = checkpoint(&mut a, &storage, 1).unwrap();
+    a.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+    let check = |r: &RocksBackend, rv: StateId, prefix: &str| {
+        for k in 0..KEYS {
+            assert_eq!(get(r, rv, k), Some(format!("{prefix}-{k}")), "key {k}");
+        }
+    };
+
+    // Intact local copy: nothing read from storage.
+    storage.reads.store(0, Ordering::SeqCst);
+    let (r, rv) = restored(&f, &clock, &h1, &storage);
+    assert_eq!(storage.reads.load(Ordering::SeqCst), 0);
+    let stats = r.last_restore_stats().unwrap();
+    assert_eq!(
+        (stats.source(), stats.bytes_from_storage),
+        (RestoreSource::LocalCopy, 0)
+    );
+    check(&r, rv, "first");
+    drop(r);
+
+    // Local copy deleted: everything from storage, same state.
+    std::fs::remove_dir_all(a.instance_dir().join("chk-1")).unwrap();
+    let (r, rv) = restored(&f, &clock, &h1, &storage);
+    assert!(storage.reads.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        r.last_restore_stats().unwrap().source(),
+        RestoreSource::Storage
+    );
+    check(&r, rv, "first");
+    drop(r);
+
+    // One byte of the local copy flipped: from storage, same state. The
+    // copy's files are hard links of the live database's, so `a` is not
+    // used after this.
+    for k in 0..KEYS {
+        put(&mut a, v, k, &format!("second-{k}"));
+    }
+    let h2 = checkpoint(&mut a, &storage, 2).unwrap();
+    drop(a);
+    let copy = dir.path().join("local").join(&h2.backend_id).join("chk-2");
+    let victim = copy.join(&h2.shared[0].name);
+    let mut data = std::fs::read(&victim).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&victim, &data).unwrap();
+    storage.reads.store(0, Ordering::SeqCst);
+    let (r, rv) = restored(&f, &clock, &h2, &storage);
+    assert!(storage.reads.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        r.last_restore_stats().unwrap().source(),
+        RestoreSource::Storage
+    );
+    check(&r, rv, "second");
+}
+
+#[test]
+fn failed_upload_leaves_no_checkpoint_and_no_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), false);
+    let fs = fs_storage(&dir.path().join("storage"));
+    let storage = Arc::new(Flaky::new(fs.clone()));
+    let mut store =
+        CompletedCheckpointStore::new(storage.clone(), 1, ExternalizedCheckpointCleanup::default())
+            .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut b = create(&f, 0, 1, &clock);
+    let v = value_state(&mut b);
+    let w = b
+        .register_state(&StateDescriptor::new("w", StateKind::Value))
+        .unwrap();
+    for k in 0..500 {
+        put(&mut b, v, k, &format!("one-{k}"));
+        put(&mut b, w, k, &format!("one-{k}"));
+    }
+    let h1 = checkpoint(&mut b, storage.as_ref(), 1).unwrap();
+    complete(&mut b, &mut store, &h1);
+
+    // Checkpoint 2 has two new SSTs (one per state); the second upload fails.
+    for k in 0..500 {
+        put(&mut b, v, k, &format!("two-{k}"));
+        put(&mut b, w, k, &format!("two-{k}"));
+    }
+    storage.shared_left.store(1, Ordering::SeqCst);
+    let err = checkpoint(&mut b, storage.as_ref(), 2).unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    storage.shared_left.store(usize::MAX, Ordering::SeqCst);
+    store.abort(CheckpointId(2), &[]).unwrap();
+    b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
+    assert_eq!(storage.list_checkpoints().unwrap(), vec![CheckpointId(1)]);
+    let failed_prefix = format!("shared/{}-2-", b.backend_id());
+    assert!(
+        tree_files(fs.job_dir())
+            .iter()
+            .all(|p| !p.starts_with(&failed_prefix))
+    );
+
+    // The backend keeps working and the next checkpoint succeeds.
+    assert_eq!(get(&b, v, 7).as_deref(), Some("two-7"));
+    put(&mut b, v, 7, "three-7");
+    let h3 = checkpoint(&mut b, storage.as_ref(), 3).unwrap();
+    complete(&mut b, &mut store, &h3);
+    let files = tree_files(fs.job_dir());
+    assert_eq!(files, referenced_files(store.retained()));
+    assert!(
+        files
+            .iter()
+            .all(|p| !p.starts_with(&failed_prefix) && !p.starts_with("chk-2/")),
+        "{files:?}"
+    );
+    assert!(!b.instance_dir().join("chk-2").exists());
+    let (r, rv) = restored(&f, &clock, &h3, storage.as_ref());
+    assert_eq!(get(&r, rv, 7).as_deref(), Some("three-7"));
+    assert_eq!(get(&r, rv, 8).as_deref(), Some("two-8"));
+}
