@@ -18,6 +18,12 @@
 //! function of this module (each on a fresh [`Setup`]) plus the proptest model
 //! test ([`crate::model::sequences`]). The tests go through the typed layer and
 //! the byte-level traits only, so they hold for any backend and storage.
+//! Every snapshot asks for [`Setup::mode`]: a backend with incremental
+//! snapshots runs the suite once per mode
+//! (`Setup::new(..).with_mode(SnapshotMode::Incremental)`); the two tests
+//! about full snapshots only (`corrupt_bytes_never_panic_or_half_restore`,
+//! `ttl_expired_entries_dropped_by_full_snapshot`) check the incremental
+//! counterpart of their claim.
 //!
 //! Test support: a failed check panics, which fails the calling test.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a test failure

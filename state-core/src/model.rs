@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::{
     BackendContext, BackendFactory, EntryKey, KeyVisitor, KeyedStateBackend, MapVisitor,
-    StateDescriptor, StateLayout,
+    SnapshotMode, StateDescriptor, StateLayout,
 };
 use crate::clock::Clock;
 use crate::ids::StateId;
@@ -35,6 +35,9 @@ pub struct Setup<F: BackendFactory> {
     pub storage: Arc<dyn CheckpointStorage>,
     /// Kept alive for the test's duration (for example a `tempfile::TempDir`).
     pub guard: Box<dyn std::any::Any>,
+    /// The mode every snapshot of the suite and the model test asks for
+    /// (default [`SnapshotMode::Full`]).
+    pub mode: SnapshotMode,
 }
 
 impl<F: BackendFactory> Setup<F> {
@@ -44,7 +47,14 @@ impl<F: BackendFactory> Setup<F> {
             factory,
             storage,
             guard: Box::new(()),
+            mode: SnapshotMode::Full,
         }
+    }
+
+    /// The same setup taking snapshots in `mode`.
+    pub fn with_mode(mut self, mode: SnapshotMode) -> Self {
+        self.mode = mode;
+        self
     }
 
     /// The same setup keeping `guard` alive.
@@ -59,6 +69,7 @@ impl<F: BackendFactory> std::fmt::Debug for Setup<F> {
         f.debug_struct("Setup")
             .field("factory", &self.factory)
             .field("storage", &self.storage.describe())
+            .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
 }
@@ -385,7 +396,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::{Checkpointable, SnapshotMode};
+    use crate::backend::Checkpointable;
     use crate::ids::CheckpointId;
     use crate::memory_storage::MemoryCheckpointStorage;
     use crate::metadata::KeyedStateHandle;

@@ -62,17 +62,18 @@ pub fn restore_subtask<F: BackendFactory>(
     Ok(st)
 }
 
-/// Snapshots every subtask as checkpoint `id`: all synchronous parts, then
-/// all asynchronous parts. Returns the non-empty handles.
+/// Snapshots every subtask as checkpoint `id` in `mode`: all synchronous
+/// parts, then all asynchronous parts. Returns the non-empty handles.
 pub fn snapshot_all<B: Checkpointable>(
     subtasks: &mut [KeyedState<B>],
     storage: &dyn CheckpointStorage,
     id: CheckpointId,
+    mode: SnapshotMode,
 ) -> Result<Vec<KeyedStateHandle>> {
     storage.initialize_checkpoint(id)?;
     let mut pending = Vec::new();
     for st in subtasks.iter_mut() {
-        pending.push(st.backend_mut().snapshot(id, SnapshotMode::Full)?);
+        pending.push(st.backend_mut().snapshot(id, mode)?);
     }
     let mut handles = Vec::new();
     for p in pending {

@@ -12,7 +12,7 @@ use super::fixture::{
     Fixture, MAX_PARALLELISM, clock, create_subtask, fixture_ttl, restore_subtask, snapshot_all,
     total_entries,
 };
-use crate::backend::{BackendFactory, Checkpointable, SnapshotMode, StateKind};
+use crate::backend::{BackendFactory, Checkpointable, StateKind};
 use crate::ids::CheckpointId;
 use crate::key_group::MaxParallelism;
 use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
@@ -32,7 +32,7 @@ pub fn snapshot_isolation<F: BackendFactory>(setup: Setup<F>) {
     }
     let id = CheckpointId(1);
     setup.storage.initialize_checkpoint(id).unwrap();
-    let pending = st.backend_mut().snapshot(id, SnapshotMode::Full).unwrap();
+    let pending = st.backend_mut().snapshot(id, setup.mode).unwrap();
     let storage = setup.storage.as_ref();
     let handle = std::thread::scope(|s| {
         let writer = s.spawn(move || pending.write(storage));
@@ -90,6 +90,7 @@ pub fn restore_round_trip_all_kinds<F: BackendFactory>(setup: Setup<F>) {
         std::slice::from_mut(&mut st),
         setup.storage.as_ref(),
         CheckpointId(7),
+        setup.mode,
     )
     .unwrap();
 
@@ -144,6 +145,7 @@ pub fn restore_replaces_existing_state<F: BackendFactory>(setup: Setup<F>) {
         std::slice::from_mut(&mut source),
         setup.storage.as_ref(),
         CheckpointId(1),
+        setup.mode,
     )
     .unwrap();
 
@@ -197,6 +199,7 @@ pub fn empty_backend_snapshot_restores_empty<F: BackendFactory>(setup: Setup<F>)
         std::slice::from_mut(&mut st),
         setup.storage.as_ref(),
         CheckpointId(1),
+        setup.mode,
     )
     .unwrap();
     let mut restored = restore_subtask(&setup, &handles, 0, 1, &clock).unwrap();
@@ -215,8 +218,9 @@ pub fn empty_backend_snapshot_restores_empty<F: BackendFactory>(setup: Setup<F>)
     assert_eq!(total_entries(&restored), 0);
 }
 
-/// Given the read's index and the stored bytes, the bytes to return instead.
-type Mutation = dyn Fn(usize, &[u8]) -> Option<Vec<u8>> + Send + Sync;
+/// Given the read's index, the stream read and its stored bytes, the bytes
+/// to return instead.
+type Mutation = dyn Fn(usize, &StreamHandle, &[u8]) -> Option<Vec<u8>> + Send + Sync;
 
 /// A storage that changes the bytes `read` returns.
 struct Tamper {
@@ -251,7 +255,7 @@ impl CheckpointStorage for Tamper {
     fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
         let bytes = self.inner.read(handle)?;
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
-        Ok(match (self.mutate)(n, &bytes) {
+        Ok(match (self.mutate)(n, handle, &bytes) {
             Some(changed) => Bytes::from(changed),
             None => bytes,
         })
@@ -295,14 +299,20 @@ pub fn corrupt_stream_restore_fails_and_leaves_empty<F: BackendFactory>(setup: S
         let i = max.subtask_for_key_group(2, kg) as usize;
         fxs[i].populate(&mut subtasks[i], k);
     }
-    let handles = snapshot_all(&mut subtasks, setup.storage.as_ref(), CheckpointId(3)).unwrap();
+    let handles = snapshot_all(
+        &mut subtasks,
+        setup.storage.as_ref(),
+        CheckpointId(3),
+        setup.mode,
+    )
+    .unwrap();
     assert_eq!(handles.len(), 2);
 
     for corrupt_from in [0usize, 1] {
         let tamper = Tamper {
             inner: Arc::clone(&setup.storage),
             reads: AtomicUsize::new(0),
-            mutate: Box::new(move |n, bytes| {
+            mutate: Box::new(move |n, _, bytes| {
                 (n >= corrupt_from).then(|| flip(bytes, bytes.len() / 2))
             }),
         };
@@ -330,9 +340,16 @@ pub fn corrupt_stream_restore_fails_and_leaves_empty<F: BackendFactory>(setup: S
     }
 }
 
-/// Changing any byte of a snapshot stream, with a checksum that matches the
-/// changed bytes, never panics: the restore either fails, leaving the
-/// backend empty, or succeeds.
+/// Changing bytes of a snapshot stream never panics and never half-restores.
+///
+/// A full key-group handle: any byte of its stream is changed, with a
+/// checksum that matches the changed bytes; the restore either fails,
+/// leaving the backend empty, or succeeds, and some change is detected.
+/// Any other handle (incremental files): a byte of each of its streams is
+/// changed with the checksum left as it was, and the restore must fail as
+/// Corrupted and leave the backend empty (so a backend under test must
+/// restore from the storage it is given, not from a local copy); then bytes
+/// are changed with a matching checksum, as for a full handle.
 pub fn corrupt_bytes_never_panic_or_half_restore<F: BackendFactory>(setup: Setup<F>) {
     let clock = clock();
     let mut st = create_subtask(&setup, 0, 1, &clock).unwrap();
@@ -347,40 +364,92 @@ pub fn corrupt_bytes_never_panic_or_half_restore<F: BackendFactory>(setup: Setup
         std::slice::from_mut(&mut st),
         setup.storage.as_ref(),
         CheckpointId(1),
+        setup.mode,
     )
     .unwrap();
-    let [KeyedStateHandle::KeyGroups(handle)] = handles.as_slice() else {
-        panic!("expected one full key-group handle, got {handles:?}");
+    let [handle] = handles.as_slice() else {
+        panic!("expected one handle, got {handles:?}");
     };
-    let original = setup.storage.read(&handle.stream).unwrap();
-    let len = original.len();
-    let step = (len / 400).max(1);
-    let mut failures = 0;
-    for at in (0..len).step_by(step) {
-        let changed = flip(&original, at);
-        let mut patched = handle.clone();
-        patched.stream.crc32 = crc32fast::hash(&changed);
+    let streams: Vec<StreamHandle> = handle.streams().into_iter().cloned().collect();
+    let full = matches!(handle, KeyedStateHandle::KeyGroups(_));
+    // Restores `patched`, reading `changed` instead of stream `index`; the
+    // error if it failed, after checking that it left the backend empty.
+    let restore_changed = |index: usize, changed: Vec<u8>, patched: KeyedStateHandle| {
+        let target_location = streams[index].location.clone();
         let tamper = Tamper {
             inner: Arc::clone(&setup.storage),
             reads: AtomicUsize::new(0),
-            mutate: Box::new(move |_, _| Some(changed.clone())),
+            mutate: Box::new(move |_, read, _| {
+                (read.location == target_location).then(|| changed.clone())
+            }),
         };
         let mut target = create_subtask(&setup, 0, 1, &clock).unwrap();
         let other = Fixture::register(&mut target);
         other.populate(&mut target, 77);
-        let result = target
-            .backend_mut()
-            .restore(&[KeyedStateHandle::KeyGroups(patched)], &tamper);
-        if let Err(e) = result {
-            failures += 1;
+        let result = target.backend_mut().restore(&[patched], &tamper);
+        if let Err(e) = &result {
             assert_eq!(
                 total_entries(&target),
                 0,
-                "byte {at}: half-restored after: {e}"
+                "stream {index}: half-restored after: {e}"
             );
         }
+        result.err()
+    };
+
+    if !full {
+        for (index, stream) in streams.iter().enumerate() {
+            let original = setup.storage.read(stream).unwrap();
+            if original.is_empty() {
+                continue; // no byte to change (an empty write-ahead log)
+            }
+            let changed = flip(&original, original.len() / 2);
+            let err = restore_changed(index, changed, handle.clone())
+                .unwrap_or_else(|| panic!("stream {index} changed, restore succeeded"));
+            assert_eq!(err.kind(), ErrorKind::Corrupted, "stream {index}: {err}");
+        }
     }
-    assert!(failures > 0, "no corruption of {len} bytes was detected");
+
+    // With matching checksums: every ~400th byte of a single stream, a few
+    // bytes of each stream of a multi-file handle.
+    let mut failures = 0;
+    let mut total = 0;
+    for (index, stream) in streams.iter().enumerate() {
+        let original = setup.storage.read(stream).unwrap();
+        let len = original.len();
+        total += len;
+        let step = if full { len / 400 } else { len / 4 }.max(1);
+        for at in (0..len).step_by(step) {
+            let changed = flip(&original, at);
+            let patched = with_crc32(handle, index, crc32fast::hash(&changed));
+            if restore_changed(index, changed, patched).is_some() {
+                failures += 1;
+            }
+        }
+    }
+    assert!(failures > 0, "no corruption of {total} bytes was detected");
+}
+
+/// `handle` with the CRC-32 of its `index`th stream (in
+/// [`KeyedStateHandle::streams`] order) set to `crc32`.
+fn with_crc32(handle: &KeyedStateHandle, index: usize, crc32: u32) -> KeyedStateHandle {
+    let mut patched = handle.clone();
+    let stream = match &mut patched {
+        KeyedStateHandle::KeyGroups(h) => Some(&mut h.stream),
+        KeyedStateHandle::Incremental(h) => {
+            let shared = h.shared.len();
+            let private = h.private.len();
+            if index < shared {
+                h.shared.get_mut(index).map(|f| &mut f.handle)
+            } else if index < shared + private {
+                h.private.get_mut(index - shared).map(|f| &mut f.handle)
+            } else {
+                Some(&mut h.meta)
+            }
+        }
+    };
+    stream.unwrap().crc32 = crc32;
+    patched
 }
 
 /// Snapshots of 4 subtasks at max parallelism 128 restored at 3 and at 5:
@@ -407,7 +476,13 @@ pub fn rescale_4_to_3_and_5<F: BackendFactory>(setup: Setup<F>) {
             .register_event_time_timer(&mut subtasks[i], u64::from(k))
             .unwrap();
     }
-    let handles = snapshot_all(&mut subtasks, setup.storage.as_ref(), CheckpointId(9)).unwrap();
+    let handles = snapshot_all(
+        &mut subtasks,
+        setup.storage.as_ref(),
+        CheckpointId(9),
+        setup.mode,
+    )
+    .unwrap();
     assert_eq!(handles.len(), 4);
 
     for q in [3u32, 5] {

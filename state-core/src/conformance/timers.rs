@@ -2,7 +2,7 @@
 
 use super::Setup;
 use super::fixture::{clock, create_subtask, restore_subtask};
-use crate::backend::{BackendFactory, Checkpointable, SnapshotMode};
+use crate::backend::{BackendFactory, Checkpointable};
 use crate::ids::CheckpointId;
 use crate::timers::{Timer, TimerService};
 
@@ -38,7 +38,7 @@ pub fn timers_survive_snapshot_and_restore<F: BackendFactory>(setup: Setup<F>) {
 
     let id = CheckpointId(4);
     setup.storage.initialize_checkpoint(id).unwrap();
-    let pending = st.backend_mut().snapshot(id, SnapshotMode::Full).unwrap();
+    let pending = st.backend_mut().snapshot(id, setup.mode).unwrap();
     st.set_current_key(&20u32).unwrap();
     timers.register_event_time_timer(&mut st, 150).unwrap();
     let handles: Vec<_> = pending

@@ -14,9 +14,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use super::Setup;
-use crate::backend::{
-    BackendContext, BackendFactory, Checkpointable, EntryKey, SnapshotMode, handles_for_range,
-};
+use crate::backend::{BackendContext, BackendFactory, Checkpointable, EntryKey, handles_for_range};
 use crate::clock::{Clock, ManualClock};
 use crate::ids::{CheckpointId, OperatorId, StateId};
 use crate::key_group::MaxParallelism;
@@ -298,7 +296,7 @@ impl<'a, F: BackendFactory> Cluster<'a, F> {
             pending.push(
                 sub.st
                     .backend_mut()
-                    .snapshot(id, SnapshotMode::Full)
+                    .snapshot(id, self.setup.mode)
                     .map_err(fail)?,
             );
         }
