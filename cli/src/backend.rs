@@ -5,7 +5,7 @@
 //! place that names concrete backends and dispatches to generic code through
 //! a [`BackendVisitor`].
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -57,19 +57,74 @@ pub fn name(kind: BackendKind) -> &'static str {
     }
 }
 
-/// Runs `visitor` with the backend `kind` over `storage`.
+/// Where the rocks backend works and whether it keeps local checkpoint
+/// copies (`--local-dir`, `--local-recovery`); heap and fs ignore it.
+#[derive(Debug, Clone, Default)]
+pub struct LocalState {
+    /// The working directory; `None` = `<temp>/cairn-rocks/<job-id>`.
+    pub dir: Option<PathBuf>,
+    /// Keep local copies of checkpoints and restore from them when intact.
+    pub recovery: bool,
+}
+
+impl LocalState {
+    /// The local state settings of a job's options.
+    pub fn from_args(args: &executor::args::JobArgs) -> Self {
+        LocalState {
+            dir: args.local_dir.clone(),
+            recovery: args.local_recovery,
+        }
+    }
+
+    fn dir_for(&self, job_id: &JobId) -> PathBuf {
+        self.dir.clone().unwrap_or_else(|| {
+            std::env::temp_dir()
+                .join("cairn-rocks")
+                .join(job_id.as_str())
+        })
+    }
+}
+
+/// Runs `visitor` with the backend `kind` over `storage`, with default local
+/// state settings.
 pub fn with_backend<V: BackendVisitor>(
     kind: BackendKind,
     storage: Arc<dyn CheckpointStorage>,
     visitor: V,
 ) -> anyhow::Result<V::Output> {
+    let job_id = JobId::new("cairn-job")?;
+    with_backend_local(kind, storage, &LocalState::default(), &job_id, visitor)
+}
+
+/// Runs `visitor` with the backend `kind` over `storage`; the rocks backend
+/// works in `local` (its databases and local checkpoint copies).
+pub fn with_backend_local<V: BackendVisitor>(
+    kind: BackendKind,
+    storage: Arc<dyn CheckpointStorage>,
+    local: &LocalState,
+    job_id: &JobId,
+    visitor: V,
+) -> anyhow::Result<V::Output> {
     match kind {
-        BackendKind::Heap | BackendKind::Fs => visitor.visit(
-            HeapBackendFactory::new(HeapBackendOptions::default()),
-            storage,
-        ),
+        BackendKind::Heap | BackendKind::Fs => {
+            let _ = (local, job_id);
+            visitor.visit(
+                HeapBackendFactory::new(HeapBackendOptions::default()),
+                storage,
+            )
+        }
+        #[cfg(feature = "rocks")]
+        BackendKind::Rocks => {
+            let dir = local.dir_for(job_id);
+            let options =
+                backend_rocks::RocksBackendOptions::new(&dir).with_local_recovery(local.recovery);
+            let factory = backend_rocks::RocksBackendFactory::new(options)
+                .with_context(|| format!("rocks backend in {}", dir.display()))?;
+            visitor.visit(factory, storage)
+        }
+        #[cfg(not(feature = "rocks"))]
         BackendKind::Rocks => bail!(
-            "--backend rocks is not available in this build of cairn (the RocksDB backend is not built in yet)"
+            "--backend rocks is not available in this build of cairn (built without the `rocks` feature)"
         ),
     }
 }

@@ -39,7 +39,9 @@ use executor::sinks::{FileSink, PrintSink};
 use executor::{JobResult, JobStatus, StreamEnv};
 use state_core::checkpoint_store::load_verified;
 use state_core::metadata::METADATA_FILE_NAME;
-use state_core::{BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, JobId};
+use state_core::{
+    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotMode,
+};
 
 use crate::backend::{self, BackendVisitor};
 use crate::wordcount;
@@ -148,8 +150,10 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         filter_poison: args.filter_poison,
         output: args.output.clone(),
         restore: restore.map(|r| r.metadata),
+        incremental: args.job.incremental,
     };
-    let result = backend::with_backend(args.job.backend, storage, job)?;
+    let local = backend::LocalState::from_args(&args.job);
+    let result = backend::with_backend_local(args.job.backend, storage, &local, &job_id, job)?;
     let summary = summary(&job_id, &result, job_dir.as_deref());
     let _ = writeln!(std::io::stderr(), "{summary}");
     Ok(match result.status {
@@ -278,6 +282,7 @@ struct WordCountJob {
     filter_poison: bool,
     output: Option<PathBuf>,
     restore: Option<CheckpointMetadata>,
+    incremental: bool,
 }
 
 impl BackendVisitor for WordCountJob {
@@ -288,7 +293,12 @@ impl BackendVisitor for WordCountJob {
         factory: F,
         storage: Arc<dyn CheckpointStorage>,
     ) -> anyhow::Result<JobResult> {
-        let mut env = StreamEnv::new(self.config, factory, storage);
+        let mode = if self.incremental {
+            SnapshotMode::Incremental
+        } else {
+            SnapshotMode::Full
+        };
+        let mut env = StreamEnv::new(self.config, factory, storage).with_snapshot_mode(mode);
         if let Some(metadata) = self.restore {
             env = env.restore_from(metadata);
         }

@@ -258,10 +258,62 @@ fn sweep_prints_one_report_per_run_and_plots() {
 }
 
 #[test]
-fn rocks_is_not_available_in_this_build() {
-    let out = cairn(&["bench", "state-size", "--backend", "rocks", "--keys", "10"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend rocks is not available"));
+fn rocks_incremental_state_size_and_exact_job() {
+    // state-size: incremental checkpoints write far less than the full state
+    // after a 1% update, and every key comes back.
+    let out = cairn(&[
+        "bench",
+        "state-size",
+        "--backend",
+        "rocks",
+        "--incremental",
+        "--keys",
+        "20000",
+        "--rounds",
+        "1",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = if v.is_array() { v[0].clone() } else { v };
+    assert_eq!(report["backend"], "rocks");
+    assert_eq!(report["incremental"], true);
+    let checkpoints = report["checkpoints"].as_array().unwrap();
+    let last = checkpoints.last().unwrap();
+    let (written, full) = (
+        last["written_bytes"].as_u64().unwrap(),
+        last["full_bytes"].as_u64().unwrap(),
+    );
+    assert!(written * 5 < full, "incremental wrote {written} of {full}");
+
+    // job: exact counts on rocks, with an injected failure.
+    let out = cairn(&[
+        "bench",
+        "job",
+        "--backend",
+        "rocks",
+        "--records",
+        "20000",
+        "--keys",
+        "500",
+        "--checkpoint-interval",
+        "50ms",
+        "--fail-at",
+        "12000",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["backend"], "rocks");
+    assert_eq!(v["exact"], true);
 }
 
 #[test]

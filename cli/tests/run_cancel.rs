@@ -30,12 +30,17 @@ fn completed_checkpoints(job_dir: &Path) -> Vec<String> {
     names
 }
 
-/// Runs an unbounded word count until it completed a checkpoint, sends it
-/// SIGINT, and returns (exit code, stderr, checkpoints left).
-fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("log");
-    let ckpt = dir.path().join("ckpt");
+/// Runs an unbounded word count until it completed `min_checkpoints`
+/// checkpoints, sends it SIGINT, and returns (exit code, stderr, checkpoints
+/// left). `extra` are more job options.
+fn run_and_interrupt_in(
+    dir: &Path,
+    retain: bool,
+    min_checkpoints: usize,
+    extra: &[String],
+) -> (Option<i32>, String, Vec<String>) {
+    let log = dir.join("log");
+    let ckpt = dir.join("ckpt");
     let append = cairn()
         .args(["log", "append"])
         .arg(&log)
@@ -48,8 +53,6 @@ fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
         "wordcount",
         "--topic",
         "words",
-        "--backend",
-        "fs",
         "--job-id",
         "wc",
         "--checkpoint-interval",
@@ -62,7 +65,8 @@ fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
     if retain {
         args.push("--retain-on-cancel".into());
     }
-    let child = cairn()
+    args.extend(extra.iter().cloned());
+    let mut child = cairn()
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -71,8 +75,21 @@ fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
         .unwrap();
     let job_dir = ckpt.join("wc");
     let deadline = Instant::now() + PATIENCE;
-    while completed_checkpoints(&job_dir).is_empty() {
-        assert!(Instant::now() < deadline, "no checkpoint completed");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < min_checkpoints {
+        seen.extend(completed_checkpoints(&job_dir));
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "the job exited early ({status}): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} checkpoints completed",
+            seen.len()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     let kill = Command::new("kill")
@@ -83,6 +100,12 @@ fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
     (out.status.code(), stderr, completed_checkpoints(&job_dir))
+}
+
+fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = ["--backend", "fs"].map(String::from);
+    run_and_interrupt_in(dir.path(), retain, 1, &fs)
 }
 
 #[test]
@@ -105,5 +128,46 @@ fn ctrl_c_without_retain_on_cancel_deletes_checkpoints() {
     assert!(
         left.is_empty(),
         "checkpoints left after cancel: {left:?}\n{stderr}"
+    );
+}
+
+#[test]
+fn rocks_local_copies_rotate_with_the_retained_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let extra: Vec<String> = [
+        "--backend",
+        "rocks",
+        "--incremental",
+        "--local-recovery",
+        "--retained",
+        "2",
+        "--local-dir",
+    ]
+    .map(String::from)
+    .into_iter()
+    .chain([local.display().to_string()])
+    .collect();
+    let (code, stderr, left) = run_and_interrupt_in(dir.path(), true, 6, &extra);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(left.len(), 2, "retained: {left:?}\n{stderr}");
+    // One backend instance; its local copies are exactly the retained
+    // checkpoints (plus at most the one that was in flight at the cancel).
+    let instances: Vec<_> = std::fs::read_dir(&local)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    let copies: Vec<String> = std::fs::read_dir(&instances[0])
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("chk-"))
+        .collect();
+    for kept in &left {
+        assert!(copies.contains(kept), "no local copy of {kept}: {copies:?}");
+    }
+    assert!(
+        copies.len() <= left.len() + 1,
+        "local copies not pruned: {copies:?}, retained {left:?}"
     );
 }

@@ -98,6 +98,22 @@ pub struct JobArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Heap)]
     pub backend: BackendKind,
 
+    /// Take incremental checkpoints where the backend can (rocks: upload only
+    /// new SST files; Flink's `state.backend.incremental`, default false).
+    #[arg(long)]
+    pub incremental: bool,
+
+    /// Keep a local copy of each checkpoint and restore from it when intact
+    /// (Flink's `state.backend.local-recovery`, default false).
+    #[arg(long)]
+    pub local_recovery: bool,
+
+    /// Local working directory of the rocks backend: its databases and local
+    /// checkpoint copies (Flink's `state.backend.rocksdb.localdir`; default a
+    /// directory under the system temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub local_dir: Option<PathBuf>,
+
     /// Job id, naming the job's checkpoint directory (default "cairn-job").
     #[arg(long, value_name = "ID")]
     pub job_id: Option<String>,
@@ -209,6 +225,9 @@ impl Default for JobArgs {
             from: None,
             checkpoint_dir: None,
             backend: BackendKind::Heap,
+            incremental: false,
+            local_recovery: false,
+            local_dir: None,
             job_id: None,
             parallelism: 1,
             max_parallelism: None,

@@ -320,7 +320,7 @@ impl Attempt {
         }
         let reason = match master.status {
             JobStatus::Failing => "the job is failing over",
-            _ => "the job stopped",
+            _ => checkpoints::JOB_STOPPED,
         };
         for failed in self.coordinator.abort_all(reason) {
             let _ = self.failed_checkpoint(master, failed);

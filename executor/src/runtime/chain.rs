@@ -89,6 +89,8 @@ pub(crate) enum ChainEvent {
     Complete(CheckpointId),
     /// Checkpoint `id` was aborted.
     Aborted(CheckpointId),
+    /// Checkpoint `id` is no longer retained (local copies can go).
+    Subsumed(CheckpointId),
     /// Processing time advanced (fire timers, flush buffers).
     Tick { now_millis: u64 },
     /// The input has nothing now: flush buffered records.
@@ -201,7 +203,10 @@ impl<T: Send> Output<T> for SinkOp<T> {
             }
             ChainEvent::Complete(id) => self.sink.notify_checkpoint_complete(*id),
             ChainEvent::End => self.sink.finish(),
-            ChainEvent::Aborted(_) | ChainEvent::Tick { .. } | ChainEvent::Flush => Ok(()),
+            ChainEvent::Aborted(_)
+            | ChainEvent::Subsumed(_)
+            | ChainEvent::Tick { .. }
+            | ChainEvent::Flush => Ok(()),
         }
     }
 }
@@ -300,7 +305,7 @@ impl<T: Send> Output<T> for ExchangeOut<T> {
             }
             ChainEvent::End => self.broadcast(|| Message::End),
             ChainEvent::Flush | ChainEvent::Tick { .. } => self.flush(),
-            ChainEvent::Complete(_) | ChainEvent::Aborted(_) => Ok(()),
+            ChainEvent::Complete(_) | ChainEvent::Aborted(_) | ChainEvent::Subsumed(_) => Ok(()),
         }
     }
 }

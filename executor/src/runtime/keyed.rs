@@ -290,6 +290,7 @@ impl<B: Checkpointable, P: KeyedProcessFunction<B>> Output<P::In> for KeyedOp<B,
             }
             ChainEvent::Complete(id) => self.state.backend_mut().notify_checkpoint_complete(*id)?,
             ChainEvent::Aborted(id) => self.state.backend_mut().notify_checkpoint_aborted(*id)?,
+            ChainEvent::Subsumed(id) => self.state.backend_mut().notify_checkpoint_subsumed(*id)?,
             ChainEvent::Tick { now_millis } => {
                 if self
                     .timers

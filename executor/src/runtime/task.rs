@@ -27,6 +27,8 @@ pub(crate) enum TaskCommand {
     Complete(CheckpointId),
     /// Checkpoint `id` was aborted.
     Abort(CheckpointId),
+    /// Checkpoint `id` was subsumed: no longer retained.
+    Subsumed(CheckpointId),
 }
 
 /// One operator subtask's part of an acknowledgement.
@@ -196,6 +198,7 @@ impl<T: Send> SourceTask<T> {
                 self.head.event(&ChainEvent::Complete(id), &mut parts)?;
             }
             TaskCommand::Abort(id) => self.head.event(&ChainEvent::Aborted(id), &mut parts)?,
+            TaskCommand::Subsumed(id) => self.head.event(&ChainEvent::Subsumed(id), &mut parts)?,
         }
         Ok(())
     }
@@ -292,6 +295,7 @@ impl<T: Send> ExchangeTask<T> {
         match command {
             TaskCommand::Trigger { .. } => Ok(()),
             TaskCommand::Complete(id) => self.head.event(&ChainEvent::Complete(id), &mut parts),
+            TaskCommand::Subsumed(id) => self.head.event(&ChainEvent::Subsumed(id), &mut parts),
             TaskCommand::Abort(id) => {
                 self.barriers.on_abort(id);
                 let _ = rt;

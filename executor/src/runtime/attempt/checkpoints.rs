@@ -17,6 +17,9 @@ use crate::runtime::task::{AckedState, TaskCommand};
 /// checkpoints after a task ended, as in Flink before 1.14).
 pub(super) const ENDED_BEFORE_COMPLETION: &str = "a task finished before the checkpoint completed";
 
+/// Why in-flight checkpoints are aborted when the job is cancelled or ends.
+pub(super) const JOB_STOPPED: &str = "the job stopped";
+
 impl Attempt {
     pub(super) fn trigger(
         &mut self,
@@ -65,7 +68,7 @@ impl Attempt {
             acks,
             fail_job,
         } = failed;
-        if reason == ENDED_BEFORE_COMPLETION {
+        if reason == ENDED_BEFORE_COMPLETION || reason == JOB_STOPPED {
             // Expected at the end of every bounded job: not worth a warning.
             tracing::info!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} aborted: {reason}", master.spec.config.job_id);
         } else {
@@ -145,20 +148,23 @@ impl Attempt {
         };
         let bytes = metadata.checkpointed_size();
         let state_size = metadata.state_size();
-        if let Err(e) = master.store.complete(metadata) {
-            let now = elapsed_millis(master.started);
-            let fail_job = self.coordinator.record_finalize_failure(now);
-            let reason = format!("writing the checkpoint metadata failed: {e}");
-            return self.failed_checkpoint(
-                master,
-                FailedCheckpoint {
-                    id,
-                    reason,
-                    acks: Vec::new(),
-                    fail_job,
-                },
-            );
-        }
+        let subsumed = match master.store.complete(metadata) {
+            Ok(subsumed) => subsumed,
+            Err(e) => {
+                let now = elapsed_millis(master.started);
+                let fail_job = self.coordinator.record_finalize_failure(now);
+                let reason = format!("writing the checkpoint metadata failed: {e}");
+                return self.failed_checkpoint(
+                    master,
+                    FailedCheckpoint {
+                        id,
+                        reason,
+                        acks: Vec::new(),
+                        fail_job,
+                    },
+                );
+            }
+        };
         tracing::info!(
             job = %master.spec.config.job_id,
             checkpoint_id = id.get(),
@@ -186,6 +192,9 @@ impl Attempt {
         master.emit(JobEvent::CheckpointCompleted(info));
         for (_, _, tx) in &self.tasks {
             let _ = tx.send(TaskCommand::Complete(id));
+            for old in &subsumed {
+                let _ = tx.send(TaskCommand::Subsumed(*old));
+            }
         }
         None
     }
