@@ -14,7 +14,6 @@
 
 use std::hint::black_box;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backend_fs::FsCheckpointStorage;
@@ -23,95 +22,22 @@ use backend_rocks::rocksdb::{
 };
 use backend_rocks::{RestoreStats, RocksBackend, RocksBackendFactory, RocksBackendOptions};
 use bytes::Bytes;
-use cairn_benches::{access_order, key, splitmix64, value};
+use cairn_benches::{ORDER_LEN, States, Workload, splitmix64, value};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use state_core::{
-    BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, EntryKey,
-    JobId, KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorId, SnapshotMode,
-    StateDescriptor, StateId, StateKind, SystemClock,
+    BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, JobId, KeyedStateBackend,
+    KeyedStateHandle, SnapshotMode,
 };
-
-const ORDER_LEN: usize = 1 << 20;
-
-struct Workload {
-    keys: Vec<Vec<u8>>,
-    values: Vec<Bytes>,
-    order: Vec<u64>,
-    max: MaxParallelism,
-}
-
-impl Workload {
-    fn new() -> Self {
-        let n: u64 = env_or("CAIRN_BENCH_KEYS", 1_000_000);
-        let size: usize = env_or("CAIRN_BENCH_VALUE_SIZE", 100);
-        Workload {
-            keys: (0..n).map(key).collect(),
-            values: (0..64).map(|i| Bytes::from(value(i, size))).collect(),
-            order: access_order(ORDER_LEN, n, 0x5eed),
-            max: MaxParallelism::new(128).unwrap(),
-        }
-    }
-
-    fn value_size(&self) -> usize {
-        self.values[0].len()
-    }
-
-    fn entry(&self, i: u64) -> EntryKey<'_> {
-        let key = &self.keys[i as usize];
-        EntryKey {
-            key_group: self.max.key_group_of(key),
-            key,
-            namespace: &[],
-        }
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct States {
-    value: StateId,
-    list: StateId,
-    map: StateId,
-}
-
-fn context(max: MaxParallelism) -> BackendContext {
-    BackendContext {
-        operator_id: OperatorId("bench".into()),
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: max,
-        clock: Arc::new(SystemClock),
-    }
-}
 
 fn factory(dir: &Path, local_recovery: bool) -> RocksBackendFactory {
     RocksBackendFactory::new(RocksBackendOptions::new(dir).with_local_recovery(local_recovery))
         .unwrap()
 }
 
-fn register(b: &mut RocksBackend) -> States {
-    States {
-        value: b
-            .register_state(&StateDescriptor::new("value", StateKind::Value))
-            .unwrap(),
-        list: b
-            .register_state(&StateDescriptor::new("list", StateKind::List))
-            .unwrap(),
-        map: b
-            .register_state(&StateDescriptor::new("map", StateKind::Map))
-            .unwrap(),
-    }
-}
-
 /// A backend holding every key in its value, list and map states.
 fn loaded(f: &RocksBackendFactory, w: &Workload) -> (RocksBackend, States) {
-    let mut b = f.create(&context(w.max)).unwrap();
-    let s = register(&mut b);
+    let mut b = f.create(&w.context()).unwrap();
+    let s = States::register(&mut b).unwrap();
     for i in 0..w.keys.len() as u64 {
         let e = w.entry(i);
         let v = w.values[(i % 64) as usize].clone();
@@ -194,7 +120,7 @@ fn raw_db(dir: &Path, w: &Workload) -> Raw {
 }
 
 fn bench_ops(c: &mut Criterion) {
-    let w = Workload::new();
+    let w = Workload::from_env();
     let size = w.value_size();
     let dir = tempfile::tempdir().unwrap();
     let f = factory(&dir.path().join("local"), false);
@@ -357,7 +283,7 @@ fn restore(
     h: &KeyedStateHandle,
     storage: &dyn CheckpointStorage,
 ) -> (Duration, RestoreStats) {
-    let mut b = f.create(&context(w.max)).unwrap();
+    let mut b = f.create(&w.context()).unwrap();
     let start = Instant::now();
     b.restore(std::slice::from_ref(h), storage).unwrap();
     let took = start.elapsed();
@@ -366,7 +292,7 @@ fn restore(
 
 /// One pass of the checkpoint figures over the value state of every key.
 fn report_checkpoints(_c: &mut Criterion) {
-    let w = Workload::new();
+    let w = Workload::from_env();
     let dir = tempfile::tempdir().unwrap();
     let f = factory(&dir.path().join("local"), true);
     let storage =
@@ -374,8 +300,8 @@ fn report_checkpoints(_c: &mut Criterion) {
             .unwrap();
     // Unique incompressible values here (the op benches cycle through 64),
     // so the full stream is not shrunk by zstd finding repeats.
-    let mut b = f.create(&context(w.max)).unwrap();
-    let s = register(&mut b);
+    let mut b = f.create(&w.context()).unwrap();
+    let s = States::register(&mut b).unwrap();
     for i in 0..w.keys.len() as u64 {
         b.put(
             s.value,

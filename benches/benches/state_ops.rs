@@ -12,96 +12,20 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::sync::Arc;
 
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
-use bytes::Bytes;
-use cairn_benches::{access_order, key, value};
+use cairn_benches::{ORDER_LEN, States, Workload};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use state_core::memory_storage::MemoryCheckpointStorage;
 use state_core::{
-    BackendContext, CheckpointId, CheckpointStorage, Checkpointable, EntryKey, JobId,
-    KeyedStateBackend, MaxParallelism, OperatorId, SnapshotMode, StateDescriptor, StateId,
-    StateKind, SystemClock,
+    CheckpointId, CheckpointStorage, Checkpointable, JobId, KeyedStateBackend, SnapshotMode,
 };
-
-const ORDER_LEN: usize = 1 << 20;
-
-struct Workload {
-    keys: Vec<Vec<u8>>,
-    values: Vec<Bytes>,
-    order: Vec<u64>,
-    max: MaxParallelism,
-}
-
-impl Workload {
-    fn new() -> Self {
-        let n: u64 = env_or("CAIRN_BENCH_KEYS", 1_000_000);
-        let size: usize = env_or("CAIRN_BENCH_VALUE_SIZE", 100);
-        Workload {
-            keys: (0..n).map(key).collect(),
-            values: (0..64).map(|i| Bytes::from(value(i, size))).collect(),
-            order: access_order(ORDER_LEN, n, 0x5eed),
-            max: MaxParallelism::new(128).unwrap(),
-        }
-    }
-
-    fn value_size(&self) -> usize {
-        self.values[0].len()
-    }
-
-    fn entry(&self, i: u64) -> EntryKey<'_> {
-        let key = &self.keys[i as usize];
-        EntryKey {
-            key_group: self.max.key_group_of(key),
-            key,
-            namespace: &[],
-        }
-    }
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct States {
-    value: StateId,
-    list: StateId,
-    map: StateId,
-}
-
-fn context(max: MaxParallelism) -> BackendContext {
-    BackendContext {
-        operator_id: OperatorId("bench".into()),
-        subtask: 0,
-        parallelism: 1,
-        max_parallelism: max,
-        clock: Arc::new(SystemClock),
-    }
-}
-
-fn register(b: &mut HeapBackend) -> States {
-    States {
-        value: b
-            .register_state(&StateDescriptor::new("value", StateKind::Value))
-            .unwrap(),
-        list: b
-            .register_state(&StateDescriptor::new("list", StateKind::List))
-            .unwrap(),
-        map: b
-            .register_state(&StateDescriptor::new("map", StateKind::Map))
-            .unwrap(),
-    }
-}
 
 /// A heap backend holding every key in the value, list and map states.
 fn loaded_heap(w: &Workload) -> (HeapBackend, States) {
-    let mut b = HeapBackend::new(&context(w.max), HeapBackendOptions::default()).unwrap();
-    let s = register(&mut b);
+    let mut b = HeapBackend::new(&w.context(), HeapBackendOptions::default()).unwrap();
+    let s = States::register(&mut b).unwrap();
     for i in 0..w.keys.len() as u64 {
         let e = w.entry(i);
         let v = w.values[(i % 64) as usize].clone();
@@ -126,9 +50,9 @@ fn restored_from_fs(w: &Workload, dir: &std::path::Path) -> (HeapBackend, States
         .unwrap()
         .unwrap();
     drop(heap);
-    let mut b = HeapBackend::new(&context(w.max), HeapBackendOptions::default()).unwrap();
+    let mut b = HeapBackend::new(&w.context(), HeapBackendOptions::default()).unwrap();
     b.restore(&[handle], &storage).unwrap();
-    let s = register(&mut b);
+    let s = States::register(&mut b).unwrap();
     (b, s)
 }
 
@@ -141,7 +65,7 @@ fn baseline(w: &Workload) -> HashMap<Vec<u8>, Vec<u8>> {
 }
 
 fn bench_ops(c: &mut Criterion) {
-    let w = Workload::new();
+    let w = Workload::from_env();
     let size = w.value_size();
     let dir = tempfile::tempdir().unwrap();
     let mut backends: Vec<(&str, HeapBackend, States)> = Vec::new();
@@ -300,7 +224,7 @@ fn bench_ops(c: &mut Criterion) {
 /// Full checkpoint of the loaded state (synchronous part, then the whole write)
 /// into each storage, and restore from the filesystem.
 fn bench_checkpoint(c: &mut Criterion) {
-    let w = Workload::new();
+    let w = Workload::from_env();
     let size = w.value_size();
     let (mut heap, _) = loaded_heap(&w);
     let mut g = c.benchmark_group(format!("checkpoint/{size}"));
@@ -357,7 +281,7 @@ fn bench_checkpoint(c: &mut Criterion) {
         .unwrap();
     g.bench_function("fs/restore", |bch| {
         bch.iter(|| {
-            let mut b = HeapBackend::new(&context(w.max), HeapBackendOptions::default()).unwrap();
+            let mut b = HeapBackend::new(&w.context(), HeapBackendOptions::default()).unwrap();
             b.restore(std::slice::from_ref(&handle), &fs).unwrap();
             black_box(b)
         })

@@ -3,6 +3,102 @@
 //! operations in the same order.
 #![forbid(unsafe_code)]
 
+use std::sync::Arc;
+
+use bytes::Bytes;
+use state_core::{
+    BackendContext, EntryKey, KeyedStateBackend, MaxParallelism, OperatorId, StateDescriptor,
+    StateId, StateKind, SystemClock,
+};
+
+/// How many accesses a bench cycles through (a power of two).
+pub const ORDER_LEN: usize = 1 << 20;
+
+/// The keys, values and access order of a state-operation bench:
+/// `CAIRN_BENCH_KEYS` keys (default 1,000,000), 64 distinct values of
+/// `CAIRN_BENCH_VALUE_SIZE` bytes (default 100), max parallelism 128.
+#[derive(Debug)]
+pub struct Workload {
+    /// The keys, `key-0000000`….
+    pub keys: Vec<Vec<u8>>,
+    /// Values to write, cycled.
+    pub values: Vec<Bytes>,
+    /// The order in which keys are visited.
+    pub order: Vec<u64>,
+    /// The job's number of key groups.
+    pub max: MaxParallelism,
+}
+
+impl Workload {
+    /// The workload the environment asks for.
+    pub fn from_env() -> Self {
+        let n: u64 = env_or("CAIRN_BENCH_KEYS", 1_000_000);
+        let size: usize = env_or("CAIRN_BENCH_VALUE_SIZE", 100);
+        Workload {
+            keys: (0..n).map(key).collect(),
+            values: (0..64).map(|i| Bytes::from(value(i, size))).collect(),
+            order: access_order(ORDER_LEN, n, 0x5eed),
+            max: MaxParallelism::default_for(1),
+        }
+    }
+
+    /// The size of every value.
+    pub fn value_size(&self) -> usize {
+        self.values.first().map_or(0, Bytes::len)
+    }
+
+    /// The address of key `i` in the default namespace.
+    pub fn entry(&self, i: u64) -> EntryKey<'_> {
+        let key = self.keys.get(i as usize).map_or(&[][..], Vec::as_slice);
+        EntryKey {
+            key_group: self.max.key_group_of(key),
+            key,
+            namespace: &[],
+        }
+    }
+
+    /// The context of the one subtask the benches run.
+    pub fn context(&self) -> BackendContext {
+        BackendContext {
+            operator_id: OperatorId("bench".into()),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: self.max,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The states every state-operation bench registers.
+#[derive(Debug, Clone, Copy)]
+pub struct States {
+    /// A value state.
+    pub value: StateId,
+    /// A list state.
+    pub list: StateId,
+    /// A map state.
+    pub map: StateId,
+}
+
+impl States {
+    /// Registers the value, list and map states in `backend`.
+    pub fn register<B: KeyedStateBackend>(backend: &mut B) -> state_core::Result<Self> {
+        Ok(States {
+            value: backend.register_state(&StateDescriptor::new("value", StateKind::Value))?,
+            list: backend.register_state(&StateDescriptor::new("list", StateKind::List))?,
+            map: backend.register_state(&StateDescriptor::new("map", StateKind::Map))?,
+        })
+    }
+}
+
+/// The environment variable `name` parsed, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The reference workloads' key for index `i`: `key-0000042`.
 pub fn key(i: u64) -> Vec<u8> {
     format!("key-{i:07}").into_bytes()
