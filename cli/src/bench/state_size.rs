@@ -1,7 +1,9 @@
 //! `cairn bench state-size`: load K keys of S-byte values into a backend,
 //! checkpoint, then R rounds of "update a fraction F of the keys,
-//! checkpoint", then restore the last checkpoint from storage into fresh
-//! backends and check that every key came back with its latest value.
+//! checkpoint", then restore the last checkpoint into fresh backends and
+//! check that every key came back with its latest value: from the local
+//! checkpoint copies where the backend keeps them (rocks, incremental), then
+//! from storage alone.
 //!
 //! The state is one value state of the operator `state-size` in P subtasks
 //! (each owns its key groups, as in a job; the subtasks load, snapshot and
@@ -11,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -31,7 +33,7 @@ use super::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
 use super::report::{CheckpointReport, ms, progress};
 use super::scratch::{Scratch, check_interrupted};
 use super::workload::{key_text, updated_key, value_into, value_seed};
-use crate::backend::{self, BackendVisitor};
+use crate::backend::{self, BackendVisitor, LocalState};
 use crate::human;
 
 /// One run's parameters.
@@ -86,9 +88,12 @@ pub struct StateSizeReport {
     pub update_ms: Vec<f64>,
     /// The initial checkpoint, then one per round.
     pub checkpoints: Vec<CheckpointReport>,
-    /// Restore from a local copy: null, no local copy for heap and fs.
+    /// Restore of the last checkpoint from the local checkpoint copies (rocks
+    /// with `--incremental`; the harness turns local recovery on); null where
+    /// the backend keeps no local copy (heap, fs, rocks full snapshots).
     pub restore_local_ms: Option<f64>,
-    /// Restore of the last checkpoint from storage into fresh backends.
+    /// Restore of the last checkpoint from storage into fresh backends (rocks:
+    /// after the local copies are removed, so nothing comes from them).
     pub restore_storage_ms: f64,
     /// Keys the restored backends hold with their latest value.
     pub restored_keys: u64,
@@ -117,19 +122,33 @@ pub fn run_one(params: &Params, dir: Option<&Path>, keep: bool) -> anyhow::Resul
         Some(s) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
     };
     let job_dir = scratch.as_ref().map(|s| s.path().join(job_id.as_str()));
+    // RocksDB keeps local checkpoint copies (local recovery) in the scratch
+    // directory, so the run can restore from them and from storage.
+    let local = match (params.backend, &scratch) {
+        (BackendKind::Rocks, Some(s)) => LocalState {
+            dir: Some(s.path().join("local")),
+            recovery: true,
+        },
+        _ => LocalState::default(),
+    };
+    let local_dir = local.dir.clone();
     let kept = scratch
         .as_ref()
         .filter(|s| s.kept())
         .map(|s| s.path().display().to_string());
     reset_peak_rss();
     let io_before = IoCounters::now();
-    let mut report = backend::with_backend(
+    let run_job_id = job_id.clone();
+    let mut report = backend::with_backend_local(
         params.backend,
         storage,
+        &local,
+        &job_id,
         Run {
             params,
-            job_id,
+            job_id: run_job_id,
             job_dir,
+            local_dir,
         },
     )?;
     if let Some((now, before)) = IoCounters::now().zip(io_before) {
@@ -146,6 +165,8 @@ struct Run<'a> {
     params: &'a Params,
     job_id: JobId,
     job_dir: Option<PathBuf>,
+    /// Where the backend keeps local checkpoint copies (rocks), else `None`.
+    local_dir: Option<PathBuf>,
 }
 
 /// One subtask's backend, its value state and its key groups.
@@ -261,7 +282,8 @@ impl BackendVisitor for Run<'_> {
         check_interrupted()?;
 
         // Restore the last checkpoint into fresh backends, as a restarted job
-        // would (the loaded backends are dropped first).
+        // would (the loaded backends are dropped first): from the local
+        // copies where the backend keeps them, then from storage alone.
         drop(subtasks);
         let latest = store.latest().context("no checkpoint completed")?.clone();
         let handles: Vec<KeyedStateHandle> = latest
@@ -270,61 +292,35 @@ impl BackendVisitor for Run<'_> {
             .flat_map(|o| o.subtasks.iter())
             .flat_map(|s| s.keyed.iter().cloned())
             .collect();
-        let mut restored = Vec::with_capacity(contexts.len());
-        for context in &contexts {
-            restored.push(Subtask {
-                index: context.subtask,
-                backend: factory.create(context)?,
-                state: StateId(0),
-                range: context.key_group_range()?,
-            });
-        }
-        let started = Instant::now();
-        parallel(&mut restored, |sub| {
-            let mine = handles_for_range(&handles, sub.range);
-            sub.backend.restore(&mine, storage.as_ref())?;
-            Ok(())
-        })?;
-        let restore = started.elapsed();
-
-        // Check (not timed) that every key came back with its latest value.
-        let mut restored_keys = 0u64;
-        let mut entries = 0u64;
-        let mut expected = Vec::with_capacity(p.value_size + 8);
-        for sub in &mut restored {
-            sub.state = sub.backend.register_state(&descriptor)?;
-            sub.backend.keys(sub.state, &mut |_| {
-                entries += 1;
-                std::ops::ControlFlow::Continue(())
-            })?;
-        }
-        for i in 0..keys {
-            let (buf, len) = key_text(i);
-            let key = buf.get(..len).unwrap_or_default();
-            let key_group = max_parallelism.key_group_of(key);
-            let subtask = max_parallelism.subtask_for_key_group(p.parallelism, key_group);
-            let Some(sub) = usize::try_from(subtask).ok().and_then(|s| restored.get(s)) else {
-                continue;
-            };
-            let round = usize::try_from(i)
-                .ok()
-                .and_then(|i| last_round.get(i))
-                .copied()
-                .unwrap_or(0);
-            value_into(
-                value_seed(p.seed, i, u32::from(round)),
-                p.value_size,
-                &mut expected,
-            );
-            let entry = EntryKey {
-                key_group,
-                key,
-                namespace: b"",
-            };
-            if sub.backend.get(sub.state, &entry)?.as_deref() == Some(&expected[..]) {
-                restored_keys += 1;
+        let check = Expected {
+            params: p,
+            descriptor: &descriptor,
+            max_parallelism,
+            last_round: &last_round,
+        };
+        let local_copies = local_copy_dirs(self.local_dir.as_deref(), &handles);
+        let mut restore_local = None;
+        let mut local_exact = true;
+        if !local_copies.is_empty() {
+            let (mut restored, took) =
+                restore_fresh(&factory, &contexts, &handles, storage.as_ref())?;
+            check_source(&restored, Source::LocalCopy)?;
+            let (found, entries) = check.count(&mut restored)?;
+            local_exact = found == keys && entries == keys;
+            restore_local = Some(took);
+            drop(restored);
+            // Hide the local copies so the next restore reads storage only.
+            for dir in &local_copies {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("removing the local copy {}", dir.display()))?;
             }
         }
+        let (mut restored, restore) =
+            restore_fresh(&factory, &contexts, &handles, storage.as_ref())?;
+        if restore_local.is_some() {
+            check_source(&restored, Source::Storage)?;
+        }
+        let (restored_keys, entries) = check.count(&mut restored)?;
         let raw_bytes = (0..keys)
             .map(|i| key_text(i).1 as u64 + p.value_size as u64)
             .sum();
@@ -343,15 +339,164 @@ impl BackendVisitor for Run<'_> {
             load_ops_per_sec: (keys as f64 / load_seconds.max(1e-9)).round(),
             update_ms,
             checkpoints,
-            restore_local_ms: None,
+            restore_local_ms: restore_local.map(ms),
             restore_storage_ms: ms(restore),
             restored_keys,
-            restore_exact: restored_keys == keys && entries == keys,
+            restore_exact: local_exact && restored_keys == keys && entries == keys,
             peak_rss_bytes: None,
             io_read_bytes: None,
             io_write_bytes: None,
             dir: None,
         })
+    }
+}
+
+/// Restores `handles` into fresh backends, one per context, on one thread
+/// each; returns them and the wall time of the restore.
+fn restore_fresh<F: BackendFactory>(
+    factory: &F,
+    contexts: &[BackendContext],
+    handles: &[KeyedStateHandle],
+    storage: &dyn CheckpointStorage,
+) -> anyhow::Result<(Vec<Subtask<F::Backend>>, Duration)> {
+    let mut restored = Vec::with_capacity(contexts.len());
+    for context in contexts {
+        restored.push(Subtask {
+            index: context.subtask,
+            backend: factory.create(context)?,
+            state: StateId(0),
+            range: context.key_group_range()?,
+        });
+    }
+    let started = Instant::now();
+    parallel(&mut restored, |sub| {
+        let mine = handles_for_range(handles, sub.range);
+        sub.backend.restore(&mine, storage)?;
+        Ok(())
+    })?;
+    Ok((restored, started.elapsed()))
+}
+
+/// The local copies (`<local dir>/<backend id>/chk-<n>`) of the
+/// incremental handles; empty without a local directory.
+fn local_copy_dirs(local_dir: Option<&Path>, handles: &[KeyedStateHandle]) -> Vec<PathBuf> {
+    let Some(local_dir) = local_dir else {
+        return Vec::new();
+    };
+    handles
+        .iter()
+        .filter_map(|h| match h {
+            KeyedStateHandle::Incremental(h) => Some(
+                local_dir
+                    .join(&h.backend_id)
+                    .join(h.checkpoint_id.dir_name()),
+            ),
+            KeyedStateHandle::KeyGroups(_) => None,
+        })
+        .filter(|dir| dir.is_dir())
+        .collect()
+}
+
+/// Where a restore was meant to read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    LocalCopy,
+    Storage,
+}
+
+/// Checks that every restored backend read only from `want` (a subtask
+/// that got no handle read nothing), so the two restore times measure what
+/// their names say.
+#[cfg(feature = "rocks")]
+fn check_source<B: 'static>(restored: &[Subtask<B>], want: Source) -> anyhow::Result<()> {
+    use backend_rocks::{RestoreSource, RocksBackend};
+    for sub in restored {
+        let Some(rocks) = (&sub.backend as &dyn std::any::Any).downcast_ref::<RocksBackend>()
+        else {
+            anyhow::bail!("only the rocks backend restores from local copies");
+        };
+        let stats = rocks.last_restore_stats().cloned().unwrap_or_default();
+        let ok = matches!(
+            (want, stats.source()),
+            (_, RestoreSource::Nothing)
+                | (Source::LocalCopy, RestoreSource::LocalCopy)
+                | (Source::Storage, RestoreSource::Storage)
+        );
+        anyhow::ensure!(
+            ok,
+            "subtask {}: the restore meant to read {want:?} read {} files ({} bytes) from local copies and {} bytes from storage",
+            sub.index,
+            stats.files_from_local,
+            stats.bytes_from_local,
+            stats.bytes_from_storage
+        );
+    }
+    Ok(())
+}
+
+/// Without the rocks backend no backend keeps local copies.
+#[cfg(not(feature = "rocks"))]
+fn check_source<B: 'static>(_restored: &[Subtask<B>], want: Source) -> anyhow::Result<()> {
+    anyhow::bail!("cannot tell whether a restore read {want:?}: this build has no rocks backend")
+}
+
+/// What the restored state must hold: every key with the value of the round
+/// that last wrote it.
+struct Expected<'a> {
+    params: &'a Params,
+    descriptor: &'a StateDescriptor,
+    max_parallelism: MaxParallelism,
+    last_round: &'a [u16],
+}
+
+impl Expected<'_> {
+    /// Registers the state in the restored backends and counts (keys with
+    /// their latest value, entries in all); not timed.
+    fn count<B: KeyedStateBackend>(
+        &self,
+        restored: &mut [Subtask<B>],
+    ) -> anyhow::Result<(u64, u64)> {
+        let p = self.params;
+        let mut restored_keys = 0u64;
+        let mut entries = 0u64;
+        let mut expected = Vec::with_capacity(p.value_size + 8);
+        for sub in restored.iter_mut() {
+            sub.state = sub.backend.register_state(self.descriptor)?;
+            sub.backend.keys(sub.state, &mut |_| {
+                entries += 1;
+                std::ops::ControlFlow::Continue(())
+            })?;
+        }
+        for i in 0..p.keys {
+            let (buf, len) = key_text(i);
+            let key = buf.get(..len).unwrap_or_default();
+            let key_group = self.max_parallelism.key_group_of(key);
+            let subtask = self
+                .max_parallelism
+                .subtask_for_key_group(p.parallelism, key_group);
+            let Some(sub) = usize::try_from(subtask).ok().and_then(|s| restored.get(s)) else {
+                continue;
+            };
+            let round = usize::try_from(i)
+                .ok()
+                .and_then(|i| self.last_round.get(i))
+                .copied()
+                .unwrap_or(0);
+            value_into(
+                value_seed(p.seed, i, u32::from(round)),
+                p.value_size,
+                &mut expected,
+            );
+            let entry = EntryKey {
+                key_group,
+                key,
+                namespace: b"",
+            };
+            if sub.backend.get(sub.state, &entry)?.as_deref() == Some(&expected[..]) {
+                restored_keys += 1;
+            }
+        }
+        Ok((restored_keys, entries))
     }
 }
 
