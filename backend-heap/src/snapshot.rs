@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use state_core::metadata::KeyGroupsHandle;
 use state_core::snapshot_format::{KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry};
 use state_core::{
-    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroupRange,
+    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
     KeyedStateHandle, MaxParallelism, Result, SnapshotMode, StateDescriptor, StateError, StateId,
     StateScope,
 };
@@ -102,6 +103,98 @@ fn write_key_group(
     Ok(())
 }
 
+/// Pre-sizes the key-group maps of a restore, so they are not grown by
+/// rehashing while records stream in. A block's header gives its raw
+/// length; the records per raw byte of each state, measured on the blocks
+/// read so far, give the number of entries to expect.
+struct BlockSizer {
+    /// Raw (decompressed) length of each block of the stream, by key-group
+    /// offset in the stream's range; 0 where the header cannot be read.
+    raw_lens: Vec<u64>,
+    stream_range: KeyGroupRange,
+    current: Option<KeyGroup>,
+    /// Records per state in the current block.
+    current_records: Vec<u64>,
+    /// Raw bytes and records per state of the blocks before the current one.
+    done_bytes: u64,
+    done_records: Vec<u64>,
+}
+
+/// Bytes 2..6 of a block header: the raw length of its records.
+const RAW_LEN_AT: usize = 2;
+
+impl BlockSizer {
+    fn new(bytes: &[u8], h: &KeyGroupsHandle, states: usize) -> Self {
+        let raw_lens = h
+            .key_group_offsets
+            .iter()
+            .map(|&offset| {
+                usize::try_from(offset)
+                    .ok()
+                    .and_then(|o| bytes.get(o.checked_add(RAW_LEN_AT)?..))
+                    .and_then(|b| b.first_chunk::<4>())
+                    .map_or(0, |b| u64::from(u32::from_le_bytes(*b)))
+            })
+            .collect();
+        BlockSizer {
+            raw_lens,
+            stream_range: h.range,
+            current: None,
+            current_records: vec![0; states],
+            done_bytes: 0,
+            done_records: vec![0; states],
+        }
+    }
+
+    fn raw_len(&self, kg: KeyGroup) -> u64 {
+        self.stream_range
+            .offset_of(kg)
+            .and_then(|i| self.raw_lens.get(i))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Counts a record of state `state` (index in the stream) in key group
+    /// `kg`; on the first record of a block, reserves room in each state's
+    /// map of that key group (`off`, in the backend's range).
+    fn on_record(
+        &mut self,
+        kg: KeyGroup,
+        state: usize,
+        off: usize,
+        ids: &[StateId],
+        states: &mut [State],
+    ) {
+        if self.current != Some(kg) {
+            if let Some(previous) = self.current {
+                self.done_bytes += self.raw_len(previous);
+                for (done, n) in self.done_records.iter_mut().zip(&mut self.current_records) {
+                    *done += std::mem::take(n);
+                }
+            }
+            self.current = Some(kg);
+            let raw = self.raw_len(kg);
+            for (i, done) in self.done_records.iter().enumerate() {
+                // An eighth more than the estimate: records vary in size. A
+                // record takes at least a byte, so never more than `raw`.
+                let Some(expected) = raw.saturating_mul(*done).checked_div(self.done_bytes) else {
+                    break;
+                };
+                let expected = (expected + expected / 8).min(raw);
+                let table = ids.get(i).and_then(|id| states.get_mut(id.index()));
+                if let (Some(s), Ok(n)) = (table, usize::try_from(expected)) {
+                    if n > 0 {
+                        s.table.reserve(off, n);
+                    }
+                }
+            }
+        }
+        if let Some(n) = self.current_records.get_mut(state) {
+            *n += 1;
+        }
+    }
+}
+
 impl HeapBackend {
     /// The registered states with all their entries removed.
     fn emptied_states(&self) -> Vec<State> {
@@ -141,7 +234,8 @@ impl HeapBackend {
             if h.range.intersect(&self.range).is_empty() {
                 continue;
             }
-            let reader = KeyGroupStreamReader::open(storage.read(&h.stream)?, h)?;
+            let bytes = storage.read(&h.stream)?;
+            let reader = KeyGroupStreamReader::open(bytes.clone(), h)?;
             if reader.max_parallelism() != self.max_parallelism {
                 return Err(StateError::incompatible(
                     h.stream.describe(),
@@ -167,13 +261,26 @@ impl HeapBackend {
                 })
                 .collect::<Result<Vec<StateId>>>()?;
             let range = self.range;
+            let mut sizer = BlockSizer::new(&bytes, h, ids.len());
             reader.read(range, &mut |record| {
+                let Some(off) = range.offset_of(record.key_group) else {
+                    return Err(StateError::corrupted(
+                        h.stream.describe(),
+                        format!("record of key group {} does not fit", record.key_group),
+                    ));
+                };
+                sizer.on_record(
+                    record.key_group,
+                    record.state as usize,
+                    off,
+                    &ids,
+                    &mut states,
+                );
                 let target = ids
                     .get(record.state as usize)
                     .and_then(|id| states.get_mut(id.index()))
                     .map(|s| &mut s.table);
-                let off = range.offset_of(record.key_group);
-                let (Some(table), Some(off)) = (target, off) else {
+                let Some(table) = target else {
                     return Err(StateError::corrupted(
                         h.stream.describe(),
                         format!("record of key group {} does not fit", record.key_group),
@@ -267,5 +374,106 @@ impl Checkpointable for HeapBackend {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HeapBackendOptions;
+    use state_core::memory_storage::MemoryCheckpointStorage;
+    use state_core::{
+        BackendContext, EntryKey, KeyedStateBackend, ManualClock, OperatorId, StateKind,
+    };
+
+    fn context() -> BackendContext {
+        BackendContext {
+            operator_id: OperatorId("op/1".into()),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: MaxParallelism::new(16).unwrap(),
+            clock: Arc::new(ManualClock::new(0)),
+        }
+    }
+
+    /// A snapshot of `per_kg` value entries in each of key groups 0..4.
+    fn snapshot(per_kg: u32, storage: &MemoryCheckpointStorage) -> KeyGroupsHandle {
+        let mut b = HeapBackend::new(&context(), HeapBackendOptions::default()).unwrap();
+        let v = b
+            .register_state(&StateDescriptor::new("v", StateKind::Value))
+            .unwrap();
+        for kg in 0..4u16 {
+            for i in 0..per_kg {
+                let key = format!("key-{kg}-{i}");
+                let k = EntryKey {
+                    key_group: KeyGroup(kg),
+                    key: key.as_bytes(),
+                    namespace: b"",
+                };
+                b.put(v, &k, Bytes::from_static(b"value")).unwrap();
+            }
+        }
+        let written = b
+            .snapshot(CheckpointId(1), SnapshotMode::Full)
+            .unwrap()
+            .write(storage)
+            .unwrap();
+        let Some(KeyedStateHandle::KeyGroups(h)) = written else {
+            panic!("a heap snapshot is a key-group stream: {written:?}");
+        };
+        h
+    }
+
+    #[test]
+    fn sizer_reserves_each_block_from_the_records_per_byte_so_far() {
+        let storage = MemoryCheckpointStorage::new(u64::MAX);
+        let h = snapshot(200, &storage);
+        let bytes = storage.read(&h.stream).unwrap();
+        let mut sizer = BlockSizer::new(&bytes, &h, 1);
+        assert!(sizer.raw_len(KeyGroup(0)) > 0);
+        assert_eq!(sizer.raw_len(KeyGroup(9)), 0, "an empty key group");
+        let b = HeapBackend::new(&context(), HeapBackendOptions::default()).unwrap();
+        let mut states = b.emptied_states();
+        let mut by_name = b.by_name.clone();
+        let id = HeapBackend::register_in(
+            &mut states,
+            &mut by_name,
+            16,
+            &StateDescriptor::new("v", StateKind::Value),
+        )
+        .unwrap();
+        let capacity = |states: &[State], off: usize| match &states[0].table {
+            Table::Value(maps) => maps[off].capacity(),
+            _ => panic!("a value state"),
+        };
+        for _ in 0..200 {
+            sizer.on_record(KeyGroup(0), 0, 0, &[id], &mut states);
+        }
+        assert_eq!(
+            capacity(&states, 0),
+            0,
+            "nothing to go by in the first block"
+        );
+        sizer.on_record(KeyGroup(1), 0, 1, &[id], &mut states);
+        assert!(capacity(&states, 1) >= 200, "{}", capacity(&states, 1));
+    }
+
+    #[test]
+    fn presized_restore_holds_every_entry() {
+        let storage = MemoryCheckpointStorage::new(u64::MAX);
+        let h = snapshot(300, &storage);
+        let mut b = HeapBackend::new(&context(), HeapBackendOptions::default()).unwrap();
+        b.restore(&[KeyedStateHandle::KeyGroups(h)], &storage)
+            .unwrap();
+        assert_eq!(b.entry_count(), 1200);
+        let v = b
+            .register_state(&StateDescriptor::new("v", StateKind::Value))
+            .unwrap();
+        let k = EntryKey {
+            key_group: KeyGroup(3),
+            key: b"key-3-299",
+            namespace: b"",
+        };
+        assert_eq!(b.get(v, &k).unwrap().as_deref(), Some(&b"value"[..]));
     }
 }

@@ -130,6 +130,28 @@ impl Table {
         }
     }
 
+    /// Makes room for `additional` more entries in the map of key group
+    /// offset `off`, so a restore does not grow it by rehashing.
+    pub(crate) fn reserve(&mut self, off: usize, additional: usize) {
+        match self {
+            Table::Value(v) => {
+                if let Some(m) = v.get_mut(off) {
+                    Arc::make_mut(m).reserve(additional);
+                }
+            }
+            Table::List(v) => {
+                if let Some(m) = v.get_mut(off) {
+                    Arc::make_mut(m).reserve(additional);
+                }
+            }
+            Table::Map(v) => {
+                if let Some(m) = v.get_mut(off) {
+                    Arc::make_mut(m).reserve(additional);
+                }
+            }
+        }
+    }
+
     /// Number of (key, namespace) entries.
     pub(crate) fn len(&self) -> usize {
         match self {

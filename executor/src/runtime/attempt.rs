@@ -17,7 +17,7 @@ use super::coordinator::{AckOutcome, CheckpointCoordinator};
 use super::events::{JobEvent, JobStatus};
 use super::graph::{AttemptShared, RestoreState, TaskEnv};
 use super::master::{AttemptEnd, HandleCommand, Master, elapsed_millis};
-use super::task::{AckedState, TaskCommand, TaskReport, TaskRuntime, panic_message};
+use super::task::{AckedState, Task, TaskCommand, TaskReport, TaskRuntime, panic_message};
 use crate::error::{ExecutorError, Result};
 
 pub(super) struct Attempt {
@@ -25,6 +25,9 @@ pub(super) struct Attempt {
     tasks: Vec<(usize, String, Sender<TaskCommand>)>,
     sources: Vec<usize>,
     threads: Vec<JoinHandle<()>>,
+    /// One message from each task thread once it stopped processing; it
+    /// frees its state (chain, backends, channels) after sending it.
+    stopped: Receiver<()>,
     reports: Receiver<(u32, TaskReport)>,
     cancel: Arc<AtomicBool>,
     coordinator: CheckpointCoordinator<Vec<AckedState>>,
@@ -34,12 +37,21 @@ pub(super) struct Attempt {
 
 static NEXT_ATTEMPT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
+/// Joins the task threads of this job's failed-over attempts that are still
+/// freeing their state (see [`Master::reapers`]), so none outlives the job.
+pub(super) fn join_reapers(master: &mut Master) {
+    for thread in master.reapers.drain(..) {
+        let _ = thread.join();
+    }
+}
+
 impl Attempt {
     pub(super) fn start(master: &mut Master, restore: Option<Arc<RestoreState>>) -> Result<Self> {
         let spec = &master.spec;
         let number = NEXT_ATTEMPT.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
         let (report_tx, report_rx) = crossbeam_channel::unbounded();
+        let (stopped_tx, stopped_rx) = crossbeam_channel::unbounded();
         let shared = AttemptShared {
             clock: spec.clock.clone(),
             storage: spec.storage.clone(),
@@ -111,13 +123,14 @@ impl Attempt {
                     clock: spec.clock.clone(),
                 };
                 let make = make.clone();
+                let stopped = stopped_tx.clone();
                 let (task_name, stage_name) = (name.clone(), stage.name.clone());
                 let thread = std::thread::Builder::new()
                     .name(name.clone())
                     .spawn(move || {
+                        let mut task: Option<Box<dyn Task>> = None;
                         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            let task = make(&mut env)?;
-                            task.run(&rt)
+                            task.insert(make(&mut env)?).run(&rt)
                         }));
                         let result = match run {
                             Ok(result) => result,
@@ -137,6 +150,12 @@ impl Attempt {
                             task: index,
                             result,
                         });
+                        // Processing is over: a failover need not wait for
+                        // freeing the state (a large heap backend takes
+                        // hundreds of milliseconds).
+                        let _ = stopped.send(());
+                        drop(task);
+                        drop(env);
                     })
                     .map_err(|e| {
                         ExecutorError::InvalidJob(format!("cannot start task {name}: {e}"))
@@ -162,6 +181,7 @@ impl Attempt {
             tasks,
             sources,
             threads,
+            stopped: stopped_rx,
             reports: report_rx,
             cancel,
             coordinator,
@@ -311,12 +331,31 @@ impl Attempt {
         AttemptEnd::Failed(error)
     }
 
-    /// Cancels and joins every task, and aborts the checkpoints in flight.
+    /// Cancels every task and waits until each stopped processing, and
+    /// aborts the checkpoints in flight. When the job is failing over, the
+    /// task threads free their state in the background (see [`REAPERS`]);
+    /// otherwise they, and those of earlier attempts, are joined.
     pub(super) fn stop(mut self, master: &mut Master) {
         self.cancel.store(true, Ordering::Relaxed);
         self.tasks.clear();
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
+        let threads = std::mem::take(&mut self.threads);
+        if master.status == JobStatus::Failing {
+            // Every thread sends once; a thread that died before sending
+            // drops its sender, and all gone ends the wait.
+            for _ in 0..threads.len() {
+                if self.stopped.recv().is_err() {
+                    break;
+                }
+            }
+            // Don't wait for them to free their state: the next attempt
+            // restores meanwhile. Forget the ones already done.
+            master.reapers.retain(|t| !t.is_finished());
+            master.reapers.extend(threads);
+        } else {
+            for thread in threads {
+                let _ = thread.join();
+            }
+            join_reapers(master);
         }
         let reason = match master.status {
             JobStatus::Failing => "the job is failing over",
@@ -346,5 +385,127 @@ impl Attempt {
             }
         }
         master.next_id = self.coordinator.next_checkpoint_id();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Condvar, Mutex};
+
+    use backend_heap::HeapBackendFactory;
+    use state_core::operator_state::OperatorStateStore;
+    use state_core::{JobId, MemoryCheckpointStorage};
+
+    use crate::sink::{Sink, SinkContext};
+    use crate::source::{Source, SourceContext, SourcePoll};
+    use crate::{JobConfig, JobStatus, RestartStrategyConfig, StreamEnv, UserError};
+
+    use super::*;
+
+    /// Whether the second attempt wrote a record, and what the first
+    /// attempt's sink saw when it was freed.
+    #[derive(Default)]
+    struct Gate {
+        written: Mutex<bool>,
+        changed: Condvar,
+        freed_after_restart: Mutex<Option<bool>>,
+    }
+
+    struct Numbers(u64);
+
+    impl Source<u64> for Numbers {
+        fn open(&mut self, _: SourceContext, _: Option<&OperatorStateStore>) -> Result<()> {
+            Ok(())
+        }
+
+        fn poll_next(&mut self) -> Result<SourcePoll<u64>> {
+            self.0 += 1;
+            Ok(if self.0 <= 3 {
+                SourcePoll::Record(self.0)
+            } else {
+                SourcePoll::End
+            })
+        }
+
+        fn snapshot_state(&mut self, _: &mut OperatorStateStore) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The first attempt's sink blocks in `Drop` until the second attempt
+    /// wrote (or 30 s passed): a failover that waited for freeing the failed
+    /// attempt's tasks would never get there.
+    struct GateSink {
+        gate: Arc<Gate>,
+        first: bool,
+    }
+
+    impl Sink<u64> for GateSink {
+        fn open(&mut self, _: SinkContext, _: Option<&OperatorStateStore>) -> Result<()> {
+            Ok(())
+        }
+
+        fn write(&mut self, _: u64) -> Result<()> {
+            if !self.first {
+                *self.gate.written.lock().unwrap() = true;
+                self.gate.changed.notify_all();
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for GateSink {
+        fn drop(&mut self) {
+            if !self.first {
+                return;
+            }
+            let written = self.gate.written.lock().unwrap();
+            let (written, _) = self
+                .gate
+                .changed
+                .wait_timeout_while(written, Duration::from_secs(30), |w| !*w)
+                .unwrap();
+            *self.gate.freed_after_restart.lock().unwrap() = Some(*written);
+        }
+    }
+
+    #[test]
+    fn a_restart_does_not_wait_for_the_failed_attempt_to_free_its_tasks() {
+        let mut config = JobConfig::new(JobId::new("reaper").unwrap());
+        config.restart = Some(RestartStrategyConfig::FixedDelay {
+            attempts: 1,
+            delay: Duration::from_millis(1),
+        });
+        let env = StreamEnv::new(
+            config,
+            HeapBackendFactory::default(),
+            Arc::new(MemoryCheckpointStorage::default()),
+        );
+        let gate = Arc::new(Gate::default());
+        let sinks = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
+        let sink_gate = gate.clone();
+        env.source("numbers", |_: SourceContext| {
+            Ok(Box::new(Numbers(0)) as Box<dyn Source<u64>>)
+        })
+        .map("fail-once", move |v| {
+            if failed.swap(true, Ordering::Relaxed) {
+                Ok(v)
+            } else {
+                Err(UserError::from("the first attempt fails"))
+            }
+        })
+        .sink("gate", move |_: SinkContext| {
+            Ok(Box::new(GateSink {
+                gate: sink_gate.clone(),
+                first: sinks.fetch_add(1, Ordering::Relaxed) == 0,
+            }) as Box<dyn Sink<u64>>)
+        });
+        let result = env.start().unwrap().wait().unwrap();
+        assert_eq!(result.status, JobStatus::Finished);
+        assert_eq!(result.restarts, 1);
+        // The job joined the failed attempt's thread before returning.
+        assert_eq!(*gate.freed_after_restart.lock().unwrap(), Some(true));
     }
 }

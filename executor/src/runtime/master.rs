@@ -92,6 +92,10 @@ pub(crate) struct Master {
     pub(super) status: JobStatus,
     pub(super) started: Instant,
     pub(super) checkpoint_config: CheckpointConfig,
+    /// Task threads of failed-over attempts still freeing their state. A
+    /// failover does not wait for them; an attempt that ends other than by
+    /// failing, and the end of the job, join them.
+    pub(super) reapers: Vec<std::thread::JoinHandle<()>>,
 }
 
 pub(super) fn elapsed_millis(since: Instant) -> u64 {
@@ -134,6 +138,7 @@ impl Master {
             status: JobStatus::Created,
             started: Instant::now(),
             checkpoint_config,
+            reapers: Vec::new(),
         })
     }
 
@@ -216,6 +221,8 @@ impl Master {
                 }
             }
         };
+        // No thread of a failed-over attempt may outlive the job.
+        super::attempt::join_reapers(&mut self);
         self.set_status(terminal);
         let shutdown = match terminal {
             JobStatus::Finished => JobTerminalStatus::Finished,

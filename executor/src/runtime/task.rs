@@ -166,8 +166,10 @@ fn write_parts(
 
 /// A subtask's work.
 pub(crate) trait Task: Send {
-    /// Runs until the input ends (`Ok`), an error, or cancellation.
-    fn run(self: Box<Self>, rt: &TaskRuntime) -> Result<()>;
+    /// Runs until the input ends (`Ok`), an error, or cancellation. The
+    /// task (its chain and state) stays with the caller, which frees it once
+    /// the master no longer waits for this task.
+    fn run(&mut self, rt: &TaskRuntime) -> Result<()>;
 }
 
 /// Reads a source and pushes into the chain.
@@ -205,7 +207,7 @@ impl<T: Send> SourceTask<T> {
 }
 
 impl<T: Send> Task for SourceTask<T> {
-    fn run(mut self: Box<Self>, rt: &TaskRuntime) -> Result<()> {
+    fn run(&mut self, rt: &TaskRuntime) -> Result<()> {
         let mut last_tick = Instant::now();
         let mut since_check = 0u32;
         let mut parts = Vec::new();
@@ -306,7 +308,7 @@ impl<T: Send> ExchangeTask<T> {
 }
 
 impl<T: Send> Task for ExchangeTask<T> {
-    fn run(mut self: Box<Self>, rt: &TaskRuntime) -> Result<()> {
+    fn run(&mut self, rt: &TaskRuntime) -> Result<()> {
         let mut last_tick = Instant::now();
         let mut parts = Vec::new();
         loop {
