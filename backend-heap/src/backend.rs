@@ -12,6 +12,7 @@ use state_core::{
 };
 
 use crate::HeapBackendOptions;
+use crate::local::LocalSnapshots;
 use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
 
 /// One registered state.
@@ -40,6 +41,22 @@ pub struct HeapBackend {
     pub(crate) by_name: HashMap<String, StateId>,
     /// Name of the keyed snapshot stream in checkpoint storage.
     pub(crate) stream_name: String,
+    /// In-memory snapshot copies, when local recovery is on.
+    pub(crate) local: Option<LocalSnapshots>,
+    pub(crate) last_restore: Option<HeapRestoreStats>,
+}
+
+/// Where the last [`state_core::Checkpointable::restore`] of a heap backend
+/// took its state from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HeapRestoreStats {
+    /// Handles restored from the in-memory copy local recovery kept.
+    pub local_handles: usize,
+    /// Handles read from checkpoint storage.
+    pub storage_handles: usize,
+    /// Bytes read from checkpoint storage.
+    pub storage_bytes: u64,
 }
 
 impl fmt::Debug for HeapBackend {
@@ -78,8 +95,18 @@ fn stream_name(operator: &OperatorId, subtask: u32) -> String {
 const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -(1 << 17)..=22;
 
 impl HeapBackend {
-    /// An empty backend for the subtask described by `context`.
+    /// An empty backend for the subtask described by `context`. With local
+    /// recovery on, it keeps its own snapshot copies; backends created by a
+    /// [`crate::HeapBackendFactory`] share theirs, so a successor finds them.
     pub fn new(context: &BackendContext, options: HeapBackendOptions) -> Result<Self> {
+        Self::with_local(context, options, LocalSnapshots::default())
+    }
+
+    pub(crate) fn with_local(
+        context: &BackendContext,
+        options: HeapBackendOptions,
+        local: LocalSnapshots,
+    ) -> Result<Self> {
         let range = context.key_group_range()?;
         if !ZSTD_LEVELS.contains(&options.compression_level) {
             return Err(StateError::invalid(format!(
@@ -102,15 +129,31 @@ impl HeapBackend {
             max_parallelism: context.max_parallelism,
             clock: Arc::clone(&context.clock),
             stream_name: stream_name(&context.operator_id, context.subtask),
+            local: options.local_recovery.then_some(local),
             options,
             states: Vec::new(),
             by_name: HashMap::new(),
+            last_restore: None,
         })
     }
 
     /// The options the backend was created with.
     pub fn options(&self) -> &HeapBackendOptions {
         &self.options
+    }
+
+    /// Where the last restore took its state from (`None` before any).
+    pub fn last_restore_stats(&self) -> Option<HeapRestoreStats> {
+        self.last_restore
+    }
+
+    /// The checkpoints of this backend's operator whose snapshots local
+    /// recovery keeps in memory, oldest first (empty when it is off).
+    pub fn local_checkpoints(&self) -> Vec<state_core::CheckpointId> {
+        self.local
+            .as_ref()
+            .map(|l| l.checkpoints(&self.operator))
+            .unwrap_or_default()
     }
 
     /// Number of (key, namespace) entries across all states.

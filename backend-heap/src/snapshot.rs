@@ -8,12 +8,13 @@ use state_core::metadata::KeyGroupsHandle;
 use state_core::snapshot_format::{KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry};
 use state_core::{
     AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, MaxParallelism, Result, SnapshotMode, StateDescriptor, StateError, StateId,
-    StateScope,
+    KeyedStateHandle, MaxParallelism, OperatorId, Result, SnapshotMode, StateDescriptor,
+    StateError, StateId, StateScope,
 };
 
 use crate::HeapBackend;
-use crate::backend::State;
+use crate::backend::{HeapRestoreStats, State};
+use crate::local::{LocalSnapshots, LocalState};
 use crate::table::{FastMap, OwnedKey, Table};
 
 /// The name heap snapshots carry in their handles.
@@ -30,6 +31,8 @@ struct HeapSnapshot {
     tables: Vec<Table>,
     now_millis: u64,
     compression_level: i32,
+    /// Where to keep the written state for local recovery, and whose it is.
+    local: Option<(LocalSnapshots, OperatorId)>,
 }
 
 impl AsyncSnapshot for HeapSnapshot {
@@ -68,6 +71,21 @@ impl AsyncSnapshot for HeapSnapshot {
         let handle = writer.finish()?;
         span.record("bytes", handle.stream.size);
         tracing::info!(bytes = handle.stream.size, "heap snapshot written");
+        if let Some((local, operator)) = &self.local {
+            // Keep exactly what was written: drop what the writer dropped as
+            // expired (only TTL states with expired entries are touched).
+            let mut tables = self.tables;
+            for (d, table) in self.descriptors.iter().zip(tables.iter_mut()) {
+                if let Some(cfg) = d.full_snapshot_cleanup() {
+                    table.drop_expired(&cfg, self.now_millis);
+                }
+            }
+            let state = LocalState {
+                descriptors: self.descriptors,
+                tables,
+            };
+            local.keep(operator, self.checkpoint, &handle, state);
+        }
         Ok(Some(KeyedStateHandle::KeyGroups(handle)))
     }
 }
@@ -213,9 +231,10 @@ impl HeapBackend {
         &self,
         handles: &[KeyedStateHandle],
         storage: &dyn CheckpointStorage,
-    ) -> Result<(Vec<State>, HashMap<String, StateId>)> {
+    ) -> Result<(Vec<State>, HashMap<String, StateId>, HeapRestoreStats)> {
         let mut states = self.emptied_states();
         let mut by_name = self.by_name.clone();
+        let mut stats = HeapRestoreStats::default();
         let key_groups = self.range.len();
         for handle in handles {
             let h = match handle {
@@ -234,7 +253,15 @@ impl HeapBackend {
             if h.range.intersect(&self.range).is_empty() {
                 continue;
             }
+            let kept = self.local.as_ref().and_then(|l| l.find(&self.operator, h));
+            if let Some(kept) = kept {
+                self.adopt_local_copy(h, kept, &mut states, &mut by_name)?;
+                stats.local_handles += 1;
+                continue;
+            }
             let bytes = storage.read(&h.stream)?;
+            stats.storage_handles += 1;
+            stats.storage_bytes += h.stream.size;
             let reader = KeyGroupStreamReader::open(bytes.clone(), h)?;
             if reader.max_parallelism() != self.max_parallelism {
                 return Err(StateError::incompatible(
@@ -324,7 +351,39 @@ impl HeapBackend {
                 Ok(())
             })?;
         }
-        Ok((states, by_name))
+        Ok((states, by_name, stats))
+    }
+
+    /// Shares the key-group maps of a kept snapshot of `h` that fall in
+    /// this backend's range.
+    fn adopt_local_copy(
+        &self,
+        h: &KeyGroupsHandle,
+        kept: LocalState,
+        states: &mut Vec<State>,
+        by_name: &mut HashMap<String, StateId>,
+    ) -> Result<()> {
+        for (descriptor, table) in kept.descriptors.iter().zip(&kept.tables) {
+            let wrong = |detail: String| StateError::incompatible(h.stream.describe(), detail);
+            let id = HeapBackend::register_in(states, by_name, self.range.len(), descriptor)
+                .map_err(|e| wrong(format!("state in snapshot: {e}")))?;
+            let target = states
+                .get_mut(id.index())
+                .ok_or_else(|| wrong(format!("state {:?} is lost", descriptor.name)))?;
+            for kg in h.range.intersect(&self.range).iter() {
+                let (Some(from), Some(to)) = (h.range.offset_of(kg), self.range.offset_of(kg))
+                else {
+                    continue;
+                };
+                if !target.table.share_from(to, table, from) {
+                    return Err(wrong(format!(
+                        "state {:?} has another layout in the kept snapshot",
+                        descriptor.name
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -345,7 +404,29 @@ impl Checkpointable for HeapBackend {
             tables: self.states.iter().map(|s| s.table.clone()).collect(),
             now_millis: self.clock.now_millis(),
             compression_level: self.options.compression_level,
+            local: self.local.clone().map(|l| (l, self.operator.clone())),
         }))
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        if let Some(local) = &self.local {
+            local.confirm(&self.operator, id);
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_aborted(&mut self, id: CheckpointId) -> Result<()> {
+        if let Some(local) = &self.local {
+            local.abort(&self.operator, id);
+        }
+        Ok(())
+    }
+
+    fn notify_checkpoint_subsumed(&mut self, id: CheckpointId) -> Result<()> {
+        if let Some(local) = &self.local {
+            local.subsume(&self.operator, id);
+        }
+        Ok(())
     }
 
     fn restore(
@@ -362,10 +443,16 @@ impl Checkpointable for HeapBackend {
         );
         let _entered = span.enter();
         match self.read_handles(handles, storage) {
-            Ok((states, by_name)) => {
+            Ok((states, by_name, stats)) => {
                 self.states = states;
                 self.by_name = by_name;
-                tracing::info!(entries = self.entry_count(), "heap backend restored");
+                self.last_restore = Some(stats);
+                tracing::info!(
+                    entries = self.entry_count(),
+                    from_local_copy = stats.local_handles,
+                    from_storage = stats.storage_handles,
+                    "heap backend restored"
+                );
                 Ok(())
             }
             Err(e) => {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::Equivalent;
-use state_core::StateLayout;
+use state_core::{StateLayout, TtlConfig};
 
 /// The hash map used everywhere in the heap backend.
 pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
@@ -147,6 +147,60 @@ impl Table {
             Table::Map(v) => {
                 if let Some(m) = v.get_mut(off) {
                     Arc::make_mut(m).reserve(additional);
+                }
+            }
+        }
+    }
+
+    /// Makes key group offset `to` share the map of offset `from` in
+    /// `other`; false when the layouts differ or an offset is out of range.
+    pub(crate) fn share_from(&mut self, to: usize, other: &Table, from: usize) -> bool {
+        fn share<T>(to: Option<&mut Arc<T>>, from: Option<&Arc<T>>) -> bool {
+            match (to, from) {
+                (Some(to), Some(from)) => {
+                    *to = Arc::clone(from);
+                    true
+                }
+                _ => false,
+            }
+        }
+        match (self, other) {
+            (Table::Value(a), Table::Value(b)) => share(a.get_mut(to), b.get(from)),
+            (Table::List(a), Table::List(b)) => share(a.get_mut(to), b.get(from)),
+            (Table::Map(a), Table::Map(b)) => share(a.get_mut(to), b.get(from)),
+            _ => false,
+        }
+    }
+
+    /// Drops the entries a full snapshot at `now_millis` drops as expired
+    /// (list elements and map entries one by one; keys left empty go),
+    /// copying only the key-group maps that hold one.
+    pub(crate) fn drop_expired(&mut self, cfg: &TtlConfig, now_millis: u64) {
+        let expired = |v: &Bytes| cfg.is_expired(v, now_millis);
+        match self {
+            Table::Value(maps) => {
+                for m in maps.iter_mut().filter(|m| m.values().any(expired)) {
+                    Arc::make_mut(m).retain(|_, v| !expired(v));
+                }
+            }
+            Table::List(maps) => {
+                for m in maps
+                    .iter_mut()
+                    .filter(|m| m.values().flatten().any(expired))
+                {
+                    Arc::make_mut(m).retain(|_, list| {
+                        list.retain(|e| !expired(e));
+                        !list.is_empty()
+                    });
+                }
+            }
+            Table::Map(maps) => {
+                let any = |m: &MapMap| m.values().any(|entries| entries.values().any(expired));
+                for m in maps.iter_mut().filter(|m| any(m)) {
+                    Arc::make_mut(m).retain(|_, entries| {
+                        entries.retain(|_, v| !expired(v));
+                        !entries.is_empty()
+                    });
                 }
             }
         }

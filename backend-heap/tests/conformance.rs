@@ -15,3 +15,19 @@ fn setup() -> Setup<HeapBackendFactory> {
 }
 
 state_core::conformance_tests!(setup);
+
+/// The same suite with local recovery on: restores of handles the factory's
+/// backends wrote take the kept in-memory snapshots instead of the streams.
+mod local_recovery {
+    use super::*;
+
+    fn setup() -> Setup<HeapBackendFactory> {
+        Setup::new(
+            HeapBackendFactory::new(HeapBackendOptions::default().with_local_recovery(true)),
+            Arc::new(MemoryCheckpointStorage::default()),
+        )
+        .with_local_copies()
+    }
+
+    state_core::conformance_tests!(setup);
+}

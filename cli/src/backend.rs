@@ -57,8 +57,9 @@ pub fn name(kind: BackendKind) -> &'static str {
     }
 }
 
-/// Where the rocks backend works and whether it keeps local checkpoint
-/// copies (`--local-dir`, `--local-recovery`); heap and fs ignore it.
+/// Where the rocks backend works (`--local-dir`; heap and fs ignore it) and
+/// whether backends keep local checkpoint copies (`--local-recovery`: rocks
+/// on local disk, heap and fs in memory).
 #[derive(Debug, Clone, Default)]
 pub struct LocalState {
     /// The working directory; `None` = `<temp>/cairn-rocks/<job-id>`.
@@ -85,17 +86,6 @@ impl LocalState {
     }
 }
 
-/// Runs `visitor` with the backend `kind` over `storage`, with default local
-/// state settings.
-pub fn with_backend<V: BackendVisitor>(
-    kind: BackendKind,
-    storage: Arc<dyn CheckpointStorage>,
-    visitor: V,
-) -> anyhow::Result<V::Output> {
-    let job_id = JobId::new("cairn-job")?;
-    with_backend_local(kind, storage, &LocalState::default(), &job_id, visitor)
-}
-
 /// Runs `visitor` with the backend `kind` over `storage`; the rocks backend
 /// works in `local` (its databases and local checkpoint copies).
 pub fn with_backend_local<V: BackendVisitor>(
@@ -107,11 +97,9 @@ pub fn with_backend_local<V: BackendVisitor>(
 ) -> anyhow::Result<V::Output> {
     match kind {
         BackendKind::Heap | BackendKind::Fs => {
-            let _ = (local, job_id);
-            visitor.visit(
-                HeapBackendFactory::new(HeapBackendOptions::default()),
-                storage,
-            )
+            let _ = job_id;
+            let options = HeapBackendOptions::default().with_local_recovery(local.recovery);
+            visitor.visit(HeapBackendFactory::new(options), storage)
         }
         #[cfg(feature = "rocks")]
         BackendKind::Rocks => {

@@ -111,6 +111,15 @@ fn job_counts_are_exact_after_an_injected_failure() {
 }
 
 #[test]
+fn job_with_local_recovery_restores_exactly() {
+    let v = job(&["--local-recovery", "--fail-at", "15000"]);
+    check_job_fields(&v, "heap", 1);
+    assert_eq!(v["local_recovery"], true);
+    assert_eq!(u(&v, "restarts"), 1);
+    assert!(f(&v, "recovery_ms") >= 0.0, "{v}");
+}
+
+#[test]
 fn job_on_fs_checkpoints_to_files_and_removes_them() {
     let dir = tempfile::tempdir().unwrap();
     let v = job(&[
@@ -178,11 +187,13 @@ fn check_state_size(v: &Value, backend: &str, keys: u64) {
         assert!(full >= u(v, "raw_bytes") / 2, "{c}");
         assert!(f(c, "sync_ms") >= 0.0 && f(c, "async_ms") >= 0.0, "{c}");
     }
-    if backend == "rocks" && v["incremental"] == true {
-        // Restored from the local copies, then from storage alone.
-        assert!(f(v, "restore_local_ms") >= 0.0, "{v}");
-    } else {
+    if backend == "rocks" && v["incremental"] == false {
+        // RocksDB full snapshots keep no local copy.
         assert!(v["restore_local_ms"].is_null(), "{v}");
+    } else {
+        // Restored from the local copies (rocks: on disk; heap, fs: in
+        // memory), then from storage alone; both checked to read only there.
+        assert!(f(v, "restore_local_ms") >= 0.0, "{v}");
     }
     assert!(f(v, "restore_storage_ms") >= 0.0);
     assert_eq!(u(v, "restored_keys"), keys);
@@ -295,12 +306,18 @@ fn rocks_incremental_state_size_and_exact_job() {
     );
     assert!(written * 5 < full, "incremental wrote {written} of {full}");
 
-    // job: exact counts on rocks, with an injected failure.
+    // job: exact counts on rocks, with an injected failure, recovering from
+    // the local copies it keeps in the run's directory (removed after).
+    let dir = tempfile::tempdir().unwrap();
     let out = cairn(&[
         "bench",
         "job",
         "--backend",
         "rocks",
+        "--incremental",
+        "--local-recovery",
+        "--dir",
+        dir.path().to_str().unwrap(),
         "--records",
         "20000",
         "--keys",
@@ -319,6 +336,12 @@ fn rocks_incremental_state_size_and_exact_job() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["backend"], "rocks");
     assert_eq!(v["exact"], true);
+    assert_eq!(v["local_recovery"], true);
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "data left behind"
+    );
 }
 
 #[test]

@@ -104,7 +104,9 @@ pub struct JobArgs {
     pub incremental: bool,
 
     /// Keep a local copy of each checkpoint and restore from it when intact
-    /// (Flink's `state.backend.local-recovery`, default false).
+    /// (Flink's `state.backend.local-recovery`, default false): rocks keeps
+    /// its checkpoint files on local disk, heap and fs keep the snapshot in
+    /// memory, shared with the live state.
     #[arg(long)]
     pub local_recovery: bool,
 

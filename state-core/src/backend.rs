@@ -83,6 +83,12 @@ impl StateDescriptor {
             ttl: None,
         }
     }
+
+    /// The TTL by which full snapshots drop this state's expired entries
+    /// (`None`: it has no TTL, or cleanup in full snapshots is off).
+    pub fn full_snapshot_cleanup(&self) -> Option<TtlConfig> {
+        self.ttl.filter(|cfg| cfg.cleanup_in_full_snapshot)
+    }
 }
 
 /// The address of the state of one key in one namespace.

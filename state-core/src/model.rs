@@ -38,6 +38,10 @@ pub struct Setup<F: BackendFactory> {
     /// The mode every snapshot of the suite and the model test asks for
     /// (default [`SnapshotMode::Full`]).
     pub mode: SnapshotMode,
+    /// The factory's backends restore handles they wrote themselves from a
+    /// local copy (local recovery), so damage done to the storage copy of
+    /// such a handle goes unnoticed by design (default false).
+    pub local_copies: bool,
 }
 
 impl<F: BackendFactory> Setup<F> {
@@ -48,7 +52,14 @@ impl<F: BackendFactory> Setup<F> {
             storage,
             guard: Box::new(()),
             mode: SnapshotMode::Full,
+            local_copies: false,
         }
+    }
+
+    /// The same setup, declaring that its backends restore from local copies.
+    pub fn with_local_copies(mut self) -> Self {
+        self.local_copies = true;
+        self
     }
 
     /// The same setup taking snapshots in `mode`.
@@ -70,6 +81,7 @@ impl<F: BackendFactory> std::fmt::Debug for Setup<F> {
             .field("factory", &self.factory)
             .field("storage", &self.storage.describe())
             .field("mode", &self.mode)
+            .field("local_copies", &self.local_copies)
             .finish_non_exhaustive()
     }
 }

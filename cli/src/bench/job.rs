@@ -37,13 +37,13 @@ use super::proc_stats::{IoCounters, peak_rss_bytes};
 use super::report::{CheckpointReport, ms, opt, progress};
 use super::scratch::{Scratch, check_interrupted, interrupted};
 use super::workload::{KeyName, expected_counts, record_key};
-use crate::backend::{self, BackendVisitor};
+use crate::backend::{self, BackendVisitor, LocalState};
 use crate::human;
 
 /// The fields of `cairn bench job --json`.
 pub const JSON_HELP: &str = "\
-JSON (--json): one object: backend, incremental, records, keys, parallelism,
-checkpoint_interval_ms, fail_at (record index or null), status (FINISHED...),
+JSON (--json): one object: backend, incremental, local_recovery, records, keys,
+parallelism, checkpoint_interval_ms, fail_at (record index or null), status (FINISHED...),
 restarts, seconds, records_per_sec (records / seconds; replayed records are
 not counted again), checkpoints [{id, full_bytes, written_bytes, sync_ms,
 async_ms, duration_ms, storage_bytes}] (sync/async/storage are null: the job
@@ -75,6 +75,10 @@ pub struct JobBenchArgs {
     /// Incremental checkpoints where the backend supports them
     #[arg(long)]
     pub incremental: bool,
+    /// Keep local checkpoint copies and recover from them (rocks: on local
+    /// disk in the run's directory; heap and fs: in memory)
+    #[arg(long)]
+    pub local_recovery: bool,
     /// Time between checkpoints (500ms, 2s, 1m)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -97,6 +101,7 @@ pub struct JobBenchArgs {
 pub struct JobReport {
     backend: &'static str,
     incremental: bool,
+    local_recovery: bool,
     records: u64,
     keys: u64,
     parallelism: u32,
@@ -176,7 +181,18 @@ fn measure(args: &JobBenchArgs) -> anyhow::Result<JobReport> {
         .as_ref()
         .filter(|s| s.kept())
         .map(|s| s.path().display().to_string());
-    backend::with_backend(args.backend, storage, JobVisitor { args, job_id, dir })
+    // Rocks works (databases, local checkpoint copies) inside the run's
+    // directory, so it goes with it.
+    let local = LocalState {
+        dir: scratch.as_ref().map(|s| s.path().join("local")),
+        recovery: args.local_recovery,
+    };
+    let visitor = JobVisitor {
+        args,
+        job_id: job_id.clone(),
+        dir,
+    };
+    backend::with_backend_local(args.backend, storage, &local, &job_id, visitor)
 }
 
 struct JobVisitor<'a> {
@@ -342,6 +358,7 @@ impl BackendVisitor for JobVisitor<'_> {
         Ok(JobReport {
             backend: backend::name(args.backend),
             incremental: args.incremental,
+            local_recovery: args.local_recovery,
             records,
             keys,
             parallelism: args.parallelism,
@@ -454,12 +471,17 @@ impl Sink<(u64, i64)> for LastCounts {
 fn write_human(r: &JobReport, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
-        "keyed count: {} records, {} keys, parallelism {}, backend {}{}",
+        "keyed count: {} records, {} keys, parallelism {}, backend {}{}{}",
         r.records,
         r.keys,
         r.parallelism,
         r.backend,
-        if r.incremental { " (incremental)" } else { "" }
+        if r.incremental { " (incremental)" } else { "" },
+        if r.local_recovery {
+            " (local recovery)"
+        } else {
+            ""
+        }
     )?;
     writeln!(
         out,

@@ -88,12 +88,13 @@ pub struct StateSizeReport {
     pub update_ms: Vec<f64>,
     /// The initial checkpoint, then one per round.
     pub checkpoints: Vec<CheckpointReport>,
-    /// Restore of the last checkpoint from the local checkpoint copies (rocks
-    /// with `--incremental`; the harness turns local recovery on); null where
-    /// the backend keeps no local copy (heap, fs, rocks full snapshots).
+    /// Restore of the last checkpoint from the local checkpoint copies (the
+    /// harness turns local recovery on: rocks with `--incremental` on local
+    /// disk, heap and fs in memory); null for rocks full snapshots, which
+    /// keep no local copy.
     pub restore_local_ms: Option<f64>,
-    /// Restore of the last checkpoint from storage into fresh backends (rocks:
-    /// after the local copies are removed, so nothing comes from them).
+    /// Restore of the last checkpoint from storage into fresh backends, after
+    /// the local copies are removed, so nothing comes from them.
     pub restore_storage_ms: f64,
     /// Keys the restored backends hold with their latest value.
     pub restored_keys: u64,
@@ -122,14 +123,12 @@ pub fn run_one(params: &Params, dir: Option<&Path>, keep: bool) -> anyhow::Resul
         Some(s) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
     };
     let job_dir = scratch.as_ref().map(|s| s.path().join(job_id.as_str()));
-    // RocksDB keeps local checkpoint copies (local recovery) in the scratch
-    // directory, so the run can restore from them and from storage.
-    let local = match (params.backend, &scratch) {
-        (BackendKind::Rocks, Some(s)) => LocalState {
-            dir: Some(s.path().join("local")),
-            recovery: true,
-        },
-        _ => LocalState::default(),
+    // Local recovery is on, so the run can restore from the local copies
+    // and from storage: RocksDB keeps its copies in the scratch directory,
+    // heap (and fs) keep theirs in memory.
+    let local = LocalState {
+        dir: scratch.as_ref().map(|s| s.path().join("local")),
+        recovery: true,
     };
     let local_dir = local.dir.clone();
     let kept = scratch
@@ -299,18 +298,26 @@ impl BackendVisitor for Run<'_> {
             last_round: &last_round,
         };
         let local_copies = local_copy_dirs(self.local_dir.as_deref(), &handles);
+        let in_memory_copies = matches!(p.backend, BackendKind::Heap | BackendKind::Fs);
         let mut restore_local = None;
         let mut local_exact = true;
-        if !local_copies.is_empty() {
+        if in_memory_copies || !local_copies.is_empty() {
             let (mut restored, took) =
                 restore_fresh(&factory, &contexts, &handles, storage.as_ref())?;
             check_source(&restored, Source::LocalCopy)?;
             let (found, entries) = check.count(&mut restored)?;
             local_exact = found == keys && entries == keys;
             restore_local = Some(took);
+            // Drop the local copies so the next restore reads storage only:
+            // retention dropping the checkpoint drops the in-memory copies.
+            for sub in &mut restored {
+                sub.backend
+                    .notify_checkpoint_subsumed(latest.checkpoint_id)?;
+            }
             drop(restored);
-            // Hide the local copies so the next restore reads storage only.
-            for dir in &local_copies {
+            // (RocksDB removes its adopted copies on that notification; any
+            // left are removed here.)
+            for dir in local_copies.iter().filter(|d| d.exists()) {
                 std::fs::remove_dir_all(dir)
                     .with_context(|| format!("removing the local copy {}", dir.display()))?;
             }
@@ -407,36 +414,56 @@ enum Source {
 /// Checks that every restored backend read only from `want` (a subtask
 /// that got no handle read nothing), so the two restore times measure what
 /// their names say.
-#[cfg(feature = "rocks")]
 fn check_source<B: 'static>(restored: &[Subtask<B>], want: Source) -> anyhow::Result<()> {
-    use backend_rocks::{RestoreSource, RocksBackend};
     for sub in restored {
-        let Some(rocks) = (&sub.backend as &dyn std::any::Any).downcast_ref::<RocksBackend>()
-        else {
-            anyhow::bail!("only the rocks backend restores from local copies");
-        };
-        let stats = rocks.last_restore_stats().cloned().unwrap_or_default();
-        let ok = matches!(
-            (want, stats.source()),
-            (_, RestoreSource::Nothing)
-                | (Source::LocalCopy, RestoreSource::LocalCopy)
-                | (Source::Storage, RestoreSource::Storage)
-        );
-        anyhow::ensure!(
-            ok,
-            "subtask {}: the restore meant to read {want:?} read {} files ({} bytes) from local copies and {} bytes from storage",
-            sub.index,
-            stats.files_from_local,
-            stats.bytes_from_local,
-            stats.bytes_from_storage
-        );
+        let any = &sub.backend as &dyn std::any::Any;
+        if let Some(heap) = any.downcast_ref::<backend_heap::HeapBackend>() {
+            let stats = heap.last_restore_stats().unwrap_or_default();
+            let ok = match want {
+                Source::LocalCopy => stats.storage_handles == 0,
+                Source::Storage => stats.local_handles == 0,
+            };
+            anyhow::ensure!(
+                ok,
+                "subtask {}: the restore meant to read {want:?} took {} handles from in-memory copies and {} from storage",
+                sub.index,
+                stats.local_handles,
+                stats.storage_handles
+            );
+        } else {
+            check_rocks_source(sub, want)?;
+        }
     }
     Ok(())
 }
 
-/// Without the rocks backend no backend keeps local copies.
+#[cfg(feature = "rocks")]
+fn check_rocks_source<B: 'static>(sub: &Subtask<B>, want: Source) -> anyhow::Result<()> {
+    use backend_rocks::{RestoreSource, RocksBackend};
+    let Some(rocks) = (&sub.backend as &dyn std::any::Any).downcast_ref::<RocksBackend>() else {
+        anyhow::bail!("only the heap and rocks backends restore from local copies");
+    };
+    let stats = rocks.last_restore_stats().cloned().unwrap_or_default();
+    let ok = matches!(
+        (want, stats.source()),
+        (_, RestoreSource::Nothing)
+            | (Source::LocalCopy, RestoreSource::LocalCopy)
+            | (Source::Storage, RestoreSource::Storage)
+    );
+    anyhow::ensure!(
+        ok,
+        "subtask {}: the restore meant to read {want:?} read {} files ({} bytes) from local copies and {} bytes from storage",
+        sub.index,
+        stats.files_from_local,
+        stats.bytes_from_local,
+        stats.bytes_from_storage
+    );
+    Ok(())
+}
+
+/// Without the rocks backend, only heap backends keep local copies.
 #[cfg(not(feature = "rocks"))]
-fn check_source<B: 'static>(_restored: &[Subtask<B>], want: Source) -> anyhow::Result<()> {
+fn check_rocks_source<B: 'static>(_sub: &Subtask<B>, want: Source) -> anyhow::Result<()> {
     anyhow::bail!("cannot tell whether a restore read {want:?}: this build has no rocks backend")
 }
 

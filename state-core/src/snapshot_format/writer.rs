@@ -22,11 +22,6 @@ fn u32_len(len: usize, what: &str, stream: &str) -> Result<u32> {
     })
 }
 
-/// Whether the writer drops expired entries of a state, and by which config.
-fn cleanup_config(descriptor: &StateDescriptor) -> Option<TtlConfig> {
-    descriptor.ttl.filter(|cfg| cfg.cleanup_in_full_snapshot)
-}
-
 /// Streams a full key-group snapshot into a [`CheckpointOutput`].
 ///
 /// Call [`KeyGroupStreamWriter::begin_key_group`] for key groups in ascending
@@ -112,7 +107,10 @@ impl KeyGroupStreamWriter {
             stream: stream.to_owned(),
             backend: backend.to_owned(),
             range,
-            cleanup: states.iter().map(cleanup_config).collect(),
+            cleanup: states
+                .iter()
+                .map(StateDescriptor::full_snapshot_cleanup)
+                .collect(),
             states: states.to_vec(),
             now_millis,
             offsets: Vec::with_capacity(range.len()),
