@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, WriteOptions};
+use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, WriteBatch, WriteOptions};
 use state_core::{
     BackendContext, Clock, EntryKey, KeyGroupRange, MaxParallelism, OperatorId, Result,
     StateDescriptor, StateError, StateId, StateLayout, TtlConfig,
@@ -17,6 +17,7 @@ use crate::key_codec::{self, encode_key};
 use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
 use crate::snapshot::UploadTracker;
 use crate::ttl_filter::{TtlCell, ttl_compaction_filter};
+use crate::value_cache::ValueCache;
 use crate::{RestoreStats, rocks_error};
 
 /// The merge operator name of list states.
@@ -121,6 +122,8 @@ pub struct RocksBackend {
     /// instance restored from and now prunes as checkpoints are subsumed.
     pub(crate) adopted_local: Vec<PathBuf>,
     pub(crate) last_restore: Option<RestoreStats>,
+    /// Write-back cache of value-layout entries (see [`crate::value_cache`]).
+    pub(crate) cache: RefCell<ValueCache>,
 }
 
 impl fmt::Debug for RocksBackend {
@@ -184,6 +187,10 @@ impl RocksBackend {
         std::fs::create_dir_all(&instance_dir).map_err(|e| StateError::io(&instance_dir, e))?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
+        let cache = RefCell::new(ValueCache::new(
+            options.value_cache_bytes,
+            options.value_cache_max_dirty,
+        ));
         let mut backend = RocksBackend {
             operator: context.operator_id.clone(),
             subtask: context.subtask,
@@ -204,6 +211,7 @@ impl RocksBackend {
             uploads: Arc::new(Mutex::new(UploadTracker::default())),
             adopted_local: Vec::new(),
             last_restore: None,
+            cache,
         };
         let (db, path) = backend.open_fresh_db(&[])?;
         backend.db = Some(db);
@@ -243,9 +251,60 @@ impl RocksBackend {
         self.last_restore.as_ref()
     }
 
+    /// Bytes the value cache accounts for now (see
+    /// [`RocksBackendOptions::value_cache_bytes`]).
+    pub fn value_cache_usage(&self) -> usize {
+        self.cache.try_borrow().map_or(0, |c| c.bytes())
+    }
+
+    /// Writes the value cache's dirty entries to RocksDB in one batch.
+    pub fn write_back_cache(&self) -> Result<()> {
+        let mut cache = self.borrow_cache()?;
+        self.write_back(&mut cache)
+    }
+
+    pub(crate) fn borrow_cache(&self) -> Result<std::cell::RefMut<'_, ValueCache>> {
+        self.cache
+            .try_borrow_mut()
+            .map_err(|_| StateError::invalid("rocks backend value cache is already in use"))
+    }
+
+    /// Writes `cache`'s dirty entries to RocksDB in one batch; they stay
+    /// dirty if the write fails.
+    pub(crate) fn write_back(&self, cache: &mut ValueCache) -> Result<()> {
+        let db = self.db()?;
+        cache.write_back(|dirty| {
+            let mut batch = WriteBatch::default();
+            for (state, key, value) in dirty {
+                let s = self.states.get(state as usize).ok_or_else(|| {
+                    StateError::invalid(format!("value cache holds unknown state {state}"))
+                })?;
+                let cf = cf_of(db, s)?;
+                match value {
+                    Some(v) => batch.put_cf(cf, key, v),
+                    None => batch.delete_cf(cf, key),
+                }
+            }
+            db.write_opt(batch, &self.write_options)
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// Writes back and evicts when the cache passed its bounds.
+    pub(crate) fn maintain_cache(&self, cache: &mut ValueCache) -> Result<()> {
+        if cache.wants_write_back() {
+            self.write_back(cache)?;
+            if cache.over_budget() {
+                cache.evict();
+            }
+        }
+        Ok(())
+    }
+
     /// Flushes memtables and compacts every state's column family fully, so
     /// the TTL compaction filter sees every entry (for tests and tools).
     pub fn compact_all(&mut self) -> Result<()> {
+        self.write_back_cache()?;
         let db = self.db()?;
         for s in &self.states {
             let cf = cf_of(db, s)?;
@@ -407,8 +466,9 @@ impl RocksBackend {
         Ok((id, true))
     }
 
-    /// Whether no state holds any entry.
+    /// Whether no state holds any entry (after writing the cache back).
     pub(crate) fn is_empty(&self) -> Result<bool> {
+        self.write_back_cache()?;
         let db = self.db()?;
         for s in &self.states {
             let mut it = db.raw_iterator_cf(cf_of(db, s)?);

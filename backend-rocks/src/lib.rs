@@ -10,6 +10,15 @@
 //!   RocksDB merges (elements length-prefixed; the merge concatenates), never
 //!   a read-modify-write. Writes skip the write-ahead log: state is durable
 //!   through checkpoints, as in Flink.
+//! - **Value cache.** Value, reducing and aggregating entries pass through a
+//!   bounded write-back cache ([`RocksBackendOptions::value_cache_bytes`],
+//!   64 MiB per backend by default, 0 turns it off): repeated reads of a key
+//!   skip RocksDB, writes are batched, and the snapshot's synchronous part
+//!   writes every dirty entry before the native checkpoint (at most
+//!   [`RocksBackendOptions::value_cache_max_dirty`], so that part stays
+//!   short). A keyed count on 1M keys reads RocksDB for a key's first record
+//!   only while the key stays cached. Flink's RocksDB backend reads RocksDB
+//!   on every `value()`.
 //! - **TTL.** The typed layer never returns expired entries; a compaction
 //!   filter per column family drops them from disk using
 //!   [`state_core::TtlConfig::is_expired`] (see the `ttl_filter` notes on lists).
@@ -101,6 +110,7 @@ mod restore;
 mod snapshot;
 mod state_access;
 mod ttl_filter;
+mod value_cache;
 
 use std::path::Path;
 use std::sync::Arc;

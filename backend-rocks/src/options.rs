@@ -84,6 +84,13 @@ pub struct RocksBackendOptions {
     pub target_file_size_base: u64,
     /// Background flush and compaction threads.
     pub max_background_jobs: i32,
+    /// Bytes of the write-back cache of value, reducing and aggregating
+    /// state entries each backend keeps in front of RocksDB (0: no cache;
+    /// see the crate docs). Not part of `memory_budget`. Default 64 MiB.
+    pub value_cache_bytes: usize,
+    /// Dirty cache entries that trigger a write-back in one batch; bounds
+    /// the write-back a snapshot's synchronous part does. Default 4,096.
+    pub value_cache_max_dirty: usize,
 }
 
 impl RocksBackendOptions {
@@ -113,6 +120,8 @@ impl RocksBackendOptions {
             block_size: 4 << 10,
             target_file_size_base: 64 << 20,
             max_background_jobs: 2,
+            value_cache_bytes: 64 << 20,
+            value_cache_max_dirty: 4 << 10,
         }
     }
 
@@ -184,6 +193,18 @@ impl RocksBackendOptions {
         self
     }
 
+    /// Another value cache size in bytes (0 turns the cache off).
+    pub fn with_value_cache(mut self, bytes: usize) -> Self {
+        self.value_cache_bytes = bytes;
+        self
+    }
+
+    /// Another bound on dirty value cache entries.
+    pub fn with_value_cache_max_dirty(mut self, entries: usize) -> Self {
+        self.value_cache_max_dirty = entries;
+        self
+    }
+
     /// Checks every option, naming the one that is wrong.
     pub fn validate(&self) -> Result<()> {
         let bad = |option: &str, detail: String| {
@@ -205,6 +226,18 @@ impl RocksBackendOptions {
                 "write_buffer_ratio",
                 format!("{} must be between 0 and 1", self.write_buffer_ratio),
             );
+        }
+        if self.value_cache_bytes > 0 && self.value_cache_bytes < (64 << 10) {
+            return bad(
+                "value_cache_bytes",
+                format!(
+                    "{} bytes is below the minimum of 64 KiB (0 turns the cache off)",
+                    self.value_cache_bytes
+                ),
+            );
+        }
+        if self.value_cache_max_dirty == 0 {
+            return bad("value_cache_max_dirty", "must be at least 1".into());
         }
         if self.write_buffer_size < (64 << 10) {
             return bad(
@@ -359,6 +392,10 @@ pub(crate) fn cf_options(options: &RocksBackendOptions, memory: &SharedMemory) -
         table.set_bloom_filter(bits, false);
         // Point reads are on whole keys; map scans use prefixes.
         table.set_whole_key_filtering(true);
+        // A bloom filter over the memtable too (2% of its size), so a read
+        // of a key the memtable lacks skips the skip-list search.
+        cf.set_memtable_whole_key_filtering(true);
+        cf.set_memtable_prefix_bloom_ratio(0.02);
     }
     cf.set_block_based_table_factory(&table);
     cf

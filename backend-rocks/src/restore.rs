@@ -442,6 +442,8 @@ impl RocksBackend {
             bytes = tracing::field::Empty
         );
         let _entered = span.enter();
+        // The restored state replaces everything, unwritten cache entries too.
+        self.cache.get_mut().clear();
         let old_generation = self.db_generation;
         drop(self.db.take());
         remove_dir_logged(&self.db_dir(old_generation));

@@ -446,6 +446,8 @@ impl Checkpointable for RocksBackend {
     /// `incremental` option is on.
     fn snapshot(&mut self, id: CheckpointId, mode: SnapshotMode) -> Result<Box<dyn AsyncSnapshot>> {
         let incremental = mode == SnapshotMode::Incremental || self.options.incremental;
+        // is_empty writes the value cache back first, so the checkpoint
+        // holds every write made before it.
         if self.is_empty()? {
             return Ok(Box::new(NothingToWrite));
         }

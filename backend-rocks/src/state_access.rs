@@ -57,17 +57,41 @@ impl KeyedStateBackend for RocksBackend {
 
     fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {
         let (db, cf) = self.target(state, key, StateLayout::Value)?;
-        let v = self.with_key(key, &[], |k| db.get_pinned_cf(cf, k));
-        Ok(v.map_err(|e| self.err(e))?
-            .map(|v| Bytes::copy_from_slice(&v)))
+        let read = |k: &[u8]| {
+            db.get_pinned_cf(cf, k)
+                .map(|v| v.map(|v| Bytes::copy_from_slice(&v)))
+                .map_err(|e| self.err(e))
+        };
+        let mut cache = self.borrow_cache()?;
+        if !cache.enabled() {
+            return self.with_key(key, &[], read);
+        }
+        let value = self.with_key(key, &[], |k| {
+            if let Some(cached) = cache.get(state.0, k) {
+                return Ok(cached);
+            }
+            let value = read(k)?;
+            cache.insert_clean(state.0, k, value.clone());
+            Ok::<_, state_core::StateError>(value)
+        })?;
+        self.maintain_cache(&mut cache)?;
+        Ok(value)
     }
 
     fn put(&mut self, state: StateId, key: &EntryKey<'_>, value: Bytes) -> Result<()> {
         let (db, cf) = self.target(state, key, StateLayout::Value)?;
-        self.with_key(key, &[], |k| {
+        let mut cache = self.borrow_cache()?;
+        let written = self.with_key(key, &[], |k| {
+            if cache.enabled() && cache.write_if_cached(state.0, k, Some(value.clone())) {
+                return Ok(true);
+            }
             db.put_cf_opt(cf, k, &value, &self.write_options)
-        })
-        .map_err(|e| self.err(e))
+                .map(|()| false)
+        });
+        if written.map_err(|e| self.err(e))? {
+            self.maintain_cache(&mut cache)?;
+        }
+        Ok(())
     }
 
     fn get_list(&self, state: StateId, key: &EntryKey<'_>) -> Result<Vec<Bytes>> {
@@ -193,6 +217,14 @@ impl KeyedStateBackend for RocksBackend {
                 StateError::invalid(format!("state id {} is not registered", state.0))
             })?;
         let (db, cf) = self.target(state, key, layout)?;
+        if layout == StateLayout::Value {
+            let mut cache = self.borrow_cache()?;
+            if cache.enabled()
+                && self.with_key(key, &[], |k| cache.write_if_cached(state.0, k, None))
+            {
+                return self.maintain_cache(&mut cache);
+            }
+        }
         if layout != StateLayout::Map {
             return self
                 .with_key(key, &[], |k| db.delete_cf_opt(cf, k, &self.write_options))
@@ -224,6 +256,9 @@ impl KeyedStateBackend for RocksBackend {
         let s = self.states.get(state.index()).ok_or_else(|| {
             StateError::invalid(format!("state id {} is not registered", state.0))
         })?;
+        if s.layout() == StateLayout::Value {
+            self.write_back_cache()?;
+        }
         let db = self.db()?;
         let mut it = db.raw_iterator_cf(cf_of(db, s)?);
         it.seek_to_first();

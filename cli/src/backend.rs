@@ -66,6 +66,8 @@ pub struct LocalState {
     pub dir: Option<PathBuf>,
     /// Keep local copies of checkpoints and restore from them when intact.
     pub recovery: bool,
+    /// The rocks backend's value cache in bytes (`None`: its default).
+    pub rocks_value_cache: Option<usize>,
 }
 
 impl LocalState {
@@ -74,6 +76,7 @@ impl LocalState {
         LocalState {
             dir: args.local_dir.clone(),
             recovery: args.local_recovery,
+            rocks_value_cache: None,
         }
     }
 
@@ -104,8 +107,11 @@ pub fn with_backend_local<V: BackendVisitor>(
         #[cfg(feature = "rocks")]
         BackendKind::Rocks => {
             let dir = local.dir_for(job_id);
-            let options =
+            let mut options =
                 backend_rocks::RocksBackendOptions::new(&dir).with_local_recovery(local.recovery);
+            if let Some(bytes) = local.rocks_value_cache {
+                options = options.with_value_cache(bytes);
+            }
             let factory = backend_rocks::RocksBackendFactory::new(options)
                 .with_context(|| format!("rocks backend in {}", dir.display()))?;
             visitor.visit(factory, storage)

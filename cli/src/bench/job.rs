@@ -79,6 +79,10 @@ pub struct JobBenchArgs {
     /// disk in the run's directory; heap and fs: in memory)
     #[arg(long)]
     pub local_recovery: bool,
+    /// Bytes of the rocks backend's value cache per subtask (0: none;
+    /// default: the backend's, 64 MiB)
+    #[arg(long, value_name = "BYTES")]
+    pub rocks_value_cache: Option<usize>,
     /// Time between checkpoints (500ms, 2s, 1m)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -186,6 +190,7 @@ fn measure(args: &JobBenchArgs) -> anyhow::Result<JobReport> {
     let local = LocalState {
         dir: scratch.as_ref().map(|s| s.path().join("local")),
         recovery: args.local_recovery,
+        rocks_value_cache: args.rocks_value_cache,
     };
     let visitor = JobVisitor {
         args,

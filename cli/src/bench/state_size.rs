@@ -129,6 +129,7 @@ pub fn run_one(params: &Params, dir: Option<&Path>, keep: bool) -> anyhow::Resul
     let local = LocalState {
         dir: scratch.as_ref().map(|s| s.path().join("local")),
         recovery: true,
+        rocks_value_cache: None,
     };
     let local_dir = local.dir.clone();
     let kept = scratch
