@@ -6,9 +6,11 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use hashbrown::hash_map::EntryRef;
 use state_core::{
     BackendContext, Clock, EntryKey, KeyGroupRange, KeyVisitor, KeyedStateBackend, MapVisitor,
     MaxParallelism, OperatorId, Result, StateDescriptor, StateError, StateId, StateLayout,
+    ValueUpdate,
 };
 
 use crate::HeapBackendOptions;
@@ -345,6 +347,30 @@ impl KeyedStateBackend for HeapBackend {
         self.value_map_mut(state, key)?
             .entry_ref(&lookup(key))
             .insert(value);
+        Ok(())
+    }
+
+    /// One hash lookup for the read and the write.
+    fn update_value(
+        &mut self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        f: &mut ValueUpdate<'_>,
+    ) -> Result<()> {
+        let map = self.value_map_mut(state, key)?;
+        match map.entry_ref(&lookup(key)) {
+            EntryRef::Occupied(mut entry) => match f(Some(entry.get()))? {
+                Some(value) => *entry.get_mut() = value,
+                None => {
+                    entry.remove();
+                }
+            },
+            EntryRef::Vacant(entry) => {
+                if let Some(value) = f(None)? {
+                    entry.insert(value);
+                }
+            }
+        }
         Ok(())
     }
 

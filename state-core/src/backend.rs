@@ -102,6 +102,10 @@ pub struct EntryKey<'a> {
     pub namespace: &'a [u8],
 }
 
+/// What [`KeyedStateBackend::update_value`] makes of the current value
+/// (`None`: absent); returning `None` removes it.
+pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Bytes>> + 'a;
+
 /// Visits the (user key, value) entries of a map state; break to stop.
 pub type MapVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;
 
@@ -139,6 +143,25 @@ pub trait KeyedStateBackend: Send + Debug {
 
     /// Sets the value of a value-layout state.
     fn put(&mut self, state: StateId, key: &EntryKey<'_>, value: Bytes) -> Result<()>;
+
+    /// Replaces the value of a value-layout state with what `f` makes of
+    /// the current one (`None`: absent); `f` returning `None` removes it.
+    /// The read-modify-write of reducing, aggregating and `reduce`/`sum`:
+    /// backends that can find the entry once for both override it (the
+    /// default is [`KeyedStateBackend::get`], then `put` or `clear`). If `f`
+    /// fails, the value is left as it was.
+    fn update_value(
+        &mut self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        f: &mut ValueUpdate<'_>,
+    ) -> Result<()> {
+        let current = self.get(state, key)?;
+        match f(current.as_deref())? {
+            Some(value) => self.put(state, key, value),
+            None => self.clear(state, key),
+        }
+    }
 
     /// The elements of a list-layout state, oldest first (empty if none).
     fn get_list(&self, state: StateId, key: &EntryKey<'_>) -> Result<Vec<Bytes>>;

@@ -45,7 +45,7 @@ pub use state_ops::{
     aggregating_state_operations, key_outside_range_is_invalid, keys_in_many_key_groups,
     keys_iteration, list_state_operations, map_state_operations, namespaces_are_isolated,
     operations_without_current_key_are_invalid, reducing_state_operations,
-    register_same_name_other_kind_fails, value_state_operations,
+    register_same_name_other_kind_fails, value_state_operations, value_update_in_place,
 };
 pub use timers::timers_survive_snapshot_and_restore;
 pub use ttl::{
@@ -65,6 +65,7 @@ macro_rules! conformance_tests {
             $crate::__conformance_test_fns!(
                 $setup;
                 value_state_operations,
+                value_update_in_place,
                 list_state_operations,
                 map_state_operations,
                 reducing_state_operations,

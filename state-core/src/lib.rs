@@ -88,7 +88,7 @@ pub mod model;
 pub use backend::{
     AsyncSnapshot, BackendContext, BackendFactory, Checkpointable, EntryKey, KeyVisitor,
     KeyedStateBackend, MapVisitor, SnapshotMode, StateDescriptor, StateKind, StateLayout,
-    handles_for_range,
+    ValueUpdate, handles_for_range,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, Result, StateError};

@@ -361,23 +361,6 @@ impl<B: KeyedStateBackend> KeyedState<B> {
             &self.scratch,
         ))
     }
-
-    /// Like [`KeyedState::access`], read-only.
-    fn access_ref(&self, meta: &StateMeta) -> Result<(Option<u64>, &B, EntryKey<'_>)> {
-        let now = meta.now(self.clock.as_ref());
-        let Some(key_group) = self.key_group else {
-            return Err(no_current_key(meta));
-        };
-        Ok((
-            now,
-            &self.backend,
-            EntryKey {
-                key_group,
-                key: &self.key,
-                namespace: &self.namespace,
-            },
-        ))
-    }
 }
 
 fn no_current_key(meta: &StateMeta) -> StateError {

@@ -5,8 +5,6 @@
 //! The same definitions as `benches/src/lib.rs` (the cli cannot depend on the
 //! benches crate): SplitMix64 drives every choice.
 
-use std::io::Write as _;
-
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
@@ -31,12 +29,26 @@ const KEY_CAP: usize = 24;
 /// The text of key `index` (`key-0000042`) in a stack buffer, returning
 /// the buffer and the length used. No allocation: this runs per record.
 pub fn key_text(index: u64) -> ([u8; KEY_CAP], usize) {
+    // Digits of `index`, at least 7 (zero-padded), written back to front:
+    // the same bytes as `format!("key-{index:07}")` without the formatter.
+    let mut digits = [b'0'; 20];
+    let mut n = index;
+    let mut count = 0;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+        count += 1;
+        if n == 0 && count >= 7 {
+            break;
+        }
+    }
     let mut buf = [0u8; KEY_CAP];
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // 24 bytes always hold "key-" and a u64; a failed write leaves a
-    // shorter key, which is still deterministic.
-    let _ = write!(cursor, "key-{index:07}");
-    let len = usize::try_from(cursor.position()).unwrap_or(0);
+    let digits = digits.get(digits.len() - count..).unwrap_or_default();
+    let len = 4 + digits.len();
+    if let Some(out) = buf.get_mut(..len) {
+        out[..4].copy_from_slice(b"key-");
+        out[4..].copy_from_slice(digits);
+    }
     (buf, len)
 }
 
@@ -128,6 +140,14 @@ mod tests {
     fn key_names_serialize_like_strings() {
         let (buf, len) = key_text(42);
         assert_eq!(&buf[..len], b"key-0000042");
+        for (i, text) in [
+            (0, &b"key-0000000"[..]),
+            (9_999_999, b"key-9999999"),
+            (12_345_678, b"key-12345678"),
+        ] {
+            let (buf, len) = key_text(i);
+            assert_eq!(&buf[..len], text);
+        }
         let (buf, len) = key_text(u64::MAX);
         assert_eq!(&buf[..len], b"key-18446744073709551615");
         let as_key = postcard::to_stdvec(&KeyName(1234)).unwrap();

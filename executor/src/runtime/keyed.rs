@@ -355,11 +355,11 @@ where
         out: &mut Vec<T>,
     ) -> Result<(), UserError> {
         let state = self.state.as_ref().ok_or("reduce state is not open")?;
-        let next = match state.value(ctx.state())? {
-            Some(current) => (self.f)(&current, &value),
+        let f = &self.f;
+        let next = state.update_with(ctx.state(), |current| match current {
+            Some(current) => f(&current, &value),
             None => value,
-        };
-        state.update(ctx.state(), &next)?;
+        })?;
         out.push(next);
         Ok(())
     }

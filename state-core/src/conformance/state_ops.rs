@@ -37,6 +37,68 @@ pub fn value_state_operations<F: BackendFactory>(setup: Setup<F>) {
     assert_eq!(v.value(&mut st).unwrap().as_deref(), Some("b"));
 }
 
+/// Read-modify-write in one call: `ValueState::update_with` sees the
+/// current value (or none) and stores what it returns;
+/// `KeyedStateBackend::update_value` removes the value when its function
+/// returns `None` and leaves it as it was when the function fails.
+pub fn value_update_in_place<F: BackendFactory>(setup: Setup<F>) {
+    let mut st = create_subtask(&setup, 0, 1, &clock()).unwrap();
+    let v = st
+        .value_state(&ValueStateDescriptor::<u64>::new("count"))
+        .unwrap();
+    for key in ["alice", "bob", "alice", "alice"] {
+        st.set_current_key(key).unwrap();
+        let before = v.value(&mut st).unwrap();
+        let after = v
+            .update_with(&mut st, |current| {
+                assert_eq!(current, before, "update_with saw another value");
+                current.unwrap_or(0) + 1
+            })
+            .unwrap();
+        assert_eq!(v.value(&mut st).unwrap(), Some(after));
+    }
+    st.set_current_key("alice").unwrap();
+    assert_eq!(v.value(&mut st).unwrap(), Some(3));
+
+    // Byte level: a failing function changes nothing; None removes.
+    let key = st.current_key_bytes().unwrap().to_vec();
+    let entry = EntryKey {
+        key_group: st.current_key_group().unwrap(),
+        key: &key,
+        namespace: b"",
+    };
+    let id = v.state_id();
+    let before = st.backend().get(id, &entry).unwrap();
+    let err = st
+        .backend_mut()
+        .update_value(id, &entry, &mut |_| {
+            Err(crate::StateError::invalid("refused"))
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(st.backend().get(id, &entry).unwrap(), before);
+    st.backend_mut()
+        .update_value(id, &entry, &mut |current| {
+            assert_eq!(
+                current.map(<[u8]>::to_vec),
+                before.as_deref().map(<[u8]>::to_vec)
+            );
+            Ok(None)
+        })
+        .unwrap();
+    assert_eq!(st.backend().get(id, &entry).unwrap(), None);
+    assert_eq!(v.value(&mut st).unwrap(), None);
+    st.backend_mut()
+        .update_value(id, &entry, &mut |current| {
+            assert!(current.is_none());
+            Ok(None)
+        })
+        .unwrap();
+    assert_eq!(v.value(&mut st).unwrap(), None);
+    st.set_current_key("bob").unwrap();
+    assert_eq!(v.value(&mut st).unwrap(), Some(1));
+}
+
 /// List state: add, add_all, get order, update, update with nothing, clear.
 pub fn list_state_operations<F: BackendFactory>(setup: Setup<F>) {
     let mut st = create_subtask(&setup, 0, 1, &clock()).unwrap();

@@ -9,9 +9,9 @@ use serde::de::DeserializeOwned;
 use super::codec::{Read, StateMeta, rewrap};
 use super::descriptor::{AggregateFunction, ReduceFn};
 use super::{KeyedState, StateHandle};
-use crate::Result;
 use crate::backend::KeyedStateBackend;
 use crate::ids::StateId;
+use crate::{Result, StateError};
 
 /// Reads the value of the current key and namespace, applying TTL: an
 /// expired invisible value is removed, a refresh-on-read rewrites the stamp.
@@ -39,19 +39,35 @@ fn read_value<B: KeyedStateBackend, T: DeserializeOwned>(
     }
 }
 
-/// Reads the current value for an update that rewrites it anyway.
-fn read_for_update<B: KeyedStateBackend, T: DeserializeOwned>(
-    meta: &StateMeta,
-    st: &KeyedState<B>,
-) -> Result<Option<T>> {
-    let (now, backend, key) = st.access_ref(meta)?;
-    let Some(stored) = backend.get(meta.id, &key)? else {
-        return Ok(None);
-    };
-    match meta.check_for_update(&stored, now)? {
-        Some(payload) => meta.decode("value", payload).map(Some),
-        None => Ok(None),
-    }
+/// Reads the current value for an update that rewrites it anyway and
+/// writes what `next` makes of it, finding the entry once where the backend
+/// can ([`KeyedStateBackend::update_value`]). Returns the written value.
+fn modify_value<B, T, F>(meta: &StateMeta, st: &mut KeyedState<B>, next: F) -> Result<T>
+where
+    B: KeyedStateBackend,
+    T: Serialize + DeserializeOwned,
+    F: FnOnce(Option<T>) -> T,
+{
+    let (now, backend, key) = st.access(meta)?;
+    let mut next = Some(next);
+    let mut written = None;
+    backend.update_value(meta.id, &key, &mut |stored| {
+        let current = match stored {
+            Some(stored) => match meta.check_for_update(stored, now)? {
+                Some(payload) => Some(meta.decode("value", payload)?),
+                None => None,
+            },
+            None => None,
+        };
+        let next = next
+            .take()
+            .ok_or_else(|| StateError::invalid("update_value called its function twice"))?;
+        let value = next(current);
+        let bytes = meta.encode(now, &value)?;
+        written = Some(value);
+        Ok(Some(bytes))
+    })?;
+    written.ok_or_else(|| StateError::invalid("update_value did not call its function"))
 }
 
 fn write_value<B: KeyedStateBackend, T: Serialize + ?Sized>(
@@ -127,6 +143,21 @@ impl<T: Serialize + DeserializeOwned> ValueState<T> {
         write_value(&self.meta, st, value)
     }
 
+    /// Sets the value of the current key and namespace to what `f` makes
+    /// of the current one (`None` if absent or expired) and returns it: a
+    /// `value` then `update` that finds the entry once where the backend
+    /// can. With TTL, the read does not refresh the timestamp; the write does.
+    pub fn update_with<B: KeyedStateBackend>(
+        &self,
+        st: &mut KeyedState<B>,
+        f: impl FnOnce(Option<T>) -> T,
+    ) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        modify_value(&self.meta, st, f)
+    }
+
     /// Removes the value of the current key and namespace.
     pub fn clear<B: KeyedStateBackend>(&self, st: &mut KeyedState<B>) -> Result<()> {
         clear(&self.meta, st)
@@ -162,11 +193,12 @@ impl<T: Serialize + DeserializeOwned> ReducingState<T> {
 
     /// Folds `value` into the current value (or makes it the value).
     pub fn add<B: KeyedStateBackend>(&self, st: &mut KeyedState<B>, value: T) -> Result<()> {
-        let next = match read_for_update::<B, T>(&self.meta, st)? {
-            Some(current) => (self.reduce)(&current, &value),
+        let reduce = &self.reduce;
+        modify_value(&self.meta, st, |current: Option<T>| match current {
+            Some(current) => reduce(&current, &value),
             None => value,
-        };
-        write_value(&self.meta, st, &next)
+        })
+        .map(drop)
     }
 
     /// Removes the value of the current key and namespace.
@@ -205,12 +237,12 @@ impl<A: AggregateFunction> AggregatingState<A> {
 
     /// Adds `value` to the accumulator of the current key and namespace.
     pub fn add<B: KeyedStateBackend>(&self, st: &mut KeyedState<B>, value: A::In) -> Result<()> {
-        let acc = match read_for_update::<B, A::Acc>(&self.meta, st)? {
-            Some(acc) => acc,
-            None => self.function.create_accumulator(),
-        };
-        let acc = self.function.add(value, acc);
-        write_value(&self.meta, st, &acc)
+        let function = &self.function;
+        modify_value(&self.meta, st, |acc: Option<A::Acc>| {
+            let acc = acc.unwrap_or_else(|| function.create_accumulator());
+            function.add(value, acc)
+        })
+        .map(drop)
     }
 
     /// Removes the accumulator of the current key and namespace.
