@@ -71,31 +71,118 @@ fn files(h: &IncrementalHandle) -> impl Iterator<Item = (&str, &StreamHandle)> {
         .chain(h.private.iter().map(|f| (f.name.as_str(), &f.handle)))
 }
 
-/// Whether `path` holds exactly the bytes of `stream` (length and CRC-32),
-/// read in chunks so a large SST file is never held in memory.
-fn local_file_matches(path: &Path, stream: &StreamHandle) -> std::result::Result<(), String> {
-    use std::io::Read;
+/// Bytes one verification task reads and checksums.
+const VERIFY_CHUNK: u64 = 8 << 20;
+
+/// The CRC-32 of `len` bytes of `path` from `offset`, read in 1 MiB pieces
+/// into `buf`.
+fn chunk_crc(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    buf: &mut [u8],
+) -> std::result::Result<crc32fast::Hasher, String> {
+    use std::io::{Read, Seek, SeekFrom};
     let fail = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut file = std::fs::File::open(path).map_err(fail)?;
+    file.seek(SeekFrom::Start(offset)).map_err(fail)?;
     let mut crc = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(fail)?;
-        let Some(chunk) = buf.get(..n).filter(|c| !c.is_empty()) else {
-            break;
-        };
-        crc.update(chunk);
-        len += n as u64;
+    let mut left = len;
+    while left > 0 {
+        let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
+        let piece = buf.get_mut(..n).unwrap_or_default();
+        file.read_exact(piece).map_err(fail)?;
+        crc.update(piece);
+        left -= n as u64;
     }
-    let crc = crc.finalize();
-    if len != stream.size || crc != stream.crc32 {
-        return Err(format!(
-            "{}: {len} bytes with crc32 {crc:08x}, the handle says {} bytes with crc32 {:08x}",
-            path.display(),
-            stream.size,
-            stream.crc32
-        ));
+    Ok(crc)
+}
+
+/// Whether every `(path, stream)` holds exactly the stream's bytes: the
+/// lengths first (cheap), then the CRC-32s, the files cut into 8 MiB
+/// chunks checksummed on up to four threads and combined in order, so a
+/// local copy is verified at several times the speed of one reader.
+fn local_files_match(files: &[(PathBuf, &StreamHandle)]) -> std::result::Result<(), String> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut chunks = Vec::new();
+    for (i, (path, stream)) in files.iter().enumerate() {
+        let len = std::fs::metadata(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .len();
+        if len != stream.size {
+            return Err(format!(
+                "{}: {len} bytes, the handle says {}",
+                path.display(),
+                stream.size
+            ));
+        }
+        // An empty file is one empty chunk (its CRC is that of nothing).
+        chunks.push((i, 0, VERIFY_CHUNK.min(len)));
+        let mut offset = VERIFY_CHUNK.min(len);
+        while offset < len {
+            let n = VERIFY_CHUNK.min(len - offset);
+            chunks.push((i, offset, n));
+            offset += n;
+        }
+    }
+    let results: Vec<Mutex<Option<crc32fast::Hasher>>> =
+        chunks.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<String>> = Mutex::new(None);
+    let work = || {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let c = next.fetch_add(1, Ordering::Relaxed);
+            let (Some(&(file, offset, len)), Some(slot)) = (chunks.get(c), results.get(c)) else {
+                return;
+            };
+            let Some((path, _)) = files.get(file) else {
+                return;
+            };
+            match chunk_crc(path, offset, len, &mut buf) {
+                Ok(crc) => *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(crc),
+                Err(e) => {
+                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    next.store(chunks.len(), Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4)
+        .min(chunks.len().max(1));
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(work);
+        }
+        work();
+    });
+    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut combined: Vec<crc32fast::Hasher> =
+        files.iter().map(|_| crc32fast::Hasher::new()).collect();
+    for (&(file, ..), slot) in chunks.iter().zip(results) {
+        let crc = slot
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .ok_or("a chunk was not checksummed")?;
+        if let Some(c) = combined.get_mut(file) {
+            c.combine(&crc);
+        }
+    }
+    for ((path, stream), crc) in files.iter().zip(combined) {
+        let crc = crc.finalize();
+        if crc != stream.crc32 {
+            return Err(format!(
+                "{}: crc32 {crc:08x}, the handle says {:08x}",
+                path.display(),
+                stream.crc32
+            ));
+        }
     }
     Ok(())
 }
@@ -115,10 +202,11 @@ impl RocksBackend {
         if !dir.is_dir() || plain_name(&h.backend_id, "backend id").is_err() {
             return None;
         }
-        let check = files(h)
+        let all: Vec<(PathBuf, &StreamHandle)> = files(h)
             .chain(std::iter::once((LOCAL_META_FILE, &h.meta)))
-            .try_for_each(|(name, stream)| local_file_matches(&dir.join(name), stream));
-        match check {
+            .map(|(name, stream)| (dir.join(name), stream))
+            .collect();
+        match local_files_match(&all) {
             Ok(()) => Some(dir),
             Err(detail) => {
                 tracing::info!(
