@@ -266,7 +266,7 @@ impl CheckpointStorage for FsCheckpointStorage {
 
     fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
         let relative = match &handle.location {
-            StreamLocation::Inline(bytes) => return Ok(Bytes::copy_from_slice(bytes)),
+            StreamLocation::Inline(bytes) => return Ok(bytes.clone()),
             StreamLocation::File(relative) => relative,
         };
         let path = self.resolve(relative)?;

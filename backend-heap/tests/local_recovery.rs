@@ -94,7 +94,7 @@ fn checkpoint(b: &mut HeapBackend, id: u64, storage: &dyn CheckpointStorage) -> 
 fn without_bytes(h: &KeyGroupsHandle) -> KeyedStateHandle {
     let mut h = h.clone();
     if let StreamLocation::Inline(bytes) = &mut h.stream.location {
-        bytes.iter_mut().for_each(|b| *b = 0);
+        *bytes = vec![0; bytes.len()].into();
     }
     KeyedStateHandle::KeyGroups(h)
 }

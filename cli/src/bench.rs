@@ -50,9 +50,10 @@ JSON (--json): one object per run (an array of them with --sweep or several
 backends): backend, incremental, keys, value_size, update_fraction, rounds,
 parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
 round], checkpoints [{id, full_bytes, written_bytes, sync_ms, async_ms,
-duration_ms, storage_bytes}], restore_local_ms (rocks --incremental: from
-the local checkpoint copies; null where there is none: heap, fs, rocks full
-snapshots), restore_storage_ms (rocks: with the local copies removed),
+duration_ms, storage_bytes}], restore_local_ms (from the local checkpoint
+copies: on disk for rocks --incremental, in memory for heap and fs; null for
+rocks full snapshots, which keep none), restore_storage_ms (with the local
+copies removed),
 restored_keys, restore_exact (both restores),
 peak_rss_bytes, io_read_bytes, io_write_bytes, dir (null unless --keep).
 Sizes in bytes, times in ms unless the name says otherwise.";

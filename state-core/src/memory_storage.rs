@@ -138,7 +138,7 @@ impl CheckpointOutput for MemoryOutput {
         }
         let crc32 = crc32fast::hash(&self.buf);
         Ok(StreamHandle {
-            location: StreamLocation::Inline(self.buf),
+            location: StreamLocation::Inline(Bytes::from(self.buf)),
             size: len,
             crc32,
         })
@@ -172,7 +172,7 @@ impl CheckpointStorage for MemoryCheckpointStorage {
 
     fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
         match &handle.location {
-            StreamLocation::Inline(bytes) => Ok(Bytes::copy_from_slice(bytes)),
+            StreamLocation::Inline(bytes) => Ok(bytes.clone()),
             StreamLocation::File(path) => Err(StateError::invalid(format!(
                 "in-memory checkpoint storage cannot read file stream {path}; \
                  restore it with the filesystem storage that wrote it"

@@ -487,7 +487,7 @@ mod tests {
             panic!("memory storage streams are inline");
         };
         for i in 0..bytes.len() {
-            let mut b = bytes.clone();
+            let mut b = bytes.to_vec();
             b[i] ^= 0x10;
             // With a matching handle (as if the metadata were rewritten), the
             // stream's own checksum catches it.
@@ -495,7 +495,7 @@ mod tests {
                 stream: crate::storage::StreamHandle {
                     size: b.len() as u64,
                     crc32: crc32fast::hash(&b),
-                    location: StreamLocation::Inline(b),
+                    location: StreamLocation::Inline(b.into()),
                 },
                 states: handle.states.clone(),
             };

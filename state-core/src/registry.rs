@@ -286,7 +286,7 @@ mod tests {
     fn inline_and_full_handles_register_nothing() {
         let mut c = checkpoint(1, &[("a.sst", 1)]);
         if let KeyedStateHandle::Incremental(h) = &mut c.operators[0].subtasks[0].keyed[0] {
-            h.shared[0].handle.location = StreamLocation::Inline(vec![1]);
+            h.shared[0].handle.location = StreamLocation::Inline(vec![1].into());
         }
         let mut reg = SharedStateRegistry::new();
         reg.register_checkpoint(&c);

@@ -35,8 +35,10 @@ pub enum StateScope {
 /// Where a stream's bytes are.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StreamLocation {
-    /// Small state kept inside the checkpoint metadata itself (in-memory storage).
-    Inline(Vec<u8>),
+    /// Small state kept inside the checkpoint metadata itself (in-memory
+    /// storage). Shared bytes: cloning a handle, as every restore does,
+    /// does not copy the stream. (Encoded like a `Vec<u8>`.)
+    Inline(Bytes),
     /// A file, by its path relative to the job's checkpoint directory, with
     /// `/` separators (for example `chk-3/op-count-0-keyed` or `shared/0007.sst`).
     File(String),

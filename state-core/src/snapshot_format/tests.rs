@@ -34,14 +34,14 @@ impl CheckpointOutput for VecOutput {
         Ok(StreamHandle {
             size: self.0.len() as u64,
             crc32: crc32fast::hash(&self.0),
-            location: StreamLocation::Inline(self.0),
+            location: StreamLocation::Inline(self.0.into()),
         })
     }
 }
 
 fn inline_bytes(handle: &KeyGroupsHandle) -> Bytes {
     match &handle.stream.location {
-        StreamLocation::Inline(v) => Bytes::from(v.clone()),
+        StreamLocation::Inline(v) => v.clone(),
         StreamLocation::File(_) => unreachable!(),
     }
 }
