@@ -111,6 +111,7 @@ mod snapshot;
 mod state_access;
 mod ttl_filter;
 mod value_cache;
+mod verified;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -154,6 +155,10 @@ pub struct RestoreStats {
     pub files_from_storage: usize,
     /// Bytes read from checkpoint storage, meta streams included.
     pub bytes_from_storage: u64,
+    /// Files of local copies trusted without reading them again: this
+    /// process checksummed them earlier and they have not changed since
+    /// (the others were read and checksummed).
+    pub local_files_trusted: usize,
 }
 
 impl RestoreStats {

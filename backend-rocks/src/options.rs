@@ -304,6 +304,8 @@ impl RocksBackendOptions {
 pub(crate) struct SharedMemory {
     cache: Cache,
     write_buffer_limit: usize,
+    /// Local-copy files this process has checksummed (see `verified`).
+    pub(crate) verified: Arc<crate::verified::VerifiedFiles>,
 }
 
 impl std::fmt::Debug for SharedMemory {
@@ -323,6 +325,7 @@ impl SharedMemory {
         SharedMemory {
             cache,
             write_buffer_limit,
+            verified: Arc::default(),
         }
     }
 

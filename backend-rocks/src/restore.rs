@@ -26,6 +26,7 @@ use crate::backend::{OpenDb, RocksBackend, State, cf_of};
 use crate::key_codec::{encode_key, encode_list, key_group_prefix};
 use crate::meta::{LOCAL_META_FILE, RocksMeta};
 use crate::snapshot::{UploadTracker, open_read_only, remove_dir_logged};
+use crate::verified::VerifiedFiles;
 use crate::{RestoreStats, rocks_error};
 
 /// Write batches are written once they hold this many bytes.
@@ -96,6 +97,15 @@ fn chunk_crc(
         left -= n as u64;
     }
     Ok(crc)
+}
+
+/// The CRC-32 of the whole file at `path`.
+pub(crate) fn file_crc(path: &Path) -> std::result::Result<u32, String> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    let mut buf = vec![0u8; 1 << 20];
+    chunk_crc(path, 0, len, &mut buf).map(crc32fast::Hasher::finalize)
 }
 
 /// Whether every `(path, stream)` holds exactly the stream's bytes: the
@@ -189,8 +199,13 @@ fn local_files_match(files: &[(PathBuf, &StreamHandle)]) -> std::result::Result<
 
 impl RocksBackend {
     /// The local copy of `h`'s checkpoint, if it is present and every file
-    /// matches the handle's length and CRC-32.
-    fn intact_local_copy(&self, h: &IncrementalHandle) -> Option<PathBuf> {
+    /// matches the handle's length and CRC-32; counts the files trusted
+    /// without reading them (see `verified`) into `trusted_files`.
+    fn intact_local_copy(
+        &self,
+        h: &IncrementalHandle,
+        trusted_files: &mut usize,
+    ) -> Option<PathBuf> {
         if !self.options.local_recovery {
             return None;
         }
@@ -202,12 +217,25 @@ impl RocksBackend {
         if !dir.is_dir() || plain_name(&h.backend_id, "backend id").is_err() {
             return None;
         }
-        let all: Vec<(PathBuf, &StreamHandle)> = files(h)
+        // Files this process checksummed before and that have not changed
+        // since are trusted; the others are read and checksummed now.
+        let verified = &self.memory.verified;
+        let (trusted, unchecked): (Vec<_>, Vec<_>) = files(h)
             .chain(std::iter::once((LOCAL_META_FILE, &h.meta)))
             .map(|(name, stream)| (dir.join(name), stream))
+            .partition(|(path, stream)| verified.trusted(path, stream.size, stream.crc32));
+        let readings: Vec<_> = unchecked
+            .iter()
+            .map(|(path, _)| VerifiedFiles::before_read(path))
             .collect();
-        match local_files_match(&all) {
-            Ok(()) => Some(dir),
+        match local_files_match(&unchecked) {
+            Ok(()) => {
+                for ((path, stream), reading) in unchecked.iter().zip(readings) {
+                    verified.note(path, reading, stream.crc32);
+                }
+                *trusted_files += trusted.len();
+                Some(dir)
+            }
             Err(detail) => {
                 tracing::info!(
                     checkpoint_id = h.checkpoint_id.get(),
@@ -232,7 +260,7 @@ impl RocksBackend {
             std::fs::remove_dir_all(target).map_err(|e| StateError::io(target, e))?;
         }
         std::fs::create_dir_all(target).map_err(|e| StateError::io(target, e))?;
-        if let Some(local) = self.intact_local_copy(h) {
+        if let Some(local) = self.intact_local_copy(h, &mut stats.local_files_trusted) {
             for (name, stream) in files(h) {
                 let name = plain_name(name, &what)?;
                 let (src, dst) = (local.join(name), target.join(name));

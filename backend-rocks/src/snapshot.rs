@@ -21,6 +21,7 @@ use crate::backend::{RocksBackend, State, cf_of};
 use crate::key_codec::{decode_key, decode_list};
 use crate::meta::{LOCAL_META_FILE, MetaState, RocksMeta};
 use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
+use crate::verified::VerifiedFiles;
 use crate::{BACKEND_NAME, rocks_error};
 
 /// The shared SST files of this instance's incremental snapshots.
@@ -96,14 +97,17 @@ fn output_error(e: io::Error, stream: &str) -> StateError {
     }
 }
 
-/// Copies the local file `path` into a new stream of checkpoint `id`.
+/// Copies the local file `path` into a new stream of checkpoint `id`; with
+/// `verified`, notes the file's CRC-32 for later restores from it.
 fn upload_file(
     storage: &dyn CheckpointStorage,
     id: CheckpointId,
     scope: StateScope,
     name: &str,
     path: &Path,
+    verified: Option<&VerifiedFiles>,
 ) -> Result<StreamHandle> {
+    let reading = verified.and_then(|_| VerifiedFiles::before_read(path));
     let mut file = std::fs::File::open(path).map_err(|e| StateError::io(path, e))?;
     let mut out = storage.create_output(id, scope, name)?;
     let mut buf = vec![0u8; 256 << 10];
@@ -115,7 +119,37 @@ fn upload_file(
         }
         out.write_all(chunk).map_err(|e| output_error(e, name))?;
     }
-    out.close()
+    let handle = out.close()?;
+    if let Some(v) = verified {
+        v.note(path, reading, handle.crc32);
+    }
+    Ok(handle)
+}
+
+/// Checksums the files of the local copy `dir` that `verified` has not
+/// noted and that settled since they were written, noting those that match
+/// their handle: files uploaded right after they were written cannot be
+/// noted then, so the next snapshot notes them, off the task thread.
+fn scrub_local_copy(dir: &Path, shared: &[SharedFile], verified: &VerifiedFiles) {
+    for f in shared {
+        let path = dir.join(&f.name);
+        if verified.is_noted(&path) {
+            continue;
+        }
+        let reading = VerifiedFiles::before_read(&path);
+        match crate::restore::file_crc(&path) {
+            Ok(crc) if crc == f.handle.crc32 => verified.note(&path, reading, crc),
+            Ok(crc) => tracing::warn!(
+                file = %path.display(),
+                crc32 = format_args!("{crc:08x}"),
+                expected = format_args!("{:08x}", f.handle.crc32),
+                "local checkpoint file differs from the uploaded one; restores will not use it"
+            ),
+            Err(e) => {
+                tracing::debug!(file = %path.display(), error = %e, "could not scrub local checkpoint file")
+            }
+        }
+    }
 }
 
 /// The asynchronous part of an incremental snapshot.
@@ -128,6 +162,7 @@ struct IncrementalSnapshot {
     base: Arc<HashMap<String, SharedFile>>,
     tracker: Arc<Mutex<UploadTracker>>,
     keep_local: bool,
+    memory: SharedMemoryRef,
 }
 
 impl IncrementalSnapshot {
@@ -145,6 +180,7 @@ impl IncrementalSnapshot {
         names.sort();
         let (mut shared, mut private) = (Vec::new(), Vec::new());
         let (mut reused, mut new_bytes) = (0usize, 0u64);
+        let verified = self.keep_local.then_some(&*self.memory.verified);
         for name in names {
             let path = self.dir.join(&name);
             if name == LOCAL_META_FILE {
@@ -160,7 +196,8 @@ impl IncrementalSnapshot {
                     continue;
                 }
                 let stream = format!("{}-{}-{name}", self.backend_id, id.get());
-                let handle = upload_file(storage, id, StateScope::Shared, &stream, &path)?;
+                let handle =
+                    upload_file(storage, id, StateScope::Shared, &stream, &path, verified)?;
                 new_bytes += handle.size;
                 uploaded.push(handle.clone());
                 shared.push(SharedFile {
@@ -170,7 +207,8 @@ impl IncrementalSnapshot {
                 });
             } else {
                 let stream = format!("{}-{name}", self.backend_id);
-                let handle = upload_file(storage, id, StateScope::Exclusive, &stream, &path)?;
+                let handle =
+                    upload_file(storage, id, StateScope::Exclusive, &stream, &path, verified)?;
                 new_bytes += handle.size;
                 private.push(NamedStream { name, handle });
             }
@@ -183,6 +221,7 @@ impl IncrementalSnapshot {
         if self.keep_local {
             let path = self.dir.join(LOCAL_META_FILE);
             std::fs::write(&path, &self.meta).map_err(|e| StateError::io(&path, e))?;
+            scrub_local_copy(&self.dir, &shared, &self.memory.verified);
         }
         tracing::info!(
             checkpoint_id = id.get(),
@@ -472,6 +511,7 @@ impl Checkpointable for RocksBackend {
                 base,
                 tracker: Arc::clone(&self.uploads),
                 keep_local: self.options.local_recovery,
+                memory: Arc::clone(&self.memory),
             }))
         } else {
             Ok(Box::new(FullSnapshot {

@@ -9,6 +9,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use backend_rocks::{RestoreSource, RocksBackend};
 use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
@@ -322,6 +323,74 @@ fn local_recovery_reads_nothing_from_storage_and_falls_back_when_damaged() {
         RestoreSource::Storage
     );
     check(&r, rv, "second");
+}
+
+#[test]
+fn local_files_checksummed_before_are_trusted_until_they_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), true);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut a = create(&f, 0, 1, &clock);
+    let v = value_state(&mut a);
+    for k in 0..KEYS {
+        put(&mut a, v, k, &format!("first-{k}"));
+    }
+    checkpoint(&mut a, storage.as_ref(), 1).unwrap();
+    a.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+    // Files are noted only once their mtime is older than the read by the
+    // timestamp race margin; let checkpoint 1's files settle, so the next
+    // snapshot's scrub notes them.
+    std::thread::sleep(Duration::from_millis(150));
+    for k in 0..KEYS / 10 {
+        put(&mut a, v, k, &format!("second-{k}"));
+    }
+    let h2 = checkpoint(&mut a, storage.as_ref(), 2).unwrap();
+    a.notify_checkpoint_complete(CheckpointId(2)).unwrap();
+    drop(a);
+    let expect = |k: u32| {
+        if k < KEYS / 10 {
+            format!("second-{k}")
+        } else {
+            format!("first-{k}")
+        }
+    };
+
+    // The SSTs of checkpoint 1 are trusted without reading them again; the
+    // new one is checksummed. Nothing from storage, every key right.
+    let (r, rv) = restored(&f, &clock, &h2, storage.as_ref());
+    let stats = r.last_restore_stats().unwrap().clone();
+    assert_eq!(stats.source(), RestoreSource::LocalCopy, "{stats:?}");
+    assert!(stats.local_files_trusted >= 1, "{stats:?}");
+    assert!(
+        stats.local_files_trusted < stats.files_from_local,
+        "{stats:?}"
+    );
+    for k in 0..KEYS {
+        assert_eq!(get(&r, rv, k), Some(expect(k)), "key {k}");
+    }
+    drop(r);
+
+    // Change one byte of a trusted file (a write updates its mtime): the
+    // restore checksums it, finds the damage and reads storage instead.
+    let copy = dir.path().join("local").join(&h2.backend_id).join("chk-2");
+    let victim = h2
+        .shared
+        .iter()
+        .find(|s| s.uploaded_by == CheckpointId(1))
+        .map(|s| copy.join(&s.name))
+        .unwrap();
+    let mut data = std::fs::read(&victim).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0x01;
+    std::fs::write(&victim, &data).unwrap();
+    let (r, rv) = restored(&f, &clock, &h2, storage.as_ref());
+    let stats = r.last_restore_stats().unwrap();
+    assert_eq!(stats.source(), RestoreSource::Storage, "{stats:?}");
+    assert_eq!(stats.local_files_trusted, 0, "{stats:?}");
+    for k in 0..KEYS {
+        assert_eq!(get(&r, rv, k), Some(expect(k)), "key {k}");
+    }
 }
 
 #[test]
