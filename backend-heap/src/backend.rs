@@ -15,7 +15,7 @@ use state_core::{
 
 use crate::HeapBackendOptions;
 use crate::local::LocalSnapshots;
-use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
+use crate::table::{ListMap, Lookup, MapMap, OwnedKey, SmallBytes, Table, ValueMap};
 
 /// One registered state.
 #[derive(Clone)]
@@ -340,13 +340,16 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {
-        Ok(self.value_map(state, key)?.get(&lookup(key)).cloned())
+        Ok(self
+            .value_map(state, key)?
+            .get(&lookup(key))
+            .map(SmallBytes::to_bytes))
     }
 
     fn put(&mut self, state: StateId, key: &EntryKey<'_>, value: Bytes) -> Result<()> {
         self.value_map_mut(state, key)?
             .entry_ref(&lookup(key))
-            .insert(value);
+            .insert(SmallBytes::from_bytes(value));
         Ok(())
     }
 
@@ -360,14 +363,14 @@ impl KeyedStateBackend for HeapBackend {
         let map = self.value_map_mut(state, key)?;
         match map.entry_ref(&lookup(key)) {
             EntryRef::Occupied(mut entry) => match f(Some(entry.get()))? {
-                Some(value) => *entry.get_mut() = value,
+                Some(value) => *entry.get_mut() = SmallBytes::from_bytes(value),
                 None => {
                     entry.remove();
                 }
             },
             EntryRef::Vacant(entry) => {
                 if let Some(value) = f(None)? {
-                    entry.insert(value);
+                    entry.insert(SmallBytes::from_bytes(value));
                 }
             }
         }

@@ -15,7 +15,7 @@ use state_core::{
 use crate::HeapBackend;
 use crate::backend::{HeapRestoreStats, State};
 use crate::local::{LocalSnapshots, LocalState};
-use crate::table::{FastMap, OwnedKey, Table};
+use crate::table::{FastMap, OwnedKey, SmallBytes, Table};
 
 /// The name heap snapshots carry in their handles.
 pub(crate) const BACKEND_NAME: &str = "heap";
@@ -317,7 +317,7 @@ impl HeapBackend {
                 match (table, record.entry) {
                     (Table::Value(maps), RecordEntry::Value(v)) => {
                         if let Some(m) = maps.get_mut(off) {
-                            Arc::make_mut(m).insert(key, Bytes::copy_from_slice(v));
+                            Arc::make_mut(m).insert(key, SmallBytes::from_slice(v));
                         }
                     }
                     (Table::List(maps), RecordEntry::List(list)) => {

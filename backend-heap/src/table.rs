@@ -11,20 +11,89 @@ use state_core::{StateLayout, TtlConfig};
 /// The hash map used everywhere in the heap backend.
 pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 
-/// A (key, namespace) pair stored in one allocation.
-#[derive(Clone, PartialEq, Eq)]
+/// Bytes kept inside the table slot when they are short, else shared.
+///
+/// A keyed count's key (`key-0001234`, 12 bytes serialized) and value (a
+/// varint) fit inline, so a lookup compares the key and an update replaces
+/// the value without touching another cache line, allocating or counting
+/// references; long values stay `Bytes`, shared with snapshots and readers.
+#[derive(Clone)]
+pub(crate) enum SmallBytes {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Shared(Bytes),
+}
+
+/// The longest byte string [`SmallBytes`] keeps inline.
+const INLINE: usize = 22;
+
+impl SmallBytes {
+    pub(crate) fn from_slice(b: &[u8]) -> Self {
+        match (u8::try_from(b.len()), b.len() <= INLINE) {
+            (Ok(len), true) => {
+                let mut buf = [0u8; INLINE];
+                if let Some(dst) = buf.get_mut(..b.len()) {
+                    dst.copy_from_slice(b);
+                }
+                SmallBytes::Inline { len, buf }
+            }
+            _ => SmallBytes::Shared(Bytes::copy_from_slice(b)),
+        }
+    }
+
+    pub(crate) fn from_bytes(b: Bytes) -> Self {
+        if b.len() <= INLINE {
+            Self::from_slice(&b)
+        } else {
+            SmallBytes::Shared(b)
+        }
+    }
+
+    /// The bytes as `Bytes` (a copy when inline, a shared handle otherwise).
+    pub(crate) fn to_bytes(&self) -> Bytes {
+        match self {
+            SmallBytes::Inline { .. } => Bytes::copy_from_slice(self),
+            SmallBytes::Shared(b) => b.clone(),
+        }
+    }
+}
+
+impl std::ops::Deref for SmallBytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SmallBytes::Inline { len, buf } => buf.get(..usize::from(*len)).unwrap_or_default(),
+            SmallBytes::Shared(b) => b,
+        }
+    }
+}
+
+/// A (key, namespace) pair stored as one byte string, inline when short.
+#[derive(Clone)]
 pub(crate) struct OwnedKey {
-    bytes: Box<[u8]>,
+    bytes: SmallBytes,
     key_len: usize,
 }
 
+impl PartialEq for OwnedKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for OwnedKey {}
+
 impl OwnedKey {
     pub(crate) fn new(key: &[u8], namespace: &[u8]) -> Self {
-        let mut bytes = Vec::with_capacity(key.len() + namespace.len());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(namespace);
+        let bytes = if namespace.is_empty() {
+            SmallBytes::from_slice(key)
+        } else {
+            let mut joined = Vec::with_capacity(key.len() + namespace.len());
+            joined.extend_from_slice(key);
+            joined.extend_from_slice(namespace);
+            SmallBytes::from_bytes(Bytes::from(joined))
+        };
         OwnedKey {
-            bytes: bytes.into_boxed_slice(),
+            bytes,
             key_len: key.len(),
         }
     }
@@ -84,7 +153,7 @@ impl Equivalent<OwnedKey> for Lookup<'_> {
 }
 
 /// One key group's entries of a value-layout state.
-pub(crate) type ValueMap = FastMap<OwnedKey, Bytes>;
+pub(crate) type ValueMap = FastMap<OwnedKey, SmallBytes>;
 /// One key group's entries of a list-layout state.
 pub(crate) type ListMap = FastMap<OwnedKey, Vec<Bytes>>;
 /// One key group's entries of a map-layout state.
@@ -176,17 +245,17 @@ impl Table {
     /// (list elements and map entries one by one; keys left empty go),
     /// copying only the key-group maps that hold one.
     pub(crate) fn drop_expired(&mut self, cfg: &TtlConfig, now_millis: u64) {
-        let expired = |v: &Bytes| cfg.is_expired(v, now_millis);
+        let expired = |v: &[u8]| cfg.is_expired(v, now_millis);
         match self {
             Table::Value(maps) => {
-                for m in maps.iter_mut().filter(|m| m.values().any(expired)) {
+                for m in maps.iter_mut().filter(|m| m.values().any(|v| expired(v))) {
                     Arc::make_mut(m).retain(|_, v| !expired(v));
                 }
             }
             Table::List(maps) => {
                 for m in maps
                     .iter_mut()
-                    .filter(|m| m.values().flatten().any(expired))
+                    .filter(|m| m.values().flatten().any(|e| expired(e)))
                 {
                     Arc::make_mut(m).retain(|_, list| {
                         list.retain(|e| !expired(e));
@@ -195,7 +264,10 @@ impl Table {
                 }
             }
             Table::Map(maps) => {
-                let any = |m: &MapMap| m.values().any(|entries| entries.values().any(expired));
+                let any = |m: &MapMap| {
+                    m.values()
+                        .any(|entries| entries.values().any(|v| expired(v)))
+                };
                 for m in maps.iter_mut().filter(|m| any(m)) {
                     Arc::make_mut(m).retain(|_, entries| {
                         entries.retain(|_, v| !expired(v));
