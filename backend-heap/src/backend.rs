@@ -15,7 +15,9 @@ use state_core::{
 
 use crate::HeapBackendOptions;
 use crate::local::LocalSnapshots;
-use crate::table::{ListMap, Lookup, MapMap, OwnedKey, SmallBytes, Table, ValueMap};
+use state_core::small_bytes::SmallBytes;
+
+use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
 
 /// One registered state.
 #[derive(Clone)]

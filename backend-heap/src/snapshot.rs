@@ -15,7 +15,9 @@ use state_core::{
 use crate::HeapBackend;
 use crate::backend::{HeapRestoreStats, State};
 use crate::local::{LocalSnapshots, LocalState};
-use crate::table::{FastMap, OwnedKey, SmallBytes, Table};
+use state_core::small_bytes::SmallBytes;
+
+use crate::table::{FastMap, OwnedKey, Table};
 
 /// The name heap snapshots carry in their handles.
 pub(crate) const BACKEND_NAME: &str = "heap";

@@ -6,66 +6,11 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::Equivalent;
+use state_core::small_bytes::SmallBytes;
 use state_core::{StateLayout, TtlConfig};
 
 /// The hash map used everywhere in the heap backend.
 pub(crate) type FastMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
-
-/// Bytes kept inside the table slot when they are short, else shared.
-///
-/// A keyed count's key (`key-0001234`, 12 bytes serialized) and value (a
-/// varint) fit inline, so a lookup compares the key and an update replaces
-/// the value without touching another cache line, allocating or counting
-/// references; long values stay `Bytes`, shared with snapshots and readers.
-#[derive(Clone)]
-pub(crate) enum SmallBytes {
-    Inline { len: u8, buf: [u8; INLINE] },
-    Shared(Bytes),
-}
-
-/// The longest byte string [`SmallBytes`] keeps inline.
-const INLINE: usize = 22;
-
-impl SmallBytes {
-    pub(crate) fn from_slice(b: &[u8]) -> Self {
-        match (u8::try_from(b.len()), b.len() <= INLINE) {
-            (Ok(len), true) => {
-                let mut buf = [0u8; INLINE];
-                if let Some(dst) = buf.get_mut(..b.len()) {
-                    dst.copy_from_slice(b);
-                }
-                SmallBytes::Inline { len, buf }
-            }
-            _ => SmallBytes::Shared(Bytes::copy_from_slice(b)),
-        }
-    }
-
-    pub(crate) fn from_bytes(b: Bytes) -> Self {
-        if b.len() <= INLINE {
-            Self::from_slice(&b)
-        } else {
-            SmallBytes::Shared(b)
-        }
-    }
-
-    /// The bytes as `Bytes` (a copy when inline, a shared handle otherwise).
-    pub(crate) fn to_bytes(&self) -> Bytes {
-        match self {
-            SmallBytes::Inline { .. } => Bytes::copy_from_slice(self),
-            SmallBytes::Shared(b) => b.clone(),
-        }
-    }
-}
-
-impl std::ops::Deref for SmallBytes {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            SmallBytes::Inline { len, buf } => buf.get(..usize::from(*len)).unwrap_or_default(),
-            SmallBytes::Shared(b) => b,
-        }
-    }
-}
 
 /// A (key, namespace) pair stored as one byte string, inline when short.
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use rocksdb::{ReadOptions, WriteBatch};
 use state_core::{
     EntryKey, KeyGroupRange, KeyVisitor, KeyedStateBackend, MapVisitor, MaxParallelism, Result,
-    StateDescriptor, StateError, StateId, StateLayout,
+    StateDescriptor, StateError, StateId, StateLayout, ValueUpdate,
 };
 
 use crate::backend::{RocksBackend, State, cf_of};
@@ -92,6 +92,43 @@ impl KeyedStateBackend for RocksBackend {
             self.maintain_cache(&mut cache)?;
         }
         Ok(())
+    }
+
+    /// Through the value cache: one cache lookup, RocksDB read only on a miss.
+    fn update_value(
+        &mut self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        f: &mut ValueUpdate<'_>,
+    ) -> Result<()> {
+        let (db, cf) = self.target(state, key, StateLayout::Value)?;
+        let mut cache = self.borrow_cache()?;
+        if !cache.enabled() {
+            drop(cache);
+            let current = self.get(state, key)?;
+            return match f(current.as_deref())? {
+                Some(value) => self.put(state, key, value),
+                None => self.clear(state, key),
+            };
+        }
+        self.with_key(key, &[], |k| {
+            if cache.modify(state.0, k, f)? {
+                return Ok(());
+            }
+            let stored = db
+                .get_pinned_cf(cf, k)
+                .map_err(|e| self.err(e))?
+                .map(|v| Bytes::copy_from_slice(&v));
+            cache.insert_clean(state.0, k, stored);
+            if cache.modify(state.0, k, f)? {
+                Ok(())
+            } else {
+                Err(StateError::invalid(
+                    "value cache lost an entry it just cached",
+                ))
+            }
+        })?;
+        self.maintain_cache(&mut cache)
     }
 
     fn get_list(&self, state: StateId, key: &EntryKey<'_>) -> Result<Vec<Bytes>> {

@@ -23,21 +23,21 @@
 //! a RocksDB get); ForSt in Flink 2 caches files, not values.
 
 use hashbrown::HashMap;
-use std::sync::Arc;
+use state_core::ValueUpdate;
+use state_core::small_bytes::SmallBytes;
 
 use bytes::Bytes;
 
-/// Bytes counted per entry besides its key and value: the table slot
-/// (~64 B at hashbrown's load factor), the key's allocation with its
-/// reference counts, and the value's allocation and `Bytes` sharing header,
-/// rounded to malloc's chunk sizes.
-const ENTRY_OVERHEAD: usize = 128;
+/// Bytes counted per entry besides what its key and value allocate outside
+/// it: the table slot (key and value inline up to 22 bytes each, flags) at
+/// hashbrown's load factor.
+const ENTRY_OVERHEAD: usize = 96;
 
 /// One cached entry.
 struct Slot {
     /// The value, or `None` for a key known to be absent (read as absent,
     /// or cleared and not yet written back).
-    value: Option<Bytes>,
+    value: Option<SmallBytes>,
     /// Written since it was last written back.
     dirty: bool,
     /// Read or written since the last eviction sweep.
@@ -50,9 +50,9 @@ pub(crate) type WriteBack<'a> = (u32, &'a [u8], Option<&'a [u8]>);
 /// The cache; keys are the state's index (4 bytes, little endian) followed
 /// by the entry's RocksDB key.
 pub(crate) struct ValueCache {
-    map: HashMap<Arc<[u8]>, Slot, foldhash::fast::FixedState>,
+    map: HashMap<SmallBytes, Slot, foldhash::fast::FixedState>,
     /// The keys of the dirty entries, each once.
-    dirty_keys: Vec<Arc<[u8]>>,
+    dirty_keys: Vec<SmallBytes>,
     /// Reused buffer for building lookup keys.
     lookup: Vec<u8>,
     budget: usize,
@@ -60,8 +60,8 @@ pub(crate) struct ValueCache {
     dirty_limit: usize,
 }
 
-fn entry_bytes(key: &[u8], value: Option<&Bytes>) -> usize {
-    key.len() + value.map_or(0, Bytes::len) + ENTRY_OVERHEAD
+fn entry_bytes(key: &SmallBytes, value: Option<&SmallBytes>) -> usize {
+    key.heap_bytes() + value.map_or(0, SmallBytes::heap_bytes) + ENTRY_OVERHEAD
 }
 
 impl ValueCache {
@@ -87,11 +87,10 @@ impl ValueCache {
         self.bytes
     }
 
-    fn key(&mut self, state: u32, rocks_key: &[u8]) -> &[u8] {
+    fn key(&mut self, state: u32, rocks_key: &[u8]) {
         self.lookup.clear();
         self.lookup.extend_from_slice(&state.to_le_bytes());
         self.lookup.extend_from_slice(rocks_key);
-        &self.lookup
     }
 
     /// The cached value of the entry: `Some(None)` if it is known absent,
@@ -100,7 +99,34 @@ impl ValueCache {
         self.key(state, rocks_key);
         let slot = self.map.get_mut(self.lookup.as_slice())?;
         slot.referenced = true;
-        Some(slot.value.clone())
+        Some(slot.value.as_ref().map(SmallBytes::to_bytes))
+    }
+
+    /// Replaces a cached entry's value with what `f` makes of the current
+    /// one (`None`: absent; returning `None` deletes), marking it dirty, and
+    /// returns true; returns false, calling nothing, if it is not cached.
+    /// If `f` fails the entry is unchanged.
+    pub(crate) fn modify(
+        &mut self,
+        state: u32,
+        rocks_key: &[u8],
+        f: &mut ValueUpdate<'_>,
+    ) -> state_core::Result<bool> {
+        self.key(state, rocks_key);
+        let Some((key, slot)) = self.map.get_key_value_mut(self.lookup.as_slice()) else {
+            return Ok(false);
+        };
+        let next = f(slot.value.as_deref())?.map(SmallBytes::from_bytes);
+        let removed = entry_bytes(key, slot.value.as_ref());
+        let added = entry_bytes(key, next.as_ref());
+        self.bytes = (self.bytes + added).saturating_sub(removed);
+        if !slot.dirty {
+            self.dirty_keys.push(key.clone());
+        }
+        slot.value = next;
+        slot.dirty = true;
+        slot.referenced = true;
+        Ok(true)
     }
 
     /// Records a write if the entry is cached and returns true; false (and
@@ -112,44 +138,30 @@ impl ValueCache {
         rocks_key: &[u8],
         value: Option<Bytes>,
     ) -> bool {
-        self.key(state, rocks_key);
-        if !self.map.contains_key(self.lookup.as_slice()) {
-            return false;
-        }
-        self.set(state, rocks_key, value, true);
-        true
+        let mut value = Some(value);
+        // The function cannot fail, so the result is Ok.
+        matches!(
+            self.modify(state, rocks_key, &mut |_| Ok(value.take().flatten())),
+            Ok(true)
+        )
     }
 
-    /// Caches what RocksDB holds for the entry (after a miss).
+    /// Caches what RocksDB holds for the entry (after a miss; an entry
+    /// already cached is newer and stays).
     pub(crate) fn insert_clean(&mut self, state: u32, rocks_key: &[u8], value: Option<Bytes>) {
-        self.set(state, rocks_key, value, false);
-    }
-
-    fn set(&mut self, state: u32, rocks_key: &[u8], value: Option<Bytes>, dirty: bool) {
         self.key(state, rocks_key);
-        let added = entry_bytes(&self.lookup, value.as_ref());
-        if let Some((key, slot)) = self.map.get_key_value_mut(self.lookup.as_slice()) {
-            let removed = entry_bytes(&self.lookup, slot.value.as_ref());
-            self.bytes = (self.bytes + added).saturating_sub(removed);
-            if dirty && !slot.dirty {
-                self.dirty_keys.push(Arc::clone(key));
-            }
-            slot.dirty |= dirty;
-            slot.value = value;
-            slot.referenced = true;
+        if self.map.contains_key(self.lookup.as_slice()) {
             return;
         }
-        let key: Arc<[u8]> = Arc::from(self.lookup.as_slice());
-        if dirty {
-            self.dirty_keys.push(Arc::clone(&key));
-        }
+        let key = SmallBytes::from_slice(&self.lookup);
+        let value = value.map(SmallBytes::from_bytes);
+        self.bytes += entry_bytes(&key, value.as_ref());
         let slot = Slot {
             value,
-            dirty,
+            dirty: false,
             referenced: true,
         };
         self.map.insert(key, slot);
-        self.bytes += added;
     }
 
     /// Whether the dirty entries should be written back now.
@@ -177,7 +189,7 @@ impl ValueCache {
         // and mark it dirty again if the write fails.
         let mut entries = Vec::with_capacity(self.dirty_keys.len());
         for k in &self.dirty_keys {
-            if let Some(slot) = self.map.get_mut(k) {
+            if let Some(slot) = self.map.get_mut(k.as_ref()) {
                 slot.dirty = false;
                 entries.push((k, slot.value.clone()));
             }
@@ -189,7 +201,7 @@ impl ValueCache {
         if let Err(e) = write(&mut dirty) {
             drop(entries);
             for k in &self.dirty_keys {
-                if let Some(slot) = self.map.get_mut(k) {
+                if let Some(slot) = self.map.get_mut(k.as_ref()) {
                     slot.dirty = true;
                 }
             }
@@ -213,7 +225,7 @@ impl ValueCache {
             if slot.dirty || referenced || bytes <= target {
                 return true;
             }
-            bytes -= entry_bytes(k, slot.value.as_ref());
+            bytes = bytes.saturating_sub(entry_bytes(k, slot.value.as_ref()));
             false
         });
         if bytes > target {
@@ -221,7 +233,7 @@ impl ValueCache {
                 if slot.dirty || bytes <= target {
                     return true;
                 }
-                bytes -= entry_bytes(k, slot.value.as_ref());
+                bytes = bytes.saturating_sub(entry_bytes(k, slot.value.as_ref()));
                 false
             });
         }

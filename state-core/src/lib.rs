@@ -72,6 +72,7 @@ pub mod memory_storage;
 pub mod metadata;
 pub mod operator_state;
 pub mod registry;
+pub mod small_bytes;
 pub mod snapshot_format;
 pub mod storage;
 pub mod timers;
