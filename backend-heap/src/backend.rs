@@ -33,7 +33,9 @@ pub(crate) struct State {
 /// `Arc` of a hash map from (key, namespace) to a value, a list or a map.
 /// The synchronous part of a snapshot clones those `Arc`s and nothing else;
 /// a write after it copies the one key-group map it touches if a snapshot
-/// still shares it. Reads never allocate except to return owned lists.
+/// still shares it. Keys and values of up to 22 bytes live inside the map's
+/// slot; reading such a value copies it into the returned `Bytes`, longer
+/// values are returned shared. `update_value` finds the entry once.
 pub struct HeapBackend {
     pub(crate) operator: OperatorId,
     pub(crate) subtask: u32,

@@ -5,6 +5,8 @@
 //!
 //! Every registered state holds, for each key group of the subtask's range,
 //! an `Arc` of a hash map from (key, namespace) to a value, a list or a map.
+//! Keys and values of up to 22 bytes are stored inside the map's slot
+//! ([`state_core::small_bytes::SmallBytes`]), longer ones as shared `Bytes`.
 //! Taking a snapshot ([`state_core::Checkpointable::snapshot`]) only clones
 //! those `Arc`s; writes made afterwards copy the one key-group map they touch
 //! if the snapshot still shares it. The returned [`state_core::AsyncSnapshot`]

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use state_core::metadata::KeyGroupsHandle;
+use state_core::small_bytes::SmallBytes;
 use state_core::snapshot_format::{KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry};
 use state_core::{
     AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
@@ -15,8 +16,6 @@ use state_core::{
 use crate::HeapBackend;
 use crate::backend::{HeapRestoreStats, State};
 use crate::local::{LocalSnapshots, LocalState};
-use state_core::small_bytes::SmallBytes;
-
 use crate::table::{FastMap, OwnedKey, Table};
 
 /// The name heap snapshots carry in their handles.

@@ -44,7 +44,10 @@
 //!   checkpoint's local copy stays until
 //!   [`Checkpointable::notify_checkpoint_subsumed`]; restore uses it when every
 //!   file's length and CRC-32 match the handle, and otherwise downloads from
-//!   storage ([`RocksBackend::last_restore_stats`] says which).
+//!   storage ([`RocksBackend::last_restore_stats`] says which). Files this
+//!   process already checksummed and that are unchanged since (device, inode,
+//!   length, mtime) are trusted without reading them again; the rest are
+//!   checked on up to four threads (see the `verified` module notes).
 //! - **Rescaling.** The incremental handle overlapping the new range most is
 //!   the base (clipped with `delete_range`); the other handles' key groups are
 //!   copied in.
