@@ -105,11 +105,7 @@ impl KeyedStateBackend for RocksBackend {
         let mut cache = self.borrow_cache()?;
         if !cache.enabled() {
             drop(cache);
-            let current = self.get(state, key)?;
-            return match f(current.as_deref())? {
-                Some(value) => self.put(state, key, value),
-                None => self.clear(state, key),
-            };
+            return state_core::backend::update_value_by_get_and_put(self, state, key, f);
         }
         self.with_key(key, &[], |k| {
             if cache.modify(state.0, k, f)? {

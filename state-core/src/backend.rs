@@ -102,6 +102,21 @@ pub struct EntryKey<'a> {
     pub namespace: &'a [u8],
 }
 
+/// [`KeyedStateBackend::update_value`] as a `get`, then a `put` or `clear`:
+/// the default, for backends that override it only in some configurations.
+pub fn update_value_by_get_and_put<B: KeyedStateBackend + ?Sized>(
+    backend: &mut B,
+    state: StateId,
+    key: &EntryKey<'_>,
+    f: &mut ValueUpdate<'_>,
+) -> Result<()> {
+    let current = backend.get(state, key)?;
+    match f(current.as_deref())? {
+        Some(value) => backend.put(state, key, value),
+        None => backend.clear(state, key),
+    }
+}
+
 /// What [`KeyedStateBackend::update_value`] makes of the current value
 /// (`None`: absent); returning `None` removes it.
 pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Bytes>> + 'a;
@@ -156,11 +171,7 @@ pub trait KeyedStateBackend: Send + Debug {
         key: &EntryKey<'_>,
         f: &mut ValueUpdate<'_>,
     ) -> Result<()> {
-        let current = self.get(state, key)?;
-        match f(current.as_deref())? {
-            Some(value) => self.put(state, key, value),
-            None => self.clear(state, key),
-        }
+        update_value_by_get_and_put(self, state, key, f)
     }
 
     /// The elements of a list-layout state, oldest first (empty if none).
