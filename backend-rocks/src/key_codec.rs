@@ -18,52 +18,7 @@ use state_core::KeyGroup;
 /// Length of the key-group prefix of every RocksDB key.
 pub(crate) const KEY_GROUP_PREFIX_LEN: usize = 2;
 
-/// Longest encoding of a u64 varint.
-const MAX_VARINT_LEN: usize = 10;
-
-/// Appends `v` as an unsigned LEB128 varint.
-pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-/// Reads an unsigned LEB128 varint from the front of `input`.
-pub(crate) fn take_varint(input: &mut &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for i in 0..MAX_VARINT_LEN {
-        let (&b, rest) = input.split_first()?;
-        *input = rest;
-        let bits = u64::from(b & 0x7f);
-        if i == MAX_VARINT_LEN - 1 && bits > 1 {
-            return None;
-        }
-        value |= bits << (7 * i as u32);
-        if b & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-/// Reads a varint length and that many bytes from the front of `input`.
-pub(crate) fn take_bytes<'a>(input: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let len = usize::try_from(take_varint(input)?).ok()?;
-    if len > input.len() {
-        return None;
-    }
-    let (bytes, rest) = input.split_at(len);
-    *input = rest;
-    Some(bytes)
-}
-
-/// Appends a varint length and `bytes`.
-pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
+pub(crate) use state_core::varint::{put_bytes, take_bytes};
 
 /// The first bytes of every key of key group `kg`.
 pub(crate) fn key_group_prefix(kg: KeyGroup) -> [u8; KEY_GROUP_PREFIX_LEN] {
@@ -158,6 +113,7 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use state_core::varint::{put_varint, take_varint};
 
     #[test]
     fn keys_round_trip_and_sort_by_key_group() {

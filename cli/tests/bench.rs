@@ -345,6 +345,24 @@ fn rocks_incremental_state_size_and_exact_job() {
 }
 
 #[test]
+fn a_too_small_rocks_value_cache_is_refused_by_name() {
+    let out = cairn(&[
+        "bench",
+        "job",
+        "--backend",
+        "rocks",
+        "--records",
+        "100",
+        "--rocks-value-cache",
+        "1000",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("value_cache_bytes"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn rocks_state_size_restores_from_the_local_copy_and_from_storage() {
     let v = json(&cairn(&[
         "bench",

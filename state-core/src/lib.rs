@@ -78,6 +78,7 @@ pub mod storage;
 pub mod timers;
 pub mod ttl;
 pub mod typed;
+pub mod varint;
 
 #[cfg(feature = "test-suite")]
 pub mod conformance;

@@ -162,15 +162,20 @@ pub fn read_verified(storage: &dyn CheckpointStorage, handle: &StreamHandle) -> 
     Ok(bytes)
 }
 
-/// Checks that `name` is a safe file-name hint for [`CheckpointStorage::create_output`].
-pub fn check_stream_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
+/// Whether `name` is safe as a file name on any filesystem cairn writes
+/// to: 1 to 200 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`.
+pub fn is_safe_file_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 200
         && !name.starts_with('.')
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Checks that `name` is a safe file-name hint for [`CheckpointStorage::create_output`].
+pub fn check_stream_name(name: &str) -> Result<()> {
+    if is_safe_file_name(name) {
         Ok(())
     } else {
         Err(StateError::invalid(format!(

@@ -24,13 +24,7 @@ pub struct Topic {
 }
 
 fn check_topic_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+    if state_core::storage::is_safe_file_name(name) {
         Ok(())
     } else {
         Err(ExecutorError::InvalidJob(format!(
