@@ -7,11 +7,16 @@
 set -euo pipefail
 
 cairn_missing_pkgs=()
-# libclang + clang: bindgen in the rocksdb crate (backend-rocks).
-dpkg -s libclang-dev >/dev/null 2>&1 || cairn_missing_pkgs+=(libclang-dev)
-command -v clang >/dev/null 2>&1 || cairn_missing_pkgs+=(clang)
-# ccache: the RocksDB C++ build takes 20+ minutes cold, ~2 minutes from cache.
-command -v ccache >/dev/null 2>&1 || cairn_missing_pkgs+=(ccache)
+# CAIRN_SETUP=demo (scripts/quickstart.sh) installs only what a build without
+# RocksDB needs: the demo runs on heap state, and RocksDB's C++ is most of a
+# cold build. Anything else (the default) installs the full toolchain.
+if [ "${CAIRN_SETUP:-full}" != demo ]; then
+    # libclang + clang: bindgen in the rocksdb crate (backend-rocks).
+    dpkg -s libclang-dev >/dev/null 2>&1 || cairn_missing_pkgs+=(libclang-dev)
+    command -v clang >/dev/null 2>&1 || cairn_missing_pkgs+=(clang)
+    # ccache: the RocksDB C++ build takes 20+ minutes cold, ~2 minutes from cache.
+    command -v ccache >/dev/null 2>&1 || cairn_missing_pkgs+=(ccache)
+fi
 # A C/C++ compiler and make for zstd-sys and librocksdb-sys.
 command -v g++ >/dev/null 2>&1 || cairn_missing_pkgs+=(g++)
 command -v make >/dev/null 2>&1 || cairn_missing_pkgs+=(make)
@@ -29,7 +34,8 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install Rust (rustup) first" >&2
     exit 1
 fi
-for comp in rustfmt clippy; do
+# rustfmt and clippy for .ci/run; the demo needs neither.
+[ "${CAIRN_SETUP:-full}" = demo ] || for comp in rustfmt clippy; do
     if ! rustup component list --installed 2>/dev/null | grep -q "^$comp"; then
         rustup component add "$comp" >&2 || true
     fi
@@ -45,5 +51,7 @@ export CCACHE_MAXSIZE="${CCACHE_MAXSIZE:-5G}"
 # The absolute path of the build tree differs per clone; let ccache ignore it.
 export CCACHE_BASEDIR="${CCACHE_BASEDIR:-/}"
 export CCACHE_NOHASHDIR=1
-export CC="ccache gcc" CXX="ccache g++"
+if command -v ccache >/dev/null 2>&1; then
+    export CC="ccache gcc" CXX="ccache g++"
+fi
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -118,7 +118,10 @@ pub fn with_backend_local<V: BackendVisitor>(
         }
         #[cfg(not(feature = "rocks"))]
         BackendKind::Rocks => bail!(
-            "--backend rocks is not available in this build of cairn (built without the `rocks` feature)"
+            "--backend rocks is not available in this build of cairn (built without the `rocks` \
+             feature, as scripts/quickstart.sh builds it for the demo); build it with \
+             `cargo build -p cairn-cli --features rocks` (RocksDB's C++: ~25 min cold, ~2 min \
+             from ccache) or run scripts/test.sh, which builds it"
         ),
     }
 }
