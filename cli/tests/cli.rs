@@ -5,58 +5,15 @@
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use serde_json::Value;
-
-fn cairn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-fn json(out: &Output) -> Value {
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
-}
-
-fn assert_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
-    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
-}
+use support::{assert_code, cairn, json, p, stderr, stdout};
 
 /// Exit 2 and exactly one `error: ...` line on stderr that names `path`.
-fn assert_bad_input(out: &Output, path: &Path) {
-    assert_code(out, 2);
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(
-        err.contains(p(path)),
-        "does not name {}: {err}",
-        path.display()
-    );
+fn assert_bad_input(out: &std::process::Output, path: &Path) {
+    support::assert_bad_input(out, p(path));
 }
 
 /// Runs `cairn example` (3 checkpoints, 2 retained) under a fresh base

@@ -5,6 +5,18 @@
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use state_core::key_group::murmur3_32;
+use support::{assert_bad_input, assert_ok, cairn, cairn_with_stdin, p, stderr, stdout};
+
+#[test] fns unwrap too, a panic is a test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

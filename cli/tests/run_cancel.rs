@@ -5,30 +5,13 @@
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn cairn() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    c.env_remove("RUST_LOG");
-    c
-}
-
-fn completed_checkpoints(job_dir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(job_dir) else {
-        return Vec::new();
-    };
-    let mut names: Vec<String> = entries
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().join("_metadata").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 /// Runs an unbounded word count until it completed `min_checkpoints`
 /// checkpoints, sends it SIGINT, and returns (exit code, stderr, checkpoints
@@ -38,10 +21,10 @@ fn run_and_interrupt_in(
     retain: bool,
     min_checkpoints: usize,
     extra: &[String],
-) -> (Option<i32>, String, Vec<String>) {
+) -> (Option<i32>, String, Vec<u64>) {
     let log = dir.join("log");
     let ckpt = dir.join("ckpt");
-    let append = cairn()
+    let append = support::command(&[])
         .args(["log", "append"])
         .arg(&log)
         .args(["words", "a", "b", "a", "--quiet"])
@@ -66,7 +49,7 @@ fn run_and_interrupt_in(
         args.push("--retain-on-cancel".into());
     }
     args.extend(extra.iter().cloned());
-    let mut child = cairn()
+    let mut child = support::command(&[])
         .args(&args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -77,7 +60,7 @@ fn run_and_interrupt_in(
     let deadline = Instant::now() + PATIENCE;
     let mut seen = std::collections::BTreeSet::new();
     while seen.len() < min_checkpoints {
-        seen.extend(completed_checkpoints(&job_dir));
+        seen.extend(support::completed(&job_dir));
         if let Some(status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
             panic!(
@@ -99,10 +82,10 @@ fn run_and_interrupt_in(
     assert!(kill.success());
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8(out.stderr).unwrap();
-    (out.status.code(), stderr, completed_checkpoints(&job_dir))
+    (out.status.code(), stderr, support::completed(&job_dir))
 }
 
-fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<String>) {
+fn run_and_interrupt(retain: bool) -> (Option<i32>, String, Vec<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let fs = ["--backend", "fs"].map(String::from);
     run_and_interrupt_in(dir.path(), retain, 1, &fs)
@@ -164,7 +147,11 @@ fn rocks_local_copies_rotate_with_the_retained_checkpoints() {
         .filter(|n| n.starts_with("chk-"))
         .collect();
     for kept in &left {
-        assert!(copies.contains(kept), "no local copy of {kept}: {copies:?}");
+        let name = format!("chk-{kept}");
+        assert!(
+            copies.contains(&name),
+            "no local copy of {name}: {copies:?}"
+        );
     }
     assert!(
         copies.len() <= left.len() + 1,

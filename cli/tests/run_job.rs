@@ -11,6 +11,8 @@
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -18,50 +20,10 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
+use support::{assert_bad_input, assert_code, cairn, command, completed, p, stderr, stdout};
+
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
-    command.args(args).env_remove("RUST_LOG");
-    command
-}
-
-fn cairn(args: &[&str]) -> Output {
-    command(args).stdin(Stdio::null()).output().unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-fn assert_code(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
-    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
-}
-
-/// Exit 2 and exactly one `error: ...` line on stderr that contains `what`.
-fn assert_bad_input(out: &Output, what: &str) {
-    assert_code(out, 2);
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(what), "does not name {what}: {err}");
-}
 
 /// Appends one record per line through `cairn log append`.
 fn append(log: &Path, topic: &str, lines: &[&str]) {
@@ -93,25 +55,6 @@ fn counts(text: &str) -> Vec<(String, u64)> {
             (word.to_owned(), n.parse().unwrap())
         })
         .collect()
-}
-
-/// The ids of the completed checkpoints (`chk-<n>/_metadata`) of a job directory.
-fn completed(job_dir: &Path) -> Vec<u64> {
-    let Ok(entries) = std::fs::read_dir(job_dir) else {
-        return Vec::new();
-    };
-    let mut ids: Vec<u64> = entries
-        .map(|e| e.unwrap())
-        .filter(|e| e.path().join("_metadata").is_file())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_prefix("chk-"))
-                .and_then(|n| n.parse().ok())
-        })
-        .collect();
-    ids.sort_unstable();
-    ids
 }
 
 /// Waits for a checkpoint triggered after everything read so far was

@@ -1,0 +1,109 @@
+//! What every test of the `cairn` binary needs: running it, reading what it
+//! printed, and the assertions on exit codes and one-line errors that the
+//! command's contract promises (0 ok, 1 corruption or a FAILED/CANCELED job,
+//! 2 bad input with exactly one `error: ...` line naming what is wrong).
+
+// Each test file is its own crate and uses only some of these helpers.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+/// The `cairn` binary with `args`, logging at its default level.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command.args(args).env_remove("RUST_LOG");
+    command
+}
+
+/// Runs `cairn args` with an empty stdin and returns what it printed.
+pub fn cairn(args: &[&str]) -> Output {
+    command(args).stdin(Stdio::null()).output().unwrap()
+}
+
+/// Runs `cairn args` with `stdin` written to its standard input.
+pub fn cairn_with_stdin(args: &[&str], stdin: &str) -> Output {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// A path as a command-line argument.
+pub fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Standard output as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Standard error as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+/// Standard output parsed as one JSON document.
+pub fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+/// The exit code is `code`, and nothing panicked.
+pub fn assert_code(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(out),
+        stderr(out)
+    );
+    assert!(!stderr(out).contains("panicked"), "{}", stderr(out));
+}
+
+/// Exit 0, and nothing panicked.
+pub fn assert_ok(out: &Output) {
+    assert_code(out, 0);
+}
+
+/// Exit 2 and exactly one `error: ...` line on stderr that contains `what`.
+pub fn assert_bad_input(out: &Output, what: &str) {
+    assert_code(out, 2);
+    let err = stderr(out);
+    assert_eq!(err.lines().count(), 1, "not one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(err.contains(what), "does not name {what}: {err}");
+}
+
+/// The ids of the completed checkpoints (`chk-<n>/_metadata`) of a job
+/// directory, ascending; none when the directory does not exist.
+pub fn completed(job_dir: &Path) -> Vec<u64> {
+    let Ok(entries) = std::fs::read_dir(job_dir) else {
+        return Vec::new();
+    };
+    let mut ids: Vec<u64> = entries
+        .map(|e| e.unwrap())
+        .filter(|e| e.path().join("_metadata").is_file())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("chk-"))
+                .and_then(|n| n.parse().ok())
+        })
+        .collect();
+    ids.sort_unstable();
+    ids
+}
