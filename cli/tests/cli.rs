@@ -9,6 +9,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
+use serde_json::Value;
 use support::{assert_code, cairn, json, p, stderr, stdout};
 
 /// Exit 2 and exactly one `error: ...` line on stderr that names `path`.

@@ -7,75 +7,8 @@
 
 mod support;
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
 use state_core::key_group::murmur3_32;
 use support::{assert_bad_input, assert_ok, cairn, cairn_with_stdin, p, stderr, stdout};
-
-#[test] fns unwrap too, a panic is a test failure.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-use state_core::key_group::murmur3_32;
-
-fn cairn(args: &[&str]) -> Output {
-    cairn_with_stdin(args, "")
-}
-
-fn cairn_with_stdin(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8(out.stderr.clone()).unwrap()
-}
-
-fn assert_ok(out: &Output) {
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{}\nstderr:\n{}",
-        stdout(out),
-        stderr(out)
-    );
-}
-
-/// Exit 2 and exactly one `error: ...` line on stderr that contains `what`.
-fn assert_bad_input(out: &Output, what: &str) {
-    assert_eq!(out.status.code(), Some(2), "stderr: {}", stderr(out));
-    let err = stderr(out);
-    assert_eq!(err.lines().count(), 1, "not one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains(what), "does not name {what}: {err}");
-    assert!(!err.contains("panicked"), "{err}");
-}
 
 #[test]
 fn append_from_arguments_and_stdin_then_tail_prints_partition_and_offset() {
@@ -283,15 +216,14 @@ fn errors_name_the_topic_the_partition_or_the_file() {
 #[test]
 fn follow_prints_records_appended_later_and_stops_when_stdin_closes() {
     use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
     use std::sync::mpsc::channel;
     use std::time::Duration;
 
     let dir = tempfile::tempdir().unwrap();
     let d = p(dir.path());
     assert_ok(&cairn(&["log", "append", d, "t", "first"]));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(["log", "tail", d, "t", "--follow"])
-        .env_remove("RUST_LOG")
+    let mut child = support::command(&["log", "tail", d, "t", "--follow"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
