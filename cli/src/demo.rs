@@ -73,7 +73,7 @@ pub struct DemoArgs {
     dir: Option<PathBuf>,
     /// Wait between a failure and the restart (seed 000 waits 10 s)
     #[arg(long, value_name = "DURATION", default_value = "500ms",
-          value_parser = executor::args::parse_duration)]
+          value_parser = crate::job_args::parse_duration)]
     restart_delay: Duration,
 }
 

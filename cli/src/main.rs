@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Job options (`cairn run … --help`) come from one struct,
-//! [`executor::args::JobArgs`], with Flink's meanings.
+//! `JobArgs` (`job_args.rs`), with Flink's meanings.
 //!
 //! Output is for people by default; `--json` prints one JSON document on
 //! stdout whose field names are stable (each command documents them in its
@@ -44,6 +44,7 @@ mod demo;
 mod example;
 mod human;
 mod inspect;
+mod job_args;
 mod job_dir;
 mod list;
 mod log_cmd;

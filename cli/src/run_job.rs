@@ -33,7 +33,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use backend_fs::FsCheckpointStorage;
-use executor::args::{DEFAULT_JOB_ID, JobArgs};
 use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
 use executor::sinks::{FileSink, PrintSink};
 use executor::{JobResult, JobStatus, StreamEnv};
@@ -44,6 +43,7 @@ use state_core::{
 };
 
 use crate::backend::{self, BackendVisitor};
+use crate::job_args::{DEFAULT_JOB_ID, JobArgs};
 use crate::wordcount;
 
 /// `cairn run` subcommands: the bundled jobs.

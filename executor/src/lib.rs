@@ -19,7 +19,8 @@
 //!   seek to its offsets.
 //! - [`log`] is a replayable partitioned log on local files (a Kafka topic's
 //!   role) with its [`log::LogSource`]; [`sinks`] has print, file and collect
-//!   sinks; [`args::JobArgs`] is the one set of Flink-style job options.
+//!   sinks; [`JobConfig::validate`] checks a job's settings against the
+//!   ranges Flink allows (front ends such as `cairn` parse them).
 //!
 //! # Place in the workspace
 //! `state-core <- backend-* <- executor <- cli`. The executor codes against
@@ -31,7 +32,6 @@
 //! See [`job`] for a complete, compiled WordCount.
 #![forbid(unsafe_code)]
 
-pub mod args;
 pub mod config;
 pub mod error;
 pub mod job;
@@ -43,7 +43,10 @@ pub mod sink;
 pub mod sinks;
 pub mod source;
 
-pub use config::{CheckpointConfig, CheckpointingMode, JobConfig, RestartStrategyConfig};
+pub use config::{
+    CheckpointConfig, CheckpointingMode, InvalidSetting, JobConfig, RestartStrategyConfig, Setting,
+    SettingProblem,
+};
 pub use error::{ExecutorError, Result, UserError};
 pub use job::{
     CompletedCheckpointInfo, DataStream, JobCanceller, JobEvent, JobHandle, JobResult, JobStatus,

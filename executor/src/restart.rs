@@ -27,10 +27,9 @@
 //! [`RestartStrategy::new`] never fails and clamps what [`validate`] rejects.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
-use crate::config::RestartStrategyConfig;
+use crate::config::{DisplayDuration, RestartStrategyConfig, millis};
 use crate::error::{ExecutorError, Result};
 
 /// What to do after a failed job attempt.
@@ -299,31 +298,6 @@ pub fn validate(config: &RestartStrategyConfig) -> Result<()> {
             } else {
                 Ok(())
             }
-        }
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Formats a duration the way job options take it (`500ms`, `10s`, `5min`, `1h`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DisplayDuration(pub(crate) Duration);
-
-impl fmt::Display for DisplayDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = millis(self.0);
-        if ms == 0 {
-            f.write_str("0ms")
-        } else if ms % 3_600_000 == 0 {
-            write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 {
-            write!(f, "{}min", ms / 60_000)
-        } else if ms % 1000 == 0 {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
         }
     }
 }
