@@ -102,8 +102,8 @@ use crate::runtime::task::{ExchangeTask, SourceTask, Task};
 use crate::sink::{SinkContext, SinkFactory};
 use crate::source::{SourceContext, SourceFactory};
 
+pub use crate::process::{KeyedContext, KeyedProcessFunction, TimeDomain, TimerServiceRef};
 pub use crate::runtime::events::{CompletedCheckpointInfo, JobEvent, JobResult, JobStatus};
-pub use crate::runtime::keyed::{KeyedContext, KeyedProcessFunction, TimeDomain, TimerServiceRef};
 
 type Partial<T> =
     Arc<dyn Fn(&mut TaskEnv, Box<dyn Output<T>>) -> Result<Box<dyn Task>> + Send + Sync>;

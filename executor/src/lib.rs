@@ -37,6 +37,7 @@ pub mod error;
 pub mod job;
 pub mod log;
 pub mod metrics;
+pub mod process;
 pub mod restart;
 mod runtime;
 pub mod sink;
