@@ -14,7 +14,7 @@
 //! use std::sync::Arc;
 //!
 //! use backend_heap::HeapBackendFactory;
-//! use executor::sinks::CollectSink;
+//! use executor::sink::collect::CollectSink;
 //! use executor::source::{Source, SourceContext, SourcePoll};
 //! use executor::{JobConfig, JobStatus, StreamEnv};
 //! use state_core::metadata::OperatorStateMode;

@@ -18,7 +18,7 @@
 //!   every task restores from the latest completed checkpoint while sources
 //!   seek to its offsets.
 //! - [`log`] is a replayable partitioned log on local files (a Kafka topic's
-//!   role) with its [`log::LogSource`]; [`sinks`] has print, file and collect
+//!   role) with its [`log::LogSource`]; [`sink`] has print, file and collect
 //!   sinks; [`JobConfig::validate`] checks a job's settings against the
 //!   ranges Flink allows (front ends such as `cairn` parse them).
 //!
@@ -41,7 +41,6 @@ pub mod process;
 pub mod restart;
 mod runtime;
 pub mod sink;
-pub mod sinks;
 pub mod source;
 
 pub use config::{
