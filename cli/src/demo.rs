@@ -1,7 +1,7 @@
-//! `cairn demo`: seed 000's WordCount, its failure and its recovery, on the
+//! `cairn demo`: the WordCount failure-and-recovery walk-through, on the
 //! embedded defaults (heap state, checkpoints in memory) with no set-up.
 //!
-//! The story, as seed 000 tells it with Flink and Kafka:
+//! The story, as the walk-through tells it with Flink and Kafka:
 //!
 //! 1. A replayable log (a Kafka topic) already holds 25 records; the job
 //!    starts reading at offset 25. Checkpoint 1 is taken.
@@ -22,7 +22,7 @@
 //! the record that produced them), the checkpoints the job completed, the
 //! source offsets stored in the checkpoint, and the job's restart events. The
 //! demo only chooses when records arrive and when checkpoints are triggered,
-//! so that they fall where seed 000's table has them.
+//! so that they fall where the walk-through's table has them.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -51,13 +51,13 @@ use crate::wordcount::{self, POISON, WordCount, uid};
 
 /// The topic of the demo's log.
 const TOPIC: &str = "word";
-/// Records already in the log before the demo's job starts (seed 000's
-/// consumer starts at committed offset 25).
+/// Records already in the log before the demo's job starts (the
+/// walk-through's consumer starts at committed offset 25).
 const EARLIER_RECORDS: u64 = 25;
 /// What arrives before checkpoint 2, and after it.
 const BEFORE_CHECKPOINT: [&str; 3] = ["a", "b", "a"];
 const AFTER_CHECKPOINT: [&str; 3] = ["a", "c", POISON];
-/// Restart attempts of the fixed-delay strategy (seed 000:
+/// Restart attempts of the fixed-delay strategy (the walk-through's
 /// `RestartStrategies.fixedDelayRestart(3, 10000)`).
 const RESTART_ATTEMPTS: u32 = 3;
 /// How long the demo waits for the job to do something before giving up.
@@ -71,7 +71,7 @@ pub struct DemoArgs {
     /// directory and memory, so they can be inspected afterwards
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
-    /// Wait between a failure and the restart (seed 000 waits 10 s)
+    /// Wait between a failure and the restart (the Flink walk-through waits 10 s)
     #[arg(long, value_name = "DURATION", default_value = "500ms",
           value_parser = crate::job_args::parse_duration)]
     restart_delay: Duration,
@@ -145,7 +145,7 @@ impl TaggingSink {
 /// One row of the table: a record read by the job, or a note.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Row {
-    /// Seed 000's record id (offset − 24), empty for a note.
+    /// The walk-through's record id (offset − 24), empty for a note.
     pub record: String,
     /// The record's value.
     pub data: String,
@@ -211,7 +211,7 @@ fn place(args: &DemoArgs, job: &JobId) -> anyhow::Result<Place> {
 
 fn config(job: &JobId, restart_delay: Duration) -> JobConfig {
     let mut config = JobConfig::new(job.clone());
-    // The demo triggers its checkpoints itself, where seed 000's table has
+    // The demo triggers its checkpoints itself, where the walk-through's table has
     // them; the periodic trigger is set far out of the way.
     config.checkpointing = Some(CheckpointConfig::every(Duration::from_secs(3600)));
     config.restart = Some(RestartStrategyConfig::FixedDelay {
@@ -336,7 +336,7 @@ fn run_demo(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<DemoReport> 
     }
     writeln!(
         out,
-        "cairn demo: seed 000's WordCount, a poison record, restarts, and recovery\n\
+        "cairn demo: WordCount with a poison record, restarts, and recovery\n\
          job {job_id}: {} -> {} -> keyBy(word) -> {} -> {} -> {}\n\
          heap state, {}; restart strategy fixed-delay ({RESTART_ATTEMPTS} attempts, {:?} apart)\n\
          log {}/{TOPIC}: {EARLIER_RECORDS} earlier records; the job starts at offset {EARLIER_RECORDS}\n",
@@ -523,7 +523,7 @@ fn print_table(out: &mut dyn Write, rows: &[Row]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the demo and prints the seed-000 table.
+/// Runs the demo and prints the walk-through's table.
 pub fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let report = run_demo(args, out)?;
     print_table(out, &report.failing)?;
@@ -551,7 +551,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         "\njob {}; counts {}\n\
          The state is exactly-once: every restart counted from checkpoint {} again, so `a` is 3, \
          not 3 plus the replays.\nThe printed output is at-least-once: (a,3) and (c,1) were \
-         printed again on every replay, as seed 000 explains.",
+         printed again on every replay: sinks without two-phase commit write again what they wrote since the checkpoint.",
         report.recovery_status,
         counts.join(" "),
         report.recovered_from

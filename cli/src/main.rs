@@ -20,7 +20,7 @@
 //! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`example`]).
 //!
 //! Exit status: 0 on success; 1 when `verify` found a corrupt file, a job
-//! ended FAILED or CANCELED, or the demo did not end as seed 000 does; 130
+//! ended FAILED or CANCELED, or the demo did not end as its walk-through does; 130
 //! when a benchmark was interrupted; 2 for bad input or usage (a path that is not a checkpoint, an unreadable
 //! `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
 //! naming the path that is wrong. Logs go to stderr at level `warn` unless
@@ -82,7 +82,7 @@ enum Command {
     /// Run a small word count with checkpoints on the filesystem, then restore it
     #[command(after_help = example::JSON_HELP)]
     Example(ExampleArgs),
-    /// Seed 000's WordCount: checkpoint, poison record, three restarts, FAILED, then recovery
+    /// The WordCount failure-and-recovery walk-through: checkpoint, poison record, three restarts, FAILED, then recovery
     Demo(demo::DemoArgs),
     /// Run a bundled job with the standard job options (Flink's `flink run`)
     #[command(subcommand)]

@@ -50,7 +50,7 @@ use crate::wordcount;
 /// `cairn run` subcommands: the bundled jobs.
 #[derive(Debug, clap::Subcommand)]
 pub enum RunCommand {
-    /// Seed 000's WordCount over a replayable log topic: prints `(word,count)`
+    /// WordCount over a replayable log topic (the job of `cairn demo`): prints `(word,count)`
     /// per word read, as Flink's `print()` does
     #[command(after_help = WORDCOUNT_HELP)]
     Wordcount(Box<WordCountArgs>),
@@ -78,7 +78,7 @@ pub struct WordCountArgs {
     /// Append the output to part files in this directory instead of stdout
     #[arg(long, value_name = "DIR")]
     output: Option<PathBuf>,
-    /// Drop records holding the poison word ERROR (how seed 000's job is
+    /// Drop records holding the poison word ERROR (how the demo's job is
     /// fixed before it is resumed from its retained checkpoint)
     #[arg(long)]
     filter_poison: bool,

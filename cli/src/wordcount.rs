@@ -1,4 +1,5 @@
-//! The bundled WordCount job of seed 000, shared by `cairn demo` and
+//! The bundled WordCount job of the failure-and-recovery walk-through,
+//! shared by `cairn demo` and
 //! `cairn run wordcount`.
 //!
 //! ```text
@@ -7,10 +8,10 @@
 //! ```
 //!
 //! Every record carries the log partition and offset it came from, so the
-//! demo can print seed 000's table. The poison check runs in the keyed stage,
+//! demo can print the walk-through's table. The poison check runs in the keyed stage,
 //! right before the sink: outputs of records read before the poison one are
 //! written before it fails the task, whatever the batching of the exchange,
-//! which makes the printed table deterministic. Seed 000 throws in its `map`
+//! which makes the printed table deterministic. The Flink original throws in its `map`
 //! before `keyBy`; the state and the output are the same.
 
 use std::fmt;
@@ -21,7 +22,7 @@ use executor::sink::SinkFactory;
 use serde::{Deserialize, Serialize};
 use state_core::BackendFactory;
 
-/// The word whose arrival makes the job fail (seed 000's dirty record).
+/// The word whose arrival makes the job fail (the walk-through's dirty record).
 pub const POISON: &str = "ERROR";
 
 /// The operator uids, stable so checkpoints restore into a rebuilt job.
@@ -61,7 +62,7 @@ impl fmt::Display for WordCount {
 
 /// Adds the WordCount dataflow to `env`, reading `source`, writing `sink`.
 /// With `filter_poison` the poison word is dropped right after the source
-/// (how the job is fixed and resumed in seed 000's story).
+/// (how the job is fixed and resumed in the walk-through).
 pub fn build<F, S>(env: &StreamEnv<F>, source: LogSource, filter_poison: bool, sink: S)
 where
     F: BackendFactory + 'static,

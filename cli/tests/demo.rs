@@ -1,4 +1,5 @@
-//! `cairn demo` run as a subprocess prints seed 000's table and exits 0.
+//! `cairn demo` run as a subprocess prints the WordCount
+//! failure-and-recovery walk-through's table and exits 0.
 
 use std::process::Command;
 
@@ -7,7 +8,7 @@ fn normalized(line: &str) -> String {
 }
 
 #[test]
-fn demo_prints_the_seed_000_table_and_recovers() {
+fn demo_prints_the_walk_through_table_and_recovers() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["demo", "--restart-delay", "10ms"])
         .output()
@@ -18,7 +19,7 @@ fn demo_prints_the_seed_000_table_and_recovers() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     let lines: Vec<String> = stdout.lines().map(normalized).collect();
 
-    // Seed 000's table: record id, record, output, note.
+    // The walk-through's table: record id, record, output, note.
     let replay = [
         "4 a (a,3) restored checkpoint 2, seek to offset 28",
         "5 c (c,1) offset 29",

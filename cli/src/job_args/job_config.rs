@@ -15,7 +15,7 @@ use executor::{
 use state_core::JobId;
 use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
 
-use super::{DEFAULT_JOB_ID, JobArgs, RestartStrategyKind};
+use super::{JobArgs, RestartStrategyKind};
 
 fn invalid(msg: String) -> ExecutorError {
     ExecutorError::InvalidJob(msg)
