@@ -19,9 +19,10 @@
 //! - A failing task fails the attempt; the [`restart`] strategy decides, and
 //!   every task restores from the latest completed checkpoint while sources
 //!   seek to its offsets.
-//! - [`source`] and [`sink`] are the contracts of inputs and outputs; [`log`]
-//!   is a replayable partitioned log on local files (a Kafka topic's role)
-//!   with its [`log::LogSource`]; [`sink`] has print, file and collect sinks.
+//! - [`source`] and [`sink`] are the contracts of inputs and outputs, and
+//!   `sink` has print, file and collect sinks; [`log`] is a replayable
+//!   partitioned log on local files (a Kafka topic's role) with its
+//!   [`log::LogSource`].
 //! - [`JobConfig`] holds parallelism, checkpointing and restart settings with
 //!   Flink's defaults; [`JobConfig::validate`] checks them against the ranges
 //!   Flink allows. Parsing them from flags is the front end's job (`cli`).

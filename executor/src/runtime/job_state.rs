@@ -38,7 +38,7 @@ pub(crate) struct JobShared {
 }
 
 impl JobShared {
-    pub fn new(metrics: Arc<MetricsRegistry>) -> Self {
+    pub(crate) fn new(metrics: Arc<MetricsRegistry>) -> Self {
         JobShared {
             status: Mutex::new(JobStatus::Created),
             checkpoints: Mutex::new(HashMap::new()),
@@ -47,7 +47,7 @@ impl JobShared {
         }
     }
 
-    pub fn status(&self) -> JobStatus {
+    pub(crate) fn status(&self) -> JobStatus {
         *self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 

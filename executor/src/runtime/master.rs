@@ -23,7 +23,7 @@ pub(crate) struct Master {
 }
 
 impl Master {
-    pub fn new(
+    pub(crate) fn new(
         spec: JobSpec,
         shared: Arc<JobShared>,
         events: Sender<JobEvent>,
@@ -65,7 +65,7 @@ impl Master {
     }
 
     /// Runs the job to a terminal status.
-    pub fn run(mut self) -> Result<JobResult> {
+    pub(crate) fn run(mut self) -> Result<JobResult> {
         let strategy_config = self.job.spec.config.effective_restart_strategy();
         let seed = self.job.spec.clock.now_millis();
         let mut strategy = RestartStrategy::new(&strategy_config, seed);
