@@ -11,8 +11,9 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
-use executor::args::BackendKind;
 use state_core::{BackendFactory, CheckpointStorage, JobId, MemoryCheckpointStorage};
+
+use crate::job_args::{BackendKind, JobArgs};
 
 /// Generic code to run with the concrete backend chosen on the command line.
 pub trait BackendVisitor {
@@ -72,7 +73,7 @@ pub struct LocalState {
 
 impl LocalState {
     /// The local state settings of a job's options.
-    pub fn from_args(args: &executor::args::JobArgs) -> Self {
+    pub fn from_args(args: &JobArgs) -> Self {
         LocalState {
             dir: args.local_dir.clone(),
             recovery: args.local_recovery,

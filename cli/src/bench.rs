@@ -30,7 +30,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use executor::args::BackendKind;
+use crate::job_args::BackendKind;
 
 use crate::human;
 

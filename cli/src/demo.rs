@@ -73,7 +73,7 @@ pub struct DemoArgs {
     dir: Option<PathBuf>,
     /// Wait between a failure and the restart (the Flink walk-through waits 10 s)
     #[arg(long, value_name = "DURATION", default_value = "500ms",
-          value_parser = executor::args::parse_duration)]
+          value_parser = crate::job_args::parse_duration)]
     restart_delay: Duration,
 }
 
@@ -211,8 +211,8 @@ fn place(args: &DemoArgs, job: &JobId) -> anyhow::Result<Place> {
 
 fn config(job: &JobId, restart_delay: Duration) -> JobConfig {
     let mut config = JobConfig::new(job.clone());
-    // The demo triggers its checkpoints itself, where the walk-through's table
-    // has them; the periodic trigger is set far out of the way.
+    // The demo triggers its checkpoints itself, where the walk-through's table has
+    // them; the periodic trigger is set far out of the way.
     config.checkpointing = Some(CheckpointConfig::every(Duration::from_secs(3600)));
     config.restart = Some(RestartStrategyConfig::FixedDelay {
         attempts: RESTART_ATTEMPTS,
@@ -523,7 +523,7 @@ fn print_table(out: &mut dyn Write, rows: &[Row]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs the demo and prints the seed-000 table.
+/// Runs the demo and prints the walk-through's table.
 pub fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let report = run_demo(args, out)?;
     print_table(out, &report.failing)?;
@@ -551,7 +551,7 @@ pub fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         "\njob {}; counts {}\n\
          The state is exactly-once: every restart counted from checkpoint {} again, so `a` is 3, \
          not 3 plus the replays.\nThe printed output is at-least-once: (a,3) and (c,1) were \
-         printed again on every replay (a print sink is not transactional).",
+         printed again on every replay: sinks without two-phase commit write again what they wrote since the checkpoint.",
         report.recovery_status,
         counts.join(" "),
         report.recovered_from

@@ -13,14 +13,14 @@
 //! ```
 //!
 //! Job options (`cairn run … --help`) come from one struct,
-//! [`executor::args::JobArgs`], with Flink's meanings.
+//! `JobArgs` (`job_args.rs`), with Flink's meanings.
 //!
 //! Output is for people by default; `--json` prints one JSON document on
 //! stdout whose field names are stable (each command documents them in its
 //! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`example`]).
 //!
 //! Exit status: 0 on success; 1 when `verify` found a corrupt file, a job
-//! ended FAILED or CANCELED, or the demo did not end as the walk-through does; 130
+//! ended FAILED or CANCELED, or the demo did not end as its walk-through does; 130
 //! when a benchmark was interrupted; 2 for bad input or usage (a path that is not a checkpoint, an unreadable
 //! `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
 //! naming the path that is wrong. Logs go to stderr at level `warn` unless
@@ -44,6 +44,7 @@ mod demo;
 mod example;
 mod human;
 mod inspect;
+mod job_args;
 mod job_dir;
 mod list;
 mod log_cmd;

@@ -33,9 +33,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use backend_fs::FsCheckpointStorage;
-use executor::args::{DEFAULT_JOB_ID, JobArgs};
 use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
-use executor::sinks::{FileSink, PrintSink};
+use executor::sink::file::FileSink;
+use executor::sink::print::PrintSink;
 use executor::{JobResult, JobStatus, StreamEnv};
 use state_core::checkpoint_store::load_verified;
 use state_core::metadata::METADATA_FILE_NAME;
@@ -44,12 +44,13 @@ use state_core::{
 };
 
 use crate::backend::{self, BackendVisitor};
+use crate::job_args::{DEFAULT_JOB_ID, JobArgs};
 use crate::wordcount;
 
 /// `cairn run` subcommands: the bundled jobs.
 #[derive(Debug, clap::Subcommand)]
 pub enum RunCommand {
-    /// The walk-through's WordCount over a replayable log topic: prints `(word,count)`
+    /// WordCount over a replayable log topic (the job of `cairn demo`): prints `(word,count)`
     /// per word read, as Flink's `print()` does
     #[command(after_help = WORDCOUNT_HELP)]
     Wordcount(Box<WordCountArgs>),
@@ -77,7 +78,7 @@ pub struct WordCountArgs {
     /// Append the output to part files in this directory instead of stdout
     #[arg(long, value_name = "DIR")]
     output: Option<PathBuf>,
-    /// Drop records holding the poison word ERROR (how the walk-through's job is
+    /// Drop records holding the poison word ERROR (how the demo's job is
     /// fixed before it is resumed from its retained checkpoint)
     #[arg(long)]
     filter_poison: bool,

@@ -1,4 +1,5 @@
-//! The bundled WordCount job of the failure-and-recovery walk-through, shared by `cairn demo` and
+//! The bundled WordCount job of the failure-and-recovery walk-through,
+//! shared by `cairn demo` and
 //! `cairn run wordcount`.
 //!
 //! ```text
@@ -10,7 +11,7 @@
 //! demo can print the walk-through's table. The poison check runs in the keyed stage,
 //! right before the sink: outputs of records read before the poison one are
 //! written before it fails the task, whatever the batching of the exchange,
-//! which makes the printed table deterministic. The Flink walk-through throws in its `map`
+//! which makes the printed table deterministic. The Flink original throws in its `map`
 //! before `keyBy`; the state and the output are the same.
 
 use std::fmt;

@@ -1,4 +1,5 @@
-//! `cairn demo` run as a subprocess prints the WordCount failure-and-recovery table and exits 0.
+//! `cairn demo` run as a subprocess prints the WordCount
+//! failure-and-recovery walk-through's table and exits 0.
 
 use std::process::Command;
 
@@ -7,7 +8,7 @@ fn normalized(line: &str) -> String {
 }
 
 #[test]
-fn demo_prints_the_wordcount_failure_and_recovery_table() {
+fn demo_prints_the_walk_through_table_and_recovers() {
     let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .args(["demo", "--restart-delay", "10ms"])
         .output()

@@ -1,5 +1,6 @@
 //! `cairn run wordcount` through the real binary: a bounded run on the fs
-//! backend with checkpoints, the WordCount walk-through (poison record, three restarts, FAILED,
+//! backend with checkpoints, the WordCount failure-and-recovery walk-through
+//! (poison record, three restarts, FAILED,
 //! resumed from its retained checkpoint), `--from` a chosen older retained
 //! checkpoint, and bad input.
 //!
@@ -205,7 +206,7 @@ fn bounded_wordcount_on_fs_with_checkpoints_counts_every_word_once() {
 }
 
 #[test]
-fn wordcount_walkthrough_fails_after_three_restarts_and_resumes_from_its_retained_checkpoint() {
+fn wordcount_fails_after_three_restarts_and_resumes_from_its_retained_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let ck = dir.path().join("ck");

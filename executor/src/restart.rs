@@ -27,10 +27,9 @@
 //! [`RestartStrategy::new`] never fails and clamps what [`validate`] rejects.
 
 use std::collections::VecDeque;
-use std::fmt;
 use std::time::Duration;
 
-use crate::config::RestartStrategyConfig;
+use crate::config::{DisplayDuration, RestartStrategyConfig, Setting, SettingProblem, millis};
 use crate::error::{ExecutorError, Result};
 
 /// What to do after a failed job attempt.
@@ -244,88 +243,31 @@ impl RestartStrategy {
 /// `max_failures >= 1` and an interval of at least 1 ms; exponential-delay
 /// needs `1 ms <= initial <= max`, `multiplier > 1`, `0 <= jitter <= 1` and
 /// a reset threshold of at least 1 ms. The error names the setting and value.
+///
+/// The checks are [`RestartStrategyConfig::validate`]'s; this says them in
+/// the words of the restart strategy.
 pub fn validate(config: &RestartStrategyConfig) -> Result<()> {
-    let invalid = |msg: String| Err(ExecutorError::InvalidJob(msg));
-    match config {
-        RestartStrategyConfig::None | RestartStrategyConfig::FixedDelay { .. } => Ok(()),
-        RestartStrategyConfig::FailureRate {
-            max_failures,
-            interval,
-            ..
-        } => {
-            if *max_failures == 0 {
-                invalid("failure-rate restart strategy: max failures per interval must be at least 1, got 0".to_owned())
-            } else if millis(*interval) == 0 {
-                invalid(format!(
-                    "failure-rate restart strategy: failure rate interval must be at least 1ms, got {}",
-                    DisplayDuration(*interval)
-                ))
-            } else {
-                Ok(())
+    config.validate().map_err(|e| {
+        let (strategy, setting) = match e.setting {
+            Setting::FailureRateMaxFailures => ("failure-rate", "max failures per interval"),
+            Setting::FailureRateInterval => ("failure-rate", "failure rate interval"),
+            Setting::BackoffInitial => ("exponential-delay", "initial backoff"),
+            Setting::BackoffMax => ("exponential-delay", "max backoff"),
+            Setting::BackoffMultiplier => ("exponential-delay", "backoff multiplier"),
+            Setting::BackoffJitter => ("exponential-delay", "jitter factor"),
+            Setting::BackoffResetThreshold => ("exponential-delay", "reset backoff threshold"),
+            other => ("the", other.name()),
+        };
+        ExecutorError::InvalidJob(match &e.problem {
+            SettingProblem::OutOfRange(rule) => {
+                format!("{strategy} restart strategy: {setting} {rule}, got {}", e.value)
             }
-        }
-        RestartStrategyConfig::ExponentialDelay {
-            initial,
-            max,
-            multiplier,
-            jitter,
-            reset_threshold,
-        } => {
-            let name = "exponential-delay restart strategy";
-            if millis(*initial) == 0 {
-                invalid(format!(
-                    "{name}: initial backoff must be at least 1ms, got {}",
-                    DisplayDuration(*initial)
-                ))
-            } else if initial > max {
-                invalid(format!(
-                    "{name}: initial backoff {} is larger than max backoff {}",
-                    DisplayDuration(*initial),
-                    DisplayDuration(*max)
-                ))
-            } else if !(multiplier.is_finite() && *multiplier > 1.0) {
-                invalid(format!(
-                    "{name}: backoff multiplier must be greater than 1, got {multiplier}"
-                ))
-            } else if !(0.0..=1.0).contains(jitter) {
-                invalid(format!(
-                    "{name}: jitter factor must be between 0 and 1, got {jitter}"
-                ))
-            } else if millis(*reset_threshold) == 0 {
-                invalid(format!(
-                    "{name}: reset backoff threshold must be at least 1ms, got {}",
-                    DisplayDuration(*reset_threshold)
-                ))
-            } else {
-                Ok(())
-            }
-        }
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Formats a duration the way job options take it (`500ms`, `10s`, `5min`, `1h`).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct DisplayDuration(pub(crate) Duration);
-
-impl fmt::Display for DisplayDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = millis(self.0);
-        if ms == 0 {
-            f.write_str("0ms")
-        } else if ms % 3_600_000 == 0 {
-            write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 {
-            write!(f, "{}min", ms / 60_000)
-        } else if ms % 1000 == 0 {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
+            SettingProblem::LessThan { value, .. } => format!(
+                "{strategy} restart strategy: initial backoff {value} is larger than max backoff {}",
+                e.value
+            ),
+        })
+    })
 }
 
 /// SplitMix64: a small, fast, seedable generator for the jitter.
@@ -426,6 +368,48 @@ mod tests {
                 .to_string()
                 .contains("max failures")
         );
+        let backoff = |initial: u64, multiplier: f64, jitter: f64, reset: u64| {
+            validate(&RestartStrategyConfig::ExponentialDelay {
+                initial: Duration::from_millis(initial),
+                max: Duration::from_secs(60),
+                multiplier,
+                jitter,
+                reset_threshold: Duration::from_millis(reset),
+            })
+            .unwrap_err()
+            .to_string()
+        };
+        let name = "invalid job: exponential-delay restart strategy";
+        for (got, expected) in [
+            (
+                backoff(0, 2.0, 0.1, 1),
+                format!("{name}: initial backoff must be at least 1ms, got 0ms"),
+            ),
+            (
+                backoff(1, 0.5, 0.1, 1),
+                format!("{name}: backoff multiplier must be greater than 1, got 0.5"),
+            ),
+            (
+                backoff(1, 2.0, 2.0, 1),
+                format!("{name}: jitter factor must be between 0 and 1, got 2"),
+            ),
+            (
+                backoff(1, 2.0, 0.1, 0),
+                format!("{name}: reset backoff threshold must be at least 1ms, got 0ms"),
+            ),
+            (
+                validate(&RestartStrategyConfig::FailureRate {
+                    max_failures: 1,
+                    interval: Duration::ZERO,
+                    delay: Duration::ZERO,
+                })
+                .unwrap_err()
+                .to_string(),
+                "invalid job: failure-rate restart strategy: failure rate interval must be at least 1ms, got 0ms".to_owned(),
+            ),
+        ] {
+            assert_eq!(got, expected);
+        }
         assert!(validate(&RestartStrategyConfig::None).is_ok());
     }
 }

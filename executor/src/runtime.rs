@@ -8,6 +8,7 @@ pub(crate) mod chain;
 pub mod coordinator;
 pub(crate) mod events;
 pub(crate) mod graph;
+pub(crate) mod job_state;
 pub(crate) mod keyed;
 pub(crate) mod master;
 pub(crate) mod task;

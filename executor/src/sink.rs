@@ -1,9 +1,31 @@
-//! Sinks: where a job's results leave it.
+//! Sinks: where a job's results leave it. This module holds the [`Sink`]
+//! contract; each ready-made sink is in its own module:
+//!
+//! - [`print::PrintSink`]: one line per record on stdout (Flink's `print()`);
+//! - [`file::FileSink`]: one line per record in a part file per subtask;
+//! - [`collect::CollectSink`]: every record in a shared vector, for tests and demos.
+//!
+//! None of them takes part in two-phase commit: what they wrote between the
+//! last completed checkpoint and a failure is written again after the
+//! restart (at-least-once output).
+
+use std::sync::{Mutex, MutexGuard};
 
 use state_core::CheckpointId;
 use state_core::operator_state::OperatorStateStore;
 
-use crate::Result;
+use crate::error::Result;
+
+pub mod collect;
+pub mod file;
+pub mod print;
+
+/// Locks a mutex shared by the subtasks of a sink. A panic in another
+/// subtask while it held the lock leaves the data usable (lines or records
+/// already written stay written).
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Where a sink subtask runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,7 +41,8 @@ pub struct SinkContext {
 ///
 /// Without checkpoint hooks a sink is at-least-once: records between the last
 /// completed checkpoint and a failure are written again after the restart
-/// (seed 000). A two-phase-commit sink pre-commits in
+/// (as `print()` does in the WordCount failure-and-recovery walk-through of
+/// `cairn demo`). A two-phase-commit sink pre-commits in
 /// [`Sink::snapshot_state`] and commits in [`Sink::notify_checkpoint_complete`].
 pub trait Sink<T>: Send {
     /// Prepares to write; `restored` is this subtask's operator state from the

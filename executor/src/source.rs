@@ -2,7 +2,7 @@
 
 use state_core::operator_state::OperatorStateStore;
 
-use crate::Result;
+use crate::error::Result;
 
 /// Where a source subtask runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Failure and restart behaviour through the public API: seed 000's
-//! WordCount-style run (checkpoint, poison record, three restarts, FAILED,
+//! Failure and restart behaviour through the public API: the WordCount
+//! failure-and-recovery walk-through (checkpoint, poison record, three restarts, FAILED,
 //! then recovery from the retained checkpoint), panics, and invalid jobs.
 
 // Helpers outside #[test] fns unwrap too: a panic here is a test failure.
@@ -55,7 +55,7 @@ fn word_count(
 }
 
 #[test]
-fn seed_000_fails_after_three_restarts_and_recovers_from_the_retained_checkpoint() {
+fn wordcount_fails_after_three_restarts_and_recovers_from_the_retained_checkpoint() {
     let storage: Arc<dyn CheckpointStorage> = Arc::new(MemoryCheckpointStorage::default());
     let log = NumberLog::default();
     log.append([1, 2, 1]);
@@ -84,7 +84,7 @@ fn seed_000_fails_after_three_restarts_and_recovers_from_the_retained_checkpoint
         failure.contains("custom error flag") && failure.contains("check"),
         "{failure}"
     );
-    // Outputs as in seed 000's table: the records after the checkpoint are
+    // Outputs as in the walk-through's table: the records after the checkpoint are
     // replayed on every restart (at-least-once output), the state is not.
     let mut expected = vec![(1, 1), (2, 1), (1, 2)];
     for _ in 0..4 {

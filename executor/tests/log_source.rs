@@ -213,8 +213,9 @@ impl tracing::Subscriber for Messages {
 }
 
 #[test]
-fn snapshot_then_restore_seeks_exactly_like_seed_000() {
-    // Seed 000: offsets 25..=27 read before checkpoint 2, 28 (a), 29 (c), 30 (ERROR) after.
+fn snapshot_then_restore_seeks_like_the_wordcount_walk_through() {
+    // The WordCount failure-and-recovery walk-through: offsets 25..=27 read
+    // before checkpoint 2, 28 (a), 29 (c), 30 (ERROR) after.
     let dir = tempfile::tempdir().unwrap();
     let topic = Topic::create(dir.path(), "word", 1).unwrap();
     let mut w = topic.writer().unwrap();

@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::job_args::{BackendKind, parse_duration};
 use anyhow::Context as _;
-use executor::args::{BackendKind, parse_duration};
 use executor::sink::{Sink, SinkContext};
 use executor::source::{Source, SourceContext, SourcePoll};
 use executor::{

@@ -15,9 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::job_args::BackendKind;
 use anyhow::Context as _;
 use bytes::Bytes;
-use executor::args::BackendKind;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};

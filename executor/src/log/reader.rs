@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use state_core::StateError;
 
-use super::LogRecord;
 use super::format::{Parse, RawRecord, parse_record};
+use super::record::LogRecord;
 use super::topic::Topic;
 use crate::error::{ExecutorError, Result};
 
@@ -202,5 +202,20 @@ impl PartitionReader {
             detail,
         )
         .into()
+    }
+}
+
+impl Topic {
+    /// The offset the next record appended to `partition` gets (its record
+    /// count, a torn last record not counted). Reads the partition file.
+    pub fn end_offset(&self, partition: u32) -> Result<u64> {
+        let mut reader = PartitionReader::open_file(self.partition_path(partition)?, partition)?;
+        while reader.skip()? {}
+        Ok(reader.offset())
+    }
+
+    /// A reader of `partition` from `from_offset` (see [`PartitionReader::open`]).
+    pub fn reader(&self, partition: u32, from_offset: u64) -> Result<PartitionReader> {
+        PartitionReader::open(self, partition, from_offset)
     }
 }

@@ -7,8 +7,8 @@ use state_core::StateError;
 use state_core::metadata::OperatorStateMode;
 use state_core::operator_state::OperatorStateStore;
 
-use super::LogRecord;
 use super::reader::PartitionReader;
+use super::record::LogRecord;
 use super::topic::Topic;
 use crate::error::{ExecutorError, Result};
 use crate::source::{Source, SourceContext, SourceFactory, SourcePoll};

@@ -16,7 +16,7 @@ use state_core::{CheckpointId, KeyedStateHandle};
 use super::coordinator::{AckOutcome, CheckpointCoordinator};
 use super::events::{JobEvent, JobStatus};
 use super::graph::{AttemptShared, RestoreState, TaskEnv};
-use super::master::{AttemptEnd, HandleCommand, Master, elapsed_millis};
+use super::job_state::{AttemptEnd, HandleCommand, JobState, elapsed_millis};
 use super::task::{AckedState, Task, TaskCommand, TaskReport, TaskRuntime, panic_message};
 use crate::error::{ExecutorError, Result};
 
@@ -37,17 +37,9 @@ pub(super) struct Attempt {
 
 static NEXT_ATTEMPT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-/// Joins the task threads of this job's failed-over attempts that are still
-/// freeing their state (see [`Master::reapers`]), so none outlives the job.
-pub(super) fn join_reapers(master: &mut Master) {
-    for thread in master.reapers.drain(..) {
-        let _ = thread.join();
-    }
-}
-
 impl Attempt {
-    pub(super) fn start(master: &mut Master, restore: Option<Arc<RestoreState>>) -> Result<Self> {
-        let spec = &master.spec;
+    pub(super) fn start(job: &mut JobState, restore: Option<Arc<RestoreState>>) -> Result<Self> {
+        let spec = &job.spec;
         let number = NEXT_ATTEMPT.fetch_add(1, Ordering::Relaxed);
         let cancel = Arc::new(AtomicBool::new(false));
         let (report_tx, report_rx) = crossbeam_channel::unbounded();
@@ -58,10 +50,10 @@ impl Attempt {
             restore,
             max_parallelism: spec.max_parallelism,
             batch_size: spec.config.batch_size.max(1),
-            mode: master.checkpoint_config.mode,
+            mode: job.checkpoint_config.mode,
             snapshot_mode: spec.snapshot_mode,
             cancel: cancel.clone(),
-            metrics: master.shared.metrics.clone(),
+            metrics: job.shared.metrics.clone(),
         };
         let default_p = spec.config.parallelism.max(1);
         let parallelism = |stage: usize| {
@@ -170,11 +162,11 @@ impl Attempt {
         }
         let periodic = spec.config.checkpointing.is_some();
         let coordinator = CheckpointCoordinator::new(
-            &master.checkpoint_config,
+            &job.checkpoint_config,
             periodic,
             tasks.len(),
-            master.next_id,
-            elapsed_millis(master.started),
+            job.next_id,
+            elapsed_millis(job.started),
         );
         Ok(Attempt {
             number,
@@ -191,21 +183,21 @@ impl Attempt {
     }
 
     /// Runs until the attempt finishes, fails or is cancelled.
-    pub(super) fn drive(&mut self, master: &mut Master) -> AttemptEnd {
+    pub(super) fn drive(&mut self, job: &mut JobState) -> AttemptEnd {
         let mut running = self.tasks.len();
         let mut any_finished = false;
         loop {
-            let now = elapsed_millis(master.started);
+            let now = elapsed_millis(job.started);
             if !any_finished {
                 if let Some(id) = self.coordinator.trigger_due(now) {
-                    if let Some(e) = self.trigger(master, id) {
-                        return self.fail(master, e);
+                    if let Some(e) = self.trigger(job, id) {
+                        return self.fail(job, e);
                     }
                 }
             }
             for failed in self.coordinator.check_timeouts(now) {
-                if let Some(e) = self.failed_checkpoint(master, failed) {
-                    return self.fail(master, e);
+                if let Some(e) = self.failed_checkpoint(job, failed) {
+                    return self.fail(job, e);
                 }
             }
             let wait = self
@@ -214,7 +206,7 @@ impl Attempt {
                 .map_or(50, |at| at.saturating_sub(now))
                 .clamp(1, 50);
             let commands = if self.commands_open {
-                master.commands.clone()
+                job.commands.clone()
             } else {
                 crossbeam_channel::never()
             };
@@ -224,21 +216,21 @@ impl Attempt {
                     if number != self.number {
                         continue;
                     }
-                    let now = elapsed_millis(master.started);
+                    let now = elapsed_millis(job.started);
                     match report {
                         TaskReport::Ack { task, id, states } => {
                             match self.coordinator.acknowledge(id, task, states, now) {
                                 AckOutcome::Pending => {}
                                 AckOutcome::Completed(done) => {
-                                    if let Some(e) = self.finalize(master, done.id, done.acks, done.duration) {
-                                        return self.fail(master, e);
+                                    if let Some(e) = self.finalize(job, done.id, done.acks, done.duration) {
+                                        return self.fail(job, e);
                                     }
                                 }
                                 AckOutcome::Unknown(states) => {
                                     let handles: Vec<KeyedStateHandle> =
                                         states.iter().flat_map(|s| s.snapshot.keyed.iter().cloned()).collect();
-                                    if !master.store.retained().iter().any(|m| m.checkpoint_id == id) {
-                                        let _ = master.store.abort(id, &handles);
+                                    if !job.store.retained().iter().any(|m| m.checkpoint_id == id) {
+                                        let _ = job.store.abort(id, &handles);
                                     }
                                 }
                             }
@@ -250,8 +242,8 @@ impl Attempt {
                                 self.coordinator.abort(id, reason)
                             };
                             if let Some(failed) = failed {
-                                if let Some(e) = self.failed_checkpoint(master, failed) {
-                                    return self.fail(master, e);
+                                if let Some(e) = self.failed_checkpoint(job, failed) {
+                                    return self.fail(job, e);
                                 }
                             }
                         }
@@ -262,7 +254,7 @@ impl Attempt {
                                     if !any_finished {
                                         any_finished = true;
                                         for failed in self.coordinator.abort_all(checkpoints::ENDED_BEFORE_COMPLETION) {
-                                            let _ = self.failed_checkpoint(master, failed);
+                                            let _ = self.failed_checkpoint(job, failed);
                                         }
                                     }
                                     tracing::info!(task = self.tasks.get(task).map(|t| t.1.as_str()), "task finished");
@@ -272,10 +264,10 @@ impl Attempt {
                                 }
                                 Err(ExecutorError::Canceled) => {
                                     if running == 0 {
-                                        return self.fail(master, ExecutorError::InvalidJob("every task stopped without finishing".into()));
+                                        return self.fail(job, ExecutorError::InvalidJob("every task stopped without finishing".into()));
                                     }
                                 }
-                                Err(e) => return self.fail(master, e),
+                                Err(e) => return self.fail(job, e),
                             }
                         }
                     }
@@ -288,16 +280,16 @@ impl Attempt {
                                     "cannot trigger a checkpoint: some tasks already finished".into(),
                                 )));
                             } else {
-                                let id = self.coordinator.trigger_now(elapsed_millis(master.started));
-                                let err = self.trigger(master, id);
+                                let id = self.coordinator.trigger_now(elapsed_millis(job.started));
+                                let err = self.trigger(job, id);
                                 let _ = reply.send(Ok(id));
                                 if let Some(e) = err {
-                                    return self.fail(master, e);
+                                    return self.fail(job, e);
                                 }
                             }
                         }
                         Ok(HandleCommand::Cancel) => {
-                            tracing::info!(job = %master.spec.config.job_id, "cancelling job");
+                            tracing::info!(job = %job.spec.config.job_id, "cancelling job");
                             return AttemptEnd::Canceled;
                         }
                         // The handle was dropped: the job runs on unattended.
@@ -309,7 +301,7 @@ impl Attempt {
         }
     }
 
-    fn fail(&mut self, master: &mut Master, error: ExecutorError) -> AttemptEnd {
+    fn fail(&mut self, job: &mut JobState, error: ExecutorError) -> AttemptEnd {
         let task = match &error {
             ExecutorError::Task {
                 operator,
@@ -325,9 +317,9 @@ impl Attempt {
             ExecutorError::Task { message, .. } => message.clone(),
             other => other.to_string(),
         };
-        tracing::warn!(job = %master.spec.config.job_id, %task, %message, "{task} switched from RUNNING to FAILED: {message}");
-        master.emit(JobEvent::TaskFailed { task, message });
-        master.set_status(JobStatus::Failing);
+        tracing::warn!(job = %job.spec.config.job_id, %task, %message, "{task} switched from RUNNING to FAILED: {message}");
+        job.emit(JobEvent::TaskFailed { task, message });
+        job.set_status(JobStatus::Failing);
         AttemptEnd::Failed(error)
     }
 
@@ -335,11 +327,11 @@ impl Attempt {
     /// aborts the checkpoints in flight. When the job is failing over, the
     /// task threads free their state in the background (see [`REAPERS`]);
     /// otherwise they, and those of earlier attempts, are joined.
-    pub(super) fn stop(mut self, master: &mut Master) {
+    pub(super) fn stop(mut self, job: &mut JobState) {
         self.cancel.store(true, Ordering::Relaxed);
         self.tasks.clear();
         let threads = std::mem::take(&mut self.threads);
-        if master.status == JobStatus::Failing {
+        if job.status == JobStatus::Failing {
             // Every thread sends once; a thread that died before sending
             // drops its sender, and all gone ends the wait.
             for _ in 0..threads.len() {
@@ -349,20 +341,20 @@ impl Attempt {
             }
             // Don't wait for them to free their state: the next attempt
             // restores meanwhile. Forget the ones already done.
-            master.reapers.retain(|t| !t.is_finished());
-            master.reapers.extend(threads);
+            job.reapers.retain(|t| !t.is_finished());
+            job.reapers.extend(threads);
         } else {
             for thread in threads {
                 let _ = thread.join();
             }
-            join_reapers(master);
+            job.join_reapers();
         }
-        let reason = match master.status {
+        let reason = match job.status {
             JobStatus::Failing => "the job is failing over",
             _ => checkpoints::JOB_STOPPED,
         };
         for failed in self.coordinator.abort_all(reason) {
-            let _ = self.failed_checkpoint(master, failed);
+            let _ = self.failed_checkpoint(job, failed);
         }
         // Acknowledgements still arriving from snapshot threads of this attempt.
         while let Ok((number, report)) = self.reports.try_recv() {
@@ -374,17 +366,12 @@ impl Attempt {
                     .iter()
                     .flat_map(|s| s.snapshot.keyed.iter().cloned())
                     .collect();
-                if !master
-                    .store
-                    .retained()
-                    .iter()
-                    .any(|m| m.checkpoint_id == id)
-                {
-                    let _ = master.store.abort(id, &handles);
+                if !job.store.retained().iter().any(|m| m.checkpoint_id == id) {
+                    let _ = job.store.abort(id, &handles);
                 }
             }
         }
-        master.next_id = self.coordinator.next_checkpoint_id();
+        job.next_id = self.coordinator.next_checkpoint_id();
     }
 }
 

@@ -1,109 +1,29 @@
 //! The job master: runs attempts of a job, drives the checkpoint coordinator
 //! with a real clock, and fails over and restarts per the restart strategy.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+use state_core::CheckpointId;
 use state_core::checkpoint_store::{CompletedCheckpointStore, JobTerminalStatus};
-use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, SnapshotMode,
-};
 
 use super::attempt::Attempt;
-use super::events::{CompletedCheckpointInfo, JobEvent, JobResult, JobStatus};
-use super::graph::{JobGraph, RestoreState};
-use crate::config::{CheckpointConfig, JobConfig};
+use super::events::{JobEvent, JobResult, JobStatus};
+use super::graph::RestoreState;
+use super::job_state::{AttemptEnd, HandleCommand, JobShared, JobSpec, JobState};
+use crate::config::CheckpointConfig;
 use crate::error::{ExecutorError, Result};
-use crate::metrics::MetricsRegistry;
 use crate::restart::{RestartDecision, RestartStrategy};
 
-/// A command from a [`crate::job::JobHandle`].
-#[derive(Debug)]
-pub(crate) enum HandleCommand {
-    Trigger(Sender<Result<CheckpointId>>),
-    Cancel,
-}
-
-/// State shared between the master and the job handle.
-#[derive(Debug)]
-pub(crate) struct JobShared {
-    pub status: Mutex<JobStatus>,
-    /// Outcome of every checkpoint: `Ok` completed, `Err` failed.
-    pub checkpoints:
-        Mutex<HashMap<CheckpointId, std::result::Result<CompletedCheckpointInfo, String>>>,
-    pub changed: Condvar,
-    pub metrics: Arc<MetricsRegistry>,
-}
-
-impl JobShared {
-    pub fn new(metrics: Arc<MetricsRegistry>) -> Self {
-        JobShared {
-            status: Mutex::new(JobStatus::Created),
-            checkpoints: Mutex::new(HashMap::new()),
-            changed: Condvar::new(),
-            metrics,
-        }
-    }
-
-    pub fn status(&self) -> JobStatus {
-        *self.status.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn record(
-        &self,
-        id: CheckpointId,
-        outcome: std::result::Result<CompletedCheckpointInfo, String>,
-    ) {
-        self.checkpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, outcome);
-        self.changed.notify_all();
-    }
-}
-
-/// Everything the master needs to run a job.
-pub(crate) struct JobSpec {
-    pub graph: JobGraph,
-    pub config: JobConfig,
-    pub storage: Arc<dyn CheckpointStorage>,
-    pub clock: Arc<dyn Clock>,
-    pub restore_from: Option<CheckpointMetadata>,
-    pub snapshot_mode: SnapshotMode,
-    pub max_parallelism: MaxParallelism,
-}
-
-pub(crate) enum AttemptEnd {
-    Finished,
-    Canceled,
-    Failed(ExecutorError),
-}
-
+/// The job master: owns the [`JobState`] and lends it to one attempt at a
+/// time.
 pub(crate) struct Master {
-    pub(super) spec: JobSpec,
-    pub(super) shared: Arc<JobShared>,
-    pub(super) events: Sender<JobEvent>,
-    pub(super) commands: Receiver<HandleCommand>,
-    pub(super) store: CompletedCheckpointStore,
-    pub(super) next_id: CheckpointId,
-    pub(super) completed: Vec<CompletedCheckpointInfo>,
-    pub(super) status: JobStatus,
-    pub(super) started: Instant,
-    pub(super) checkpoint_config: CheckpointConfig,
-    /// Task threads of failed-over attempts still freeing their state. A
-    /// failover does not wait for them; an attempt that ends other than by
-    /// failing, and the end of the job, join them.
-    pub(super) reapers: Vec<std::thread::JoinHandle<()>>,
-}
-
-pub(super) fn elapsed_millis(since: Instant) -> u64 {
-    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+    job: JobState,
 }
 
 impl Master {
-    pub fn new(
+    pub(crate) fn new(
         spec: JobSpec,
         shared: Arc<JobShared>,
         events: Sender<JobEvent>,
@@ -128,53 +48,39 @@ impl Master {
             .as_ref()
             .map_or(0, |m| m.checkpoint_id.get());
         Ok(Master {
-            next_id: CheckpointId(listed.max(restored) + 1),
-            spec,
-            shared,
-            events,
-            commands,
-            store,
-            completed: Vec::new(),
-            status: JobStatus::Created,
-            started: Instant::now(),
-            checkpoint_config,
-            reapers: Vec::new(),
+            job: JobState {
+                next_id: CheckpointId(listed.max(restored) + 1),
+                spec,
+                shared,
+                events,
+                commands,
+                store,
+                completed: Vec::new(),
+                status: JobStatus::Created,
+                started: Instant::now(),
+                checkpoint_config,
+                reapers: Vec::new(),
+            },
         })
     }
 
-    pub(super) fn set_status(&mut self, to: JobStatus) {
-        let from = self.status;
-        if from == to {
-            return;
-        }
-        self.status = to;
-        *self.shared.status.lock().unwrap_or_else(|p| p.into_inner()) = to;
-        self.shared.changed.notify_all();
-        tracing::info!(job = %self.spec.config.job_id, "Job {} switched from state {from} to {to}.", self.spec.config.job_id);
-        self.emit(JobEvent::StatusChanged { from, to });
-    }
-
-    pub(super) fn emit(&self, event: JobEvent) {
-        let _ = self.events.send(event);
-    }
-
     /// Runs the job to a terminal status.
-    pub fn run(mut self) -> Result<JobResult> {
-        let strategy_config = self.spec.config.effective_restart_strategy();
-        let seed = self.spec.clock.now_millis();
+    pub(crate) fn run(mut self) -> Result<JobResult> {
+        let strategy_config = self.job.spec.config.effective_restart_strategy();
+        let seed = self.job.spec.clock.now_millis();
         let mut strategy = RestartStrategy::new(&strategy_config, seed);
         let mut restarts = 0u32;
-        let mut restore = self.spec.restore_from.clone();
+        let mut restore = self.job.spec.restore_from.clone();
         let mut failure = None;
         let terminal = loop {
             if let Some(metadata) = &restore {
                 tracing::info!(
-                    job = %self.spec.config.job_id,
+                    job = %self.job.spec.config.job_id,
                     "Restoring job {} from checkpoint {}.",
-                    self.spec.config.job_id,
+                    self.job.spec.config.job_id,
                     metadata.checkpoint_id
                 );
-                self.emit(JobEvent::Restored {
+                self.job.emit(JobEvent::Restored {
                     checkpoint: metadata.checkpoint_id,
                 });
             }
@@ -186,20 +92,20 @@ impl Master {
                 AttemptEnd::Canceled => break JobStatus::Canceled,
                 AttemptEnd::Failed(err) => {
                     let message = err.to_string();
-                    match strategy.on_failure(self.spec.clock.now_millis()) {
+                    match strategy.on_failure(self.job.spec.clock.now_millis()) {
                         RestartDecision::Restart { delay } => {
                             restarts += 1;
-                            self.shared.metrics.update(|m| m.restarts = restarts);
-                            self.set_status(JobStatus::Restarting);
+                            self.job.shared.metrics.update(|m| m.restarts = restarts);
+                            self.job.set_status(JobStatus::Restarting);
                             tracing::info!(
-                                job = %self.spec.config.job_id,
+                                job = %self.job.spec.config.job_id,
                                 attempt = restarts,
                                 delay_ms = delay.as_millis() as u64,
                                 "Restarting job {} (restart {restarts}) in {} ms after: {message}",
-                                self.spec.config.job_id,
+                                self.job.spec.config.job_id,
                                 delay.as_millis()
                             );
-                            self.emit(JobEvent::Restarting {
+                            self.job.emit(JobEvent::Restarting {
                                 attempt: restarts,
                                 delay,
                             });
@@ -207,13 +113,14 @@ impl Master {
                                 break JobStatus::Canceled;
                             }
                             restore = self
+                                .job
                                 .store
                                 .latest()
                                 .cloned()
-                                .or_else(|| self.spec.restore_from.clone());
+                                .or_else(|| self.job.spec.restore_from.clone());
                         }
                         RestartDecision::Fail { reason } => {
-                            tracing::warn!(job = %self.spec.config.job_id, %reason, error = %message, "job failed for good");
+                            tracing::warn!(job = %self.job.spec.config.job_id, %reason, error = %message, "job failed for good");
                             failure = Some(format!("{message} (restart strategy: {reason})"));
                             break JobStatus::Failed;
                         }
@@ -222,23 +129,23 @@ impl Master {
             }
         };
         // No thread of a failed-over attempt may outlive the job.
-        super::attempt::join_reapers(&mut self);
-        self.set_status(terminal);
+        self.job.join_reapers();
+        self.job.set_status(terminal);
         let shutdown = match terminal {
             JobStatus::Finished => JobTerminalStatus::Finished,
             JobStatus::Canceled => JobTerminalStatus::Canceled,
             _ => JobTerminalStatus::Failed,
         };
-        if let Err(e) = self.store.shutdown(shutdown) {
+        if let Err(e) = self.job.store.shutdown(shutdown) {
             tracing::warn!(error = %e, "cleaning up checkpoints at job end failed");
         }
-        self.shared.changed.notify_all();
+        self.job.shared.changed.notify_all();
         Ok(JobResult {
             status: terminal,
             restarts,
             failure,
-            checkpoints: self.completed,
-            metrics: self.shared.metrics.snapshot(),
+            checkpoints: self.job.completed,
+            metrics: self.job.shared.metrics.snapshot(),
         })
     }
 
@@ -250,7 +157,7 @@ impl Master {
             if left.is_zero() {
                 return false;
             }
-            match self.commands.recv_timeout(left) {
+            match self.job.commands.recv_timeout(left) {
                 Ok(HandleCommand::Cancel) => return true,
                 Ok(HandleCommand::Trigger(reply)) => {
                     let _ = reply.send(Err(ExecutorError::InvalidJob(
@@ -268,17 +175,17 @@ impl Master {
     }
 
     fn run_attempt(&mut self, restore: Option<Arc<RestoreState>>) -> AttemptEnd {
-        let attempt = Attempt::start(self, restore);
+        let attempt = Attempt::start(&mut self.job, restore);
         let mut attempt = match attempt {
             Ok(a) => a,
             Err(e) => {
-                self.set_status(JobStatus::Failing);
+                self.job.set_status(JobStatus::Failing);
                 return AttemptEnd::Failed(e);
             }
         };
-        self.set_status(JobStatus::Running);
-        let end = attempt.drive(self);
-        attempt.stop(self);
+        self.job.set_status(JobStatus::Running);
+        let end = attempt.drive(&mut self.job);
+        attempt.stop(&mut self.job);
         end
     }
 }

@@ -10,7 +10,7 @@ use super::Attempt;
 use crate::error::ExecutorError;
 use crate::runtime::coordinator::FailedCheckpoint;
 use crate::runtime::events::{CompletedCheckpointInfo, JobEvent};
-use crate::runtime::master::{Master, elapsed_millis};
+use crate::runtime::job_state::{JobState, elapsed_millis};
 use crate::runtime::task::{AckedState, TaskCommand};
 
 /// Why in-flight checkpoints are aborted once a task finished (no
@@ -23,27 +23,27 @@ pub(super) const JOB_STOPPED: &str = "the job stopped";
 impl Attempt {
     pub(super) fn trigger(
         &mut self,
-        master: &mut Master,
+        job: &mut JobState,
         id: CheckpointId,
     ) -> Option<ExecutorError> {
-        let timestamp = master.spec.clock.now_millis();
-        if let Err(e) = master.spec.storage.initialize_checkpoint(id) {
-            let now = elapsed_millis(master.started);
+        let timestamp = job.spec.clock.now_millis();
+        if let Err(e) = job.spec.storage.initialize_checkpoint(id) {
+            let now = elapsed_millis(job.started);
             let failed = self.coordinator.fail(
                 id,
                 format!("cannot initialize the checkpoint location: {e}"),
                 now,
             )?;
-            return self.failed_checkpoint(master, failed);
+            return self.failed_checkpoint(job, failed);
         }
         self.timestamps.insert(id, timestamp);
         tracing::info!(
-            job = %master.spec.config.job_id,
+            job = %job.spec.config.job_id,
             checkpoint_id = id.get(),
             "Triggering checkpoint {id} (type=CHECKPOINT) @ {timestamp} for job {}.",
-            master.spec.config.job_id
+            job.spec.config.job_id
         );
-        master.emit(JobEvent::CheckpointTriggered {
+        job.emit(JobEvent::CheckpointTriggered {
             id,
             timestamp_millis: timestamp,
         });
@@ -59,7 +59,7 @@ impl Attempt {
     /// when too many failed in a row.
     pub(super) fn failed_checkpoint(
         &mut self,
-        master: &mut Master,
+        job: &mut JobState,
         failed: FailedCheckpoint<Vec<AckedState>>,
     ) -> Option<ExecutorError> {
         let FailedCheckpoint {
@@ -70,9 +70,9 @@ impl Attempt {
         } = failed;
         if reason == ENDED_BEFORE_COMPLETION || reason == JOB_STOPPED {
             // Expected at the end of every bounded job: not worth a warning.
-            tracing::info!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} aborted: {reason}", master.spec.config.job_id);
+            tracing::info!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} aborted: {reason}", job.spec.config.job_id);
         } else {
-            tracing::warn!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} failed: {reason}", master.spec.config.job_id);
+            tracing::warn!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} failed: {reason}", job.spec.config.job_id);
         }
         self.timestamps.remove(&id);
         let handles: Vec<KeyedStateHandle> = acks
@@ -80,15 +80,15 @@ impl Attempt {
             .flatten()
             .flat_map(|s| s.snapshot.keyed.iter().cloned())
             .collect();
-        if let Err(e) = master.store.abort(id, &handles) {
+        if let Err(e) = job.store.abort(id, &handles) {
             tracing::warn!(checkpoint_id = id.get(), error = %e, "discarding the failed checkpoint failed");
         }
         for (_, _, tx) in &self.tasks {
             let _ = tx.send(TaskCommand::Abort(id));
         }
-        master.shared.metrics.update(|m| m.checkpoints_failed += 1);
-        master.shared.record(id, Err(reason.clone()));
-        master.emit(JobEvent::CheckpointFailed {
+        job.shared.metrics.update(|m| m.checkpoints_failed += 1);
+        job.shared.record(id, Err(reason.clone()));
+        job.emit(JobEvent::CheckpointFailed {
             id,
             reason: reason.clone(),
         });
@@ -96,21 +96,21 @@ impl Attempt {
             checkpoint: id,
             reason: format!(
                 "{reason}; exceeded the tolerable failed checkpoints ({})",
-                master.checkpoint_config.tolerable_failures
+                job.checkpoint_config.tolerable_failures
             ),
         })
     }
 
     pub(super) fn finalize(
         &mut self,
-        master: &mut Master,
+        job: &mut JobState,
         id: CheckpointId,
         acks: Vec<Vec<AckedState>>,
         duration: Duration,
     ) -> Option<ExecutorError> {
         let timestamp = self.timestamps.remove(&id).unwrap_or(0);
         let mut operators: Vec<OperatorSnapshot> = Vec::new();
-        let order: Vec<&OperatorId> = master.spec.graph.operators.iter().map(|(u, _)| u).collect();
+        let order: Vec<&OperatorId> = job.spec.graph.operators.iter().map(|(u, _)| u).collect();
         let mut incremental = false;
         for state in acks.into_iter().flatten() {
             incremental |= state
@@ -137,7 +137,7 @@ impl Attempt {
         }
         let metadata = CheckpointMetadata {
             checkpoint_id: id,
-            job_id: master.spec.config.job_id.clone(),
+            job_id: job.spec.config.job_id.clone(),
             timestamp_millis: timestamp,
             kind: if incremental {
                 SnapshotKind::Incremental
@@ -148,14 +148,14 @@ impl Attempt {
         };
         let bytes = metadata.checkpointed_size();
         let state_size = metadata.state_size();
-        let subsumed = match master.store.complete(metadata) {
+        let subsumed = match job.store.complete(metadata) {
             Ok(subsumed) => subsumed,
             Err(e) => {
-                let now = elapsed_millis(master.started);
+                let now = elapsed_millis(job.started);
                 let fail_job = self.coordinator.record_finalize_failure(now);
                 let reason = format!("writing the checkpoint metadata failed: {e}");
                 return self.failed_checkpoint(
-                    master,
+                    job,
                     FailedCheckpoint {
                         id,
                         reason,
@@ -166,12 +166,12 @@ impl Attempt {
             }
         };
         tracing::info!(
-            job = %master.spec.config.job_id,
+            job = %job.spec.config.job_id,
             checkpoint_id = id.get(),
             bytes,
             duration_ms = duration.as_millis() as u64,
             "Completed checkpoint {id} for job {} ({bytes} bytes in {} ms).",
-            master.spec.config.job_id,
+            job.spec.config.job_id,
             duration.as_millis()
         );
         let info = CompletedCheckpointInfo {
@@ -181,15 +181,15 @@ impl Attempt {
             state_size,
             duration,
         };
-        master.shared.metrics.update(|m| {
+        job.shared.metrics.update(|m| {
             m.checkpoints_completed += 1;
             m.last_checkpoint_duration = Some(duration);
             m.last_checkpoint_size = Some(bytes);
             m.state_size = Some(state_size);
         });
-        master.completed.push(info.clone());
-        master.shared.record(id, Ok(info.clone()));
-        master.emit(JobEvent::CheckpointCompleted(info));
+        job.completed.push(info.clone());
+        job.shared.record(id, Ok(info.clone()));
+        job.emit(JobEvent::CheckpointCompleted(info));
         for (_, _, tx) in &self.tasks {
             let _ = tx.send(TaskCommand::Complete(id));
             for old in &subsumed {

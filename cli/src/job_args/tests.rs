@@ -5,9 +5,9 @@ use std::time::Duration;
 use clap::Parser;
 use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
 
+use executor::{CheckpointConfig, JobConfig, RestartStrategyConfig, Result};
+
 use super::*;
-use crate::config::{CheckpointConfig, JobConfig, RestartStrategyConfig};
-use crate::error::Result;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -20,7 +20,9 @@ fn parse(args: &[&str]) -> std::result::Result<JobArgs, clap::Error> {
 }
 
 fn config(args: &[&str]) -> Result<JobConfig> {
-    parse(args).unwrap().job_config()
+    parse(args)
+        .unwrap()
+        .job_config_with_default_id(DEFAULT_JOB_ID)
 }
 
 fn err(args: &[&str]) -> String {
@@ -31,7 +33,7 @@ fn err(args: &[&str]) -> String {
 fn defaults_are_flinks() {
     let args = parse(&[]).unwrap();
     assert_eq!(args, JobArgs::default());
-    let c = args.job_config().unwrap();
+    let c = args.job_config_with_default_id(DEFAULT_JOB_ID).unwrap();
     assert_eq!(c.job_id.as_str(), DEFAULT_JOB_ID);
     assert_eq!(c.parallelism, 1);
     assert!(c.checkpointing.is_none() && c.restart.is_none());
@@ -92,7 +94,7 @@ fn every_option_parses() {
         a.from.as_deref(),
         Some(std::path::Path::new("/ckp/job/chk-3/_metadata"))
     );
-    let c = a.job_config().unwrap();
+    let c = a.job_config_with_default_id(DEFAULT_JOB_ID).unwrap();
     assert_eq!(
         (c.job_id.as_str(), c.parallelism, c.max_parallelism),
         ("wc", 4, Some(256))

@@ -1,28 +1,26 @@
-//! [`JobArgs`]: the standard command-line options of every job binary, with
-//! the meaning Flink gives them, turned into a validated [`JobConfig`](crate::JobConfig).
+//! [`JobArgs`]: the standard command-line options of every job `cairn`
+//! runs, with the meaning Flink gives them, turned into a validated
+//! [`executor::JobConfig`] (the range checks are the executor's,
+//! [`executor::JobConfig::validate`]; this module names the options).
 //!
-//! Flatten it into a binary's own clap parser:
+//! Flattened into a subcommand's clap parser:
 //!
-//! ```
-//! use clap::Parser;
-//! use executor::args::JobArgs;
-//!
-//! #[derive(Parser)]
-//! struct Cli {
+//! ```text
+//! #[derive(clap::Args)]
+//! struct WordCountArgs {
 //!     #[command(flatten)]
 //!     job: JobArgs,
 //! }
-//!
-//! let cli = Cli::parse_from(["wordcount", "--checkpoint-interval", "2s", "--parallelism", "2"]);
-//! let config = cli.job.job_config().unwrap();
-//! assert_eq!(config.parallelism, 2);
-//! assert!(config.checkpointing.is_some());
+//! let config = args.job.job_config_with_default_id(DEFAULT_JOB_ID)?;
 //! ```
+//!
+//! [`BackendKind`] is here, not in the executor: only `cli` names concrete
+//! backends (see `backend.rs`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::CheckpointingMode;
+use executor::CheckpointingMode;
 
 mod job_config;
 
@@ -81,7 +79,7 @@ pub enum RestartStrategyKind {
 }
 
 /// The standard options of a cairn job binary. Options a Flink user knows
-/// keep Flink's meaning; [`JobArgs::job_config`] validates them together.
+/// keep Flink's meaning; [`JobArgs::job_config_with_default_id`] validates them together.
 #[derive(Debug, Clone, PartialEq, clap::Args)]
 pub struct JobArgs {
     /// Restore from this retained checkpoint: a `chk-<n>` directory or its

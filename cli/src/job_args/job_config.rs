@@ -1,56 +1,66 @@
-//! [`JobArgs::job_config`]: options validated together into a [`JobConfig`].
+//! [`JobArgs::job_config_with_default_id`]: options validated together into a [`JobConfig`].
+//!
+//! The checks that need option names live here (a checkpoint setting without
+//! `--checkpoint-interval`, a restart setting of another strategy); value
+//! ranges are the executor's ([`JobConfig::validate_parallelism`],
+//! [`CheckpointConfig::validate`], [`RestartStrategyConfig::validate`]),
+//! reported under the option's name.
 
 use std::time::Duration;
 
+use executor::{
+    CheckpointConfig, ExecutorError, InvalidSetting, JobConfig, RestartStrategyConfig, Result,
+    Setting,
+};
 use state_core::JobId;
 use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
-use state_core::key_group::{MaxParallelism, UPPER_BOUND_MAX_PARALLELISM};
 
-use super::{DEFAULT_JOB_ID, JobArgs, RestartStrategyKind};
-use crate::config::{CheckpointConfig, JobConfig, RestartStrategyConfig};
-use crate::error::{ExecutorError, Result};
-use crate::restart::DisplayDuration;
-
-/// Flink's smallest checkpoint interval and timeout.
-const MIN_CHECKPOINT_TIME: Duration = Duration::from_millis(10);
+use super::{JobArgs, RestartStrategyKind};
 
 fn invalid(msg: String) -> ExecutorError {
     ExecutorError::InvalidJob(msg)
 }
 
+/// The option that sets `setting`.
+fn option_name(setting: Setting) -> &'static str {
+    match setting {
+        Setting::Parallelism => "--parallelism",
+        Setting::MaxParallelism => "--max-parallelism",
+        Setting::CheckpointInterval => "--checkpoint-interval",
+        Setting::CheckpointTimeout => "--checkpoint-timeout",
+        Setting::MaxConcurrentCheckpoints => "--max-concurrent-checkpoints",
+        Setting::RetainedCheckpoints => "--retained",
+        Setting::FailureRateMaxFailures => "--failure-rate-max-failures",
+        Setting::FailureRateInterval => "--failure-rate-interval",
+        Setting::BackoffInitial => "--backoff-initial",
+        Setting::BackoffMax => "--backoff-max",
+        Setting::BackoffMultiplier => "--backoff-multiplier",
+        Setting::BackoffJitter => "--backoff-jitter",
+        Setting::BackoffResetThreshold => "--backoff-reset-threshold",
+        // A setting added to the executor later: its configuration name.
+        other => other.name(),
+    }
+}
+
+/// A value out of range, reported under its option's name.
+fn out_of_range(error: InvalidSetting) -> ExecutorError {
+    invalid(error.describe(option_name))
+}
+
 impl JobArgs {
-    /// The job configuration these options describe, with Flink's defaults
-    /// for what is not given. Errors name the option and its value: values
+    /// The job configuration these options describe, with `default_job_id`
+    /// when `--job-id` is not given, and Flink's defaults
+    /// for what else is not given. Errors name the option and its value: values
     /// out of range, and options that have no effect with the others (a
     /// checkpoint setting without `--checkpoint-interval`, a restart setting
     /// of another strategy).
-    pub fn job_config(&self) -> Result<JobConfig> {
-        self.job_config_with_default_id(DEFAULT_JOB_ID)
-    }
-
-    /// [`JobArgs::job_config`] with `default_job_id` when `--job-id` is not given.
     pub fn job_config_with_default_id(&self, default_job_id: &str) -> Result<JobConfig> {
         let id = self.job_id.as_deref().unwrap_or(default_job_id);
         let job_id = JobId::new(id).map_err(|e| invalid(format!("--job-id {id:?}: {e}")))?;
         let mut config = JobConfig::new(job_id);
-        if self.parallelism == 0 || self.parallelism > UPPER_BOUND_MAX_PARALLELISM {
-            return Err(invalid(format!(
-                "--parallelism {}: must be between 1 and {UPPER_BOUND_MAX_PARALLELISM}",
-                self.parallelism
-            )));
-        }
         config.parallelism = self.parallelism;
-        if let Some(max) = self.max_parallelism {
-            MaxParallelism::new(max)
-                .map_err(|e| invalid(format!("--max-parallelism {max}: {e}")))?;
-            if max < self.parallelism {
-                return Err(invalid(format!(
-                    "--max-parallelism {max} is less than --parallelism {}",
-                    self.parallelism
-                )));
-            }
-            config.max_parallelism = Some(max);
-        }
+        config.max_parallelism = self.max_parallelism;
+        config.validate_parallelism().map_err(out_of_range)?;
         config.checkpointing = self.checkpoint_config()?;
         config.restart = self.restart_config()?;
         Ok(config)
@@ -80,48 +90,29 @@ impl JobArgs {
             }
             return Ok(None);
         };
-        if interval < MIN_CHECKPOINT_TIME {
-            return Err(invalid(format!(
-                "--checkpoint-interval {}: must be at least 10ms",
-                DisplayDuration(interval)
-            )));
-        }
         let mut c = CheckpointConfig::every(interval);
         if let Some(mode) = self.checkpoint_mode {
             c.mode = mode.into();
         }
         if let Some(timeout) = self.checkpoint_timeout {
-            if timeout < MIN_CHECKPOINT_TIME {
-                return Err(invalid(format!(
-                    "--checkpoint-timeout {}: must be at least 10ms",
-                    DisplayDuration(timeout)
-                )));
-            }
             c.timeout = timeout;
         }
         if let Some(pause) = self.min_pause {
             c.min_pause = pause;
         }
         if let Some(n) = self.max_concurrent_checkpoints {
-            if n == 0 {
-                return Err(invalid(
-                    "--max-concurrent-checkpoints 0: must be at least 1".to_owned(),
-                ));
-            }
             c.max_concurrent = n;
         }
         if let Some(n) = self.tolerable_failed_checkpoints {
             c.tolerable_failures = n;
         }
         if let Some(n) = self.retained {
-            if n == 0 {
-                return Err(invalid("--retained 0: must be at least 1".to_owned()));
-            }
             c.retained = n;
         }
         if self.retain_on_cancel {
             c.cleanup = ExternalizedCheckpointCleanup::RetainOnCancellation;
         }
+        c.validate().map_err(out_of_range)?;
         Ok(Some(c))
     }
 
@@ -191,75 +182,26 @@ impl JobArgs {
                 attempts: self.restart_attempts.unwrap_or(1),
                 delay: self.restart_delay.unwrap_or(second),
             },
-            Some(RestartStrategyKind::FailureRate) => {
-                let max_failures = self.failure_rate_max_failures.unwrap_or(1);
-                if max_failures == 0 {
-                    return Err(invalid(
-                        "--failure-rate-max-failures 0: must be at least 1".to_owned(),
-                    ));
-                }
-                let interval = self
+            Some(RestartStrategyKind::FailureRate) => RestartStrategyConfig::FailureRate {
+                max_failures: self.failure_rate_max_failures.unwrap_or(1),
+                interval: self
                     .failure_rate_interval
-                    .unwrap_or(Duration::from_secs(60));
-                if interval < Duration::from_millis(1) {
-                    return Err(invalid(format!(
-                        "--failure-rate-interval {}: must be at least 1ms",
-                        DisplayDuration(interval)
-                    )));
-                }
-                RestartStrategyConfig::FailureRate {
-                    max_failures,
-                    interval,
-                    delay: self.restart_delay.unwrap_or(second),
-                }
-            }
+                    .unwrap_or(Duration::from_secs(60)),
+                delay: self.restart_delay.unwrap_or(second),
+            },
             Some(RestartStrategyKind::ExponentialDelay) => {
-                let initial = self.backoff_initial.unwrap_or(second);
-                let max = self.backoff_max.unwrap_or(Duration::from_secs(300));
-                let multiplier = self.backoff_multiplier.unwrap_or(2.0);
-                let jitter = self.backoff_jitter.unwrap_or(0.1);
-                let reset_threshold = self
-                    .backoff_reset_threshold
-                    .unwrap_or(Duration::from_secs(3600));
-                if initial < Duration::from_millis(1) {
-                    return Err(invalid(format!(
-                        "--backoff-initial {}: must be at least 1ms",
-                        DisplayDuration(initial)
-                    )));
-                }
-                if max < initial {
-                    return Err(invalid(format!(
-                        "--backoff-max {} is less than --backoff-initial {}",
-                        DisplayDuration(max),
-                        DisplayDuration(initial)
-                    )));
-                }
-                if !(multiplier.is_finite() && multiplier > 1.0) {
-                    return Err(invalid(format!(
-                        "--backoff-multiplier {multiplier}: must be greater than 1"
-                    )));
-                }
-                if !(0.0..=1.0).contains(&jitter) {
-                    return Err(invalid(format!(
-                        "--backoff-jitter {jitter}: must be between 0 and 1"
-                    )));
-                }
-                if reset_threshold < Duration::from_millis(1) {
-                    return Err(invalid(format!(
-                        "--backoff-reset-threshold {}: must be at least 1ms",
-                        DisplayDuration(reset_threshold)
-                    )));
-                }
                 RestartStrategyConfig::ExponentialDelay {
-                    initial,
-                    max,
-                    multiplier,
-                    jitter,
-                    reset_threshold,
+                    initial: self.backoff_initial.unwrap_or(second),
+                    max: self.backoff_max.unwrap_or(Duration::from_secs(300)),
+                    multiplier: self.backoff_multiplier.unwrap_or(2.0),
+                    jitter: self.backoff_jitter.unwrap_or(0.1),
+                    reset_threshold: self
+                        .backoff_reset_threshold
+                        .unwrap_or(Duration::from_secs(3600)),
                 }
             }
         };
-        crate::restart::validate(&config)?;
+        config.validate().map_err(out_of_range)?;
         Ok(Some(config))
     }
 }
