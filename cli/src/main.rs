@@ -1,4 +1,4 @@
-//! # `cairn`: run, restore, inspect and benchmark cairn jobs
+//! # `cairn`: run, restore and inspect cairn jobs and their checkpoints
 //!
 //! ```text
 //! cairn demo [--dir DIR] [--restart-delay D]
@@ -8,7 +8,6 @@
 //! cairn checkpoints list    <job-dir>                      [--json]
 //! cairn checkpoints inspect <chk-dir | _metadata>          [--json]
 //! cairn checkpoints verify  <chk-dir | _metadata | job-dir> [--json]
-//! cairn bench job|state-size [options] [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
 //! ```
 //!
@@ -20,15 +19,19 @@
 //! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`example`]).
 //!
 //! Exit status: 0 on success; 1 when `verify` found a corrupt file, a job
-//! ended FAILED or CANCELED, or the demo did not end as seed 000 does; 130
-//! when a benchmark was interrupted; 2 for bad input or usage (a path that is not a checkpoint, an unreadable
-//! `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
+//! ended FAILED or CANCELED, or the demo did not end as the WordCount
+//! failure-and-recovery walk-through should; 2 for bad input or usage (a path
+//! that is not a checkpoint, an unreadable `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
 //! naming the path that is wrong. Logs go to stderr at level `warn` unless
 //! `RUST_LOG` says otherwise.
 //!
+//! The benchmark harness is its own binary, `cairn-bench` in `benches/`
+//! (`cargo run --release -p cairn-benches --features rocks --bin cairn-bench -- job …`).
+//!
 //! # Place in the workspace
-//! `state-core <- backend-* <- executor <- cli`: this binary is the one place
-//! that picks concrete backends and storages (`backend.rs`).
+//! `state-core <- backend-* <- executor <- cli`: this package is the one place
+//! that picks concrete backends and storages (its library, [`cairn_cli`]:
+//! `backend` and `human`).
 
 /// mimalloc instead of the system allocator. Heap state is millions of small
 /// allocations (a key and a value per entry): glibc's malloc spent ~15% of
@@ -38,11 +41,8 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod backend;
-mod bench;
 mod demo;
 mod example;
-mod human;
 mod inspect;
 mod job_dir;
 mod list;
@@ -55,6 +55,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cairn_cli::{backend, human};
 use clap::{Args, Parser, Subcommand};
 
 /// The exit status for bad input or usage (clap uses it for usage errors too).
@@ -64,7 +65,7 @@ const EXIT_BAD_INPUT: u8 = 2;
 #[command(
     name = "cairn",
     version,
-    about = "Run, restore, inspect and benchmark cairn stream jobs and their checkpoints",
+    about = "Run, restore and inspect cairn stream jobs and their checkpoints",
     after_help = "Exit status: 0 ok, 1 verify found corruption or a job FAILED/CANCELED, 2 bad input or usage.\n\
                   Logs go to stderr (level warn; set RUST_LOG=info or debug for more)."
 )]
@@ -81,7 +82,7 @@ enum Command {
     /// Run a small word count with checkpoints on the filesystem, then restore it
     #[command(after_help = example::JSON_HELP)]
     Example(ExampleArgs),
-    /// Seed 000's WordCount: checkpoint, poison record, three restarts, FAILED, then recovery
+    /// The WordCount failure-and-recovery walk-through: checkpoint, poison record, three restarts, FAILED, then recovery
     Demo(demo::DemoArgs),
     /// Run a bundled job with the standard job options (Flink's `flink run`)
     #[command(subcommand)]
@@ -89,9 +90,6 @@ enum Command {
     /// Append to and read a replayable partitioned log (a Kafka topic on local files)
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
-    /// Benchmark harness: state size and job throughput on this machine
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -185,7 +183,6 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&a, &mut stdout),
         Command::Run(c) => run_job::run(c, &mut stdout),
         Command::Log(c) => log_cmd::run(c, &mut stdout),
-        Command::Bench(c) => bench::run(c, &mut stdout),
     };
     let flushed = stdout.flush();
     match result.and_then(|code| flushed.map(|()| code).map_err(Into::into)) {

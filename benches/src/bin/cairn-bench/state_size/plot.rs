@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use plotters::prelude::*;
 
-use super::state_size::StateSizeReport;
+use super::measure::StateSizeReport;
 
 type Panel = (
     &'static str,
