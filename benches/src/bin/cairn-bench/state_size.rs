@@ -73,7 +73,8 @@ pub struct StateSizeArgs {
     /// Run once per value: `keys=100000,1000000` or `value-size=100,1000` (repeatable: all combinations)
     #[arg(long, value_name = "DIM=V,V,…", value_parser = parse_sweep)]
     sweep: Vec<Sweep>,
-    /// Draw checkpoint size, checkpoint time and restore time against state size into an SVG file
+    /// Draw checkpoint size and time (with --incremental, also each incremental checkpoint's),
+    /// and restore time against state size into an SVG file (log axes past a 100x span)
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Where checkpoint files go (fs, rocks); default: a temp directory
