@@ -6,7 +6,9 @@
 //! - [`backend`]: the closed set of backends a job can run on (`--backend
 //!   heap|fs|rocks`), the checkpoint storage that goes with each, and a
 //!   visitor that runs generic code with the concrete backend chosen;
-//! - [`human`]: formatting for people (byte sizes, timestamps, error messages).
+//! - [`human`]: formatting for people (byte sizes, timestamps, error messages);
+//! - [`process`]: what every cairn binary does at its edges (logs on stderr,
+//!   one-line errors, exit status 2 for bad input).
 //!
 //! # Place in the workspace
 //! `state-core <- backend-* <- executor <- cli`: this crate is the one place
@@ -25,3 +27,4 @@
 
 pub mod backend;
 pub mod human;
+pub mod process;

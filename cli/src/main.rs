@@ -51,15 +51,12 @@ mod run_job;
 mod verify;
 mod wordcount;
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cairn_cli::process::{self, DEFAULT_LOG_FILTER, init_tracing};
 use cairn_cli::{backend, human};
 use clap::{Args, Parser, Subcommand};
-
-/// The exit status for bad input or usage (clap uses it for usage errors too).
-const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -184,33 +181,9 @@ fn main() -> ExitCode {
         Command::Run(c) => run_job::run(c, &mut stdout),
         Command::Log(c) => log_cmd::run(c, &mut stdout),
     };
-    let flushed = stdout.flush();
-    match result.and_then(|code| flushed.map(|()| code).map_err(Into::into)) {
-        Ok(code) => code,
-        Err(err) => {
-            // One line, whatever the sources of the error say.
-            let message = format!("{err:#}").replace(['\n', '\r'], " ");
-            let _ = writeln!(std::io::stderr(), "error: {message}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
-    }
+    process::finish(result, &mut stdout, &mut std::io::stderr())
 }
-
-/// The log filter without `RUST_LOG`: warnings, except the per-file
-/// warnings of checkpoint verification, which `verify` prints itself.
-const DEFAULT_LOG_FILTER: &str = "warn,state_core::checkpoint_store::verify=error";
 
 /// The demo's log filter without `RUST_LOG` (`RUST_LOG=info cairn demo`
 /// shows the Flink-like job log beside the table).
 const DEMO_LOG_FILTER: &str = "error";
-
-/// Logs to stderr with `default_filter` unless `RUST_LOG` is set.
-fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}

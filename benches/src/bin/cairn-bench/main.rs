@@ -41,13 +41,11 @@ mod report;
 mod scratch;
 mod state_size;
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
+use cairn_cli::process::{self, DEFAULT_LOG_FILTER, init_tracing};
 use clap::{Parser, Subcommand};
-
-/// The exit status for bad input or usage (clap uses it for usage errors too).
-const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -75,20 +73,11 @@ enum BenchCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    init_tracing(DEFAULT_LOG_FILTER);
     // Not locked: task threads of a running job may print to stdout too.
     let mut stdout = std::io::stdout();
     let result = run(cli.command, &mut stdout);
-    let flushed = stdout.flush();
-    match result.and_then(|code| flushed.map(|()| code).map_err(Into::into)) {
-        Ok(code) => code,
-        Err(err) => {
-            // One line, whatever the sources of the error say.
-            let message = format!("{err:#}").replace(['\n', '\r'], " ");
-            let _ = writeln!(std::io::stderr(), "error: {message}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
-    }
+    process::finish(result, &mut stdout, &mut std::io::stderr())
 }
 
 /// Runs the command; Ctrl-C ends it with [`scratch::EXIT_INTERRUPTED`].
@@ -109,19 +98,4 @@ fn run(command: BenchCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
         Err(err) => Err(err),
         Ok(()) => Ok(ExitCode::SUCCESS),
     }
-}
-
-/// The log filter without `RUST_LOG` (the `cairn` command's): warnings,
-/// except the per-file warnings of checkpoint verification.
-const DEFAULT_LOG_FILTER: &str = "warn,state_core::checkpoint_store::verify=error";
-
-/// Logs to stderr with [`DEFAULT_LOG_FILTER`] unless `RUST_LOG` is set.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
 }
