@@ -2,7 +2,7 @@
 //! small sizes: the JSON has the documented fields with the documented
 //! types, counts are exact with and without an injected failure, restores
 //! give back every key, the figures are consistent, and bad options exit 2
-//! naming the option.
+//! naming the option. The RocksDB tests run with `--features rocks`.
 
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -274,7 +274,7 @@ fn sweep_prints_one_report_per_run_and_plots() {
 fn rocks_incremental_state_size_and_exact_job() {
     // state-size: incremental checkpoints write far less than the full state
     // after a 1% update, and every key comes back.
-    let out = cairn_bench(&[
+    let v = json(&cairn_bench(&[
         "state-size",
         "--backend",
         "rocks",
@@ -284,13 +284,7 @@ fn rocks_incremental_state_size_and_exact_job() {
         "--rounds",
         "1",
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]));
     let report = if v.is_array() { v[0].clone() } else { v };
     assert_eq!(report["backend"], "rocks");
     assert_eq!(report["incremental"], true);
@@ -305,7 +299,7 @@ fn rocks_incremental_state_size_and_exact_job() {
     // job: exact counts on rocks, with an injected failure, recovering from
     // the local copies it keeps in the run's directory (removed after).
     let dir = tempfile::tempdir().unwrap();
-    let out = cairn_bench(&[
+    let v = json(&cairn_bench(&[
         "job",
         "--backend",
         "rocks",
@@ -322,13 +316,7 @@ fn rocks_incremental_state_size_and_exact_job() {
         "--fail-at",
         "12000",
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]));
     assert_eq!(v["backend"], "rocks");
     assert_eq!(v["exact"], true);
     assert_eq!(v["local_recovery"], true);
