@@ -81,6 +81,7 @@ impl LocalState {
         }
     }
 
+    #[cfg(feature = "rocks")]
     fn dir_for(&self, job_id: &JobId) -> PathBuf {
         self.dir.clone().unwrap_or_else(|| {
             std::env::temp_dir()

@@ -1,4 +1,4 @@
-//! # `cairn`: run, restore, inspect and benchmark cairn jobs
+//! # `cairn`: run, restore and inspect cairn jobs and their checkpoints
 //!
 //! ```text
 //! cairn demo [--dir DIR] [--restart-delay D]
@@ -8,7 +8,6 @@
 //! cairn checkpoints list    <job-dir>                      [--json]
 //! cairn checkpoints inspect <chk-dir | _metadata>          [--json]
 //! cairn checkpoints verify  <chk-dir | _metadata | job-dir> [--json]
-//! cairn bench job|state-size [options] [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
 //! ```
 //!
@@ -20,15 +19,19 @@
 //! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`example`]).
 //!
 //! Exit status: 0 on success; 1 when `verify` found a corrupt file, a job
-//! ended FAILED or CANCELED, or the demo did not end as its walk-through does; 130
-//! when a benchmark was interrupted; 2 for bad input or usage (a path that is not a checkpoint, an unreadable
-//! `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
+//! ended FAILED or CANCELED, or the demo did not end as the WordCount
+//! failure-and-recovery walk-through should; 2 for bad input or usage (a path
+//! that is not a checkpoint, an unreadable `_metadata`, a bad option). Errors are one line on stderr, `error: ...`,
 //! naming the path that is wrong. Logs go to stderr at level `warn` unless
 //! `RUST_LOG` says otherwise.
 //!
+//! The benchmark harness is its own binary, `cairn-bench` in `benches/`
+//! (`cargo run --release -p cairn-benches --features rocks --bin cairn-bench -- job …`).
+//!
 //! # Place in the workspace
-//! `state-core <- backend-* <- executor <- cli`: this binary is the one place
-//! that picks concrete backends and storages (`backend.rs`).
+//! `state-core <- backend-* <- executor <- cli`: this package is the one place
+//! that picks concrete backends and storages (its library, [`cairn_cli`]:
+//! `backend` and `human`).
 
 /// mimalloc instead of the system allocator. Heap state is millions of small
 /// allocations (a key and a value per entry): glibc's malloc spent ~15% of
@@ -38,13 +41,9 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod backend;
-mod bench;
 mod demo;
 mod example;
-mod human;
 mod inspect;
-mod job_args;
 mod job_dir;
 mod list;
 mod log_cmd;
@@ -52,20 +51,18 @@ mod run_job;
 mod verify;
 mod wordcount;
 
-use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use cairn_cli::process::{self, DEFAULT_LOG_FILTER, init_tracing};
+use cairn_cli::{backend, human, job_args};
 use clap::{Args, Parser, Subcommand};
-
-/// The exit status for bad input or usage (clap uses it for usage errors too).
-const EXIT_BAD_INPUT: u8 = 2;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "cairn",
     version,
-    about = "Run, restore, inspect and benchmark cairn stream jobs and their checkpoints",
+    about = "Run, restore and inspect cairn stream jobs and their checkpoints",
     after_help = "Exit status: 0 ok, 1 verify found corruption or a job FAILED/CANCELED, 2 bad input or usage.\n\
                   Logs go to stderr (level warn; set RUST_LOG=info or debug for more)."
 )]
@@ -90,9 +87,6 @@ enum Command {
     /// Append to and read a replayable partitioned log (a Kafka topic on local files)
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
-    /// Benchmark harness: state size and job throughput on this machine
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -186,35 +180,10 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&a, &mut stdout),
         Command::Run(c) => run_job::run(c, &mut stdout),
         Command::Log(c) => log_cmd::run(c, &mut stdout),
-        Command::Bench(c) => bench::run(c, &mut stdout),
     };
-    let flushed = stdout.flush();
-    match result.and_then(|code| flushed.map(|()| code).map_err(Into::into)) {
-        Ok(code) => code,
-        Err(err) => {
-            // One line, whatever the sources of the error say.
-            let message = format!("{err:#}").replace(['\n', '\r'], " ");
-            let _ = writeln!(std::io::stderr(), "error: {message}");
-            ExitCode::from(EXIT_BAD_INPUT)
-        }
-    }
+    process::finish(result, &mut stdout, &mut std::io::stderr())
 }
-
-/// The log filter without `RUST_LOG`: warnings, except the per-file
-/// warnings of checkpoint verification, which `verify` prints itself.
-const DEFAULT_LOG_FILTER: &str = "warn,state_core::checkpoint_store::verify=error";
 
 /// The demo's log filter without `RUST_LOG` (`RUST_LOG=info cairn demo`
 /// shows the Flink-like job log beside the table).
 const DEMO_LOG_FILTER: &str = "error";
-
-/// Logs to stderr with `default_filter` unless `RUST_LOG` is set.
-fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-}

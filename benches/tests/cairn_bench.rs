@@ -1,8 +1,8 @@
-//! `cairn bench job` and `cairn bench state-size` as the real binary, at
+//! `cairn-bench job` and `cairn-bench state-size` as the real binary, at
 //! small sizes: the JSON has the documented fields with the documented
 //! types, counts are exact with and without an injected failure, restores
 //! give back every key, the figures are consistent, and bad options exit 2
-//! naming the option.
+//! naming the option. The RocksDB tests run with `--features rocks`.
 
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,8 +11,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn cairn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
+fn cairn_bench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
         .args(args)
         .env_remove("RUST_LOG")
         .output()
@@ -43,7 +43,7 @@ fn f(v: &Value, field: &str) -> f64 {
 }
 
 fn bad_option(args: &[&str], option: &str) {
-    let out = cairn(args);
+    let out = cairn_bench(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     assert!(
@@ -55,7 +55,6 @@ fn bad_option(args: &[&str], option: &str) {
 
 fn job(extra: &[&str]) -> Value {
     let mut args = vec![
-        "bench",
         "job",
         "--records",
         "20000",
@@ -66,7 +65,7 @@ fn job(extra: &[&str]) -> Value {
         "--json",
     ];
     args.extend_from_slice(extra);
-    json(&cairn(&args))
+    json(&cairn_bench(&args))
 }
 
 fn check_job_fields(v: &Value, backend: &str, parallelism: u64) {
@@ -155,7 +154,7 @@ fn job_keep_leaves_the_checkpoints() {
 
 #[test]
 fn job_text_output_says_exact() {
-    let out = cairn(&["bench", "job", "--records", "5000", "--keys", "100"]);
+    let out = cairn_bench(&["job", "--records", "5000", "--keys", "100"]);
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("counts: exact"), "{text}");
@@ -209,8 +208,7 @@ fn check_state_size(v: &Value, backend: &str, keys: u64) {
 #[test]
 fn state_size_heap_and_fs_report_consistent_figures() {
     for backend in ["heap", "fs"] {
-        let v = json(&cairn(&[
-            "bench",
+        let v = json(&cairn_bench(&[
             "state-size",
             "--backend",
             backend,
@@ -225,8 +223,7 @@ fn state_size_heap_and_fs_report_consistent_figures() {
 
 #[test]
 fn state_size_at_parallelism_two_restores_every_key() {
-    let v = json(&cairn(&[
-        "bench",
+    let v = json(&cairn_bench(&[
         "state-size",
         "--backend",
         "fs",
@@ -247,8 +244,7 @@ fn state_size_at_parallelism_two_restores_every_key() {
 fn sweep_prints_one_report_per_run_and_plots() {
     let dir = tempfile::tempdir().unwrap();
     let svg = dir.path().join("sweep.svg");
-    let v = json(&cairn(&[
-        "bench",
+    let v = json(&cairn_bench(&[
         "state-size",
         "--backend",
         "heap,fs",
@@ -273,12 +269,12 @@ fn sweep_prints_one_report_per_run_and_plots() {
     assert!(plot.contains("Restore time"));
 }
 
+#[cfg(feature = "rocks")]
 #[test]
 fn rocks_incremental_state_size_and_exact_job() {
     // state-size: incremental checkpoints write far less than the full state
     // after a 1% update, and every key comes back.
-    let out = cairn(&[
-        "bench",
+    let v = json(&cairn_bench(&[
         "state-size",
         "--backend",
         "rocks",
@@ -288,13 +284,7 @@ fn rocks_incremental_state_size_and_exact_job() {
         "--rounds",
         "1",
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]));
     let report = if v.is_array() { v[0].clone() } else { v };
     assert_eq!(report["backend"], "rocks");
     assert_eq!(report["incremental"], true);
@@ -309,8 +299,7 @@ fn rocks_incremental_state_size_and_exact_job() {
     // job: exact counts on rocks, with an injected failure, recovering from
     // the local copies it keeps in the run's directory (removed after).
     let dir = tempfile::tempdir().unwrap();
-    let out = cairn(&[
-        "bench",
+    let v = json(&cairn_bench(&[
         "job",
         "--backend",
         "rocks",
@@ -327,13 +316,7 @@ fn rocks_incremental_state_size_and_exact_job() {
         "--fail-at",
         "12000",
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    ]));
     assert_eq!(v["backend"], "rocks");
     assert_eq!(v["exact"], true);
     assert_eq!(v["local_recovery"], true);
@@ -344,10 +327,10 @@ fn rocks_incremental_state_size_and_exact_job() {
     );
 }
 
+#[cfg(feature = "rocks")]
 #[test]
 fn a_too_small_rocks_value_cache_is_refused_by_name() {
-    let out = cairn(&[
-        "bench",
+    let out = cairn_bench(&[
         "job",
         "--backend",
         "rocks",
@@ -362,10 +345,10 @@ fn a_too_small_rocks_value_cache_is_refused_by_name() {
     assert!(out.stdout.is_empty());
 }
 
+#[cfg(feature = "rocks")]
 #[test]
 fn rocks_state_size_restores_from_the_local_copy_and_from_storage() {
-    let v = json(&cairn(&[
-        "bench",
+    let v = json(&cairn_bench(&[
         "state-size",
         "--backend",
         "rocks",
@@ -384,8 +367,7 @@ fn rocks_state_size_restores_from_the_local_copy_and_from_storage() {
     assert_eq!(v["restore_exact"], true, "{v}");
 
     // Full snapshots keep no local copy to restore from.
-    let v = json(&cairn(&[
-        "bench",
+    let v = json(&cairn_bench(&[
         "state-size",
         "--backend",
         "rocks",
@@ -401,31 +383,28 @@ fn rocks_state_size_restores_from_the_local_copy_and_from_storage() {
 
 #[test]
 fn bad_options_exit_2_naming_the_option() {
-    bad_option(&["bench", "job", "--records", "0"], "--records");
-    bad_option(&["bench", "job", "--keys=-3"], "--keys");
-    bad_option(&["bench", "job", "--parallelism", "0"], "--parallelism");
+    bad_option(&["job", "--records", "0"], "--records");
+    bad_option(&["job", "--keys=-3"], "--keys");
+    bad_option(&["job", "--parallelism", "0"], "--parallelism");
     bad_option(
-        &["bench", "job", "--records", "100", "--fail-at", "100"],
+        &["job", "--records", "100", "--fail-at", "100"],
         "--fail-at",
     );
     bad_option(
-        &["bench", "job", "--checkpoint-interval", "soon"],
+        &["job", "--checkpoint-interval", "soon"],
         "--checkpoint-interval",
     );
     bad_option(
-        &["bench", "job", "--checkpoint-interval", "0s"],
+        &["job", "--checkpoint-interval", "0s"],
         "--checkpoint-interval",
     );
-    bad_option(&["bench", "job", "--backend", "oracle"], "--backend");
+    bad_option(&["job", "--backend", "oracle"], "--backend");
     bad_option(
-        &["bench", "state-size", "--update-fraction", "2"],
+        &["state-size", "--update-fraction", "2"],
         "--update-fraction",
     );
-    bad_option(&["bench", "state-size", "--keys", "0"], "--keys");
-    bad_option(
-        &["bench", "state-size", "--value-size", "x"],
-        "--value-size",
-    );
-    bad_option(&["bench", "state-size", "--sweep", "colour=1"], "--sweep");
-    bad_option(&["bench", "state-size", "--rounds=-1"], "--rounds");
+    bad_option(&["state-size", "--keys", "0"], "--keys");
+    bad_option(&["state-size", "--value-size", "x"], "--value-size");
+    bad_option(&["state-size", "--sweep", "colour=1"], "--sweep");
+    bad_option(&["state-size", "--rounds=-1"], "--rounds");
 }

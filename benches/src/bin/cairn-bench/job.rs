@@ -1,4 +1,4 @@
-//! `cairn bench job`: the keyed-count job on the executor, with an optional
+//! `cairn-bench job`: the keyed-count job on the executor, with an optional
 //! injected failure, measured end to end.
 //!
 //! The job: a generated source (record `i` is the number `i`; subtask `s`
@@ -21,8 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::job_args::{BackendKind, parse_duration};
 use anyhow::Context as _;
+use cairn_benches::{KeyName, expected_counts, record_key};
+use cairn_cli::backend::{self, BackendVisitor, LocalState};
+use cairn_cli::human;
+use cairn_cli::job_args::{BackendKind, parse_duration};
 use executor::sink::{Sink, SinkContext};
 use executor::source::{Source, SourceContext, SourcePoll};
 use executor::{
@@ -33,14 +36,11 @@ use state_core::metadata::OperatorStateMode;
 use state_core::operator_state::OperatorStateStore;
 use state_core::{BackendFactory, CheckpointStorage, JobId, MemoryCheckpointStorage, SnapshotMode};
 
-use super::proc_stats::{IoCounters, peak_rss_bytes};
-use super::report::{CheckpointReport, ms, opt, progress};
-use super::scratch::{Scratch, check_interrupted, interrupted};
-use super::workload::{KeyName, expected_counts, record_key};
-use crate::backend::{self, BackendVisitor, LocalState};
-use crate::human;
+use crate::proc_stats::{IoCounters, peak_rss_bytes};
+use crate::report::{CheckpointReport, ms, opt, progress};
+use crate::scratch::{Scratch, check_interrupted, interrupted};
 
-/// The fields of `cairn bench job --json`.
+/// The fields of `cairn-bench job --json`.
 pub const JSON_HELP: &str = "\
 JSON (--json): one object: backend, incremental, local_recovery, records, keys,
 parallelism, checkpoint_interval_ms, fail_at (record index or null), status (FINISHED...),
@@ -54,7 +54,7 @@ out of the restarted count; null without --fail-at), recovery_phases_ms
 wrong_keys, peak_rss_bytes, io_read_bytes, io_write_bytes (null where
 /proc is missing), dir (null unless --keep). Sizes in bytes, times in ms.";
 
-/// Options of `cairn bench job`.
+/// Options of `cairn-bench job`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct JobBenchArgs {
     /// Records the source generates
@@ -100,7 +100,7 @@ pub struct JobBenchArgs {
     pub json: bool,
 }
 
-/// What `cairn bench job` reports.
+/// What `cairn-bench job` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
     backend: &'static str,
@@ -142,7 +142,7 @@ pub struct RecoveryPhases {
     processing: Option<f64>,
 }
 
-/// Runs `cairn bench job`.
+/// Runs `cairn-bench job`.
 pub fn run(args: &JobBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(at) = args.fail_at {
         if at >= args.records {

@@ -1,4 +1,4 @@
-//! `cairn bench state-size`: load K keys of S-byte values into a backend,
+//! One `cairn-bench state-size` run: load K keys of S-byte values into a backend,
 //! checkpoint, then R rounds of "update a fraction F of the keys,
 //! checkpoint", then restore the last checkpoint into fresh backends and
 //! check that every key came back with its latest value: from the local
@@ -13,28 +13,29 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::job_args::BackendKind;
 use anyhow::Context as _;
 use bytes::Bytes;
+use cairn_benches::{key_text, updated_key, value_into, value_seed};
+use cairn_cli::backend::{self, BackendVisitor, LocalState};
+use cairn_cli::human;
+use cairn_cli::job_args::BackendKind;
 use indicatif::ProgressBar;
 use serde::Serialize;
 use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, Clock,
-    EntryKey, JobId, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
-    MemoryCheckpointStorage, OperatorId, SnapshotMode, StateDescriptor, StateId, StateKind,
-    SystemClock, handles_for_range,
+    EntryKey, JobId, KeyedStateBackend, KeyedStateHandle, MaxParallelism, MemoryCheckpointStorage,
+    OperatorId, SnapshotMode, StateDescriptor, StateKind, SystemClock,
 };
 
 use super::checkpointing::{CheckpointCtx, checkpoint};
-use super::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
-use super::report::{CheckpointReport, ms, progress};
-use super::scratch::{Scratch, check_interrupted};
-use super::workload::{key_text, updated_key, value_into, value_seed};
-use crate::backend::{self, BackendVisitor, LocalState};
-use crate::human;
+use super::restore::{Source, check_source, local_copy_dirs, restore_fresh};
+use super::subtasks::{Subtask, parallel};
+use crate::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
+use crate::report::{CheckpointReport, ms, progress};
+use crate::scratch::{Scratch, check_interrupted};
 
 /// One run's parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -167,14 +168,6 @@ struct Run<'a> {
     job_dir: Option<PathBuf>,
     /// Where the backend keeps local checkpoint copies (rocks), else `None`.
     local_dir: Option<PathBuf>,
-}
-
-/// One subtask's backend, its value state and its key groups.
-pub(super) struct Subtask<B> {
-    pub(super) index: u32,
-    pub(super) backend: B,
-    pub(super) state: StateId,
-    pub(super) range: KeyGroupRange,
 }
 
 /// How often (in keys) the loops check Ctrl-C and move the progress bar.
@@ -359,115 +352,6 @@ impl BackendVisitor for Run<'_> {
     }
 }
 
-/// Restores `handles` into fresh backends, one per context, on one thread
-/// each; returns them and the wall time of the restore.
-fn restore_fresh<F: BackendFactory>(
-    factory: &F,
-    contexts: &[BackendContext],
-    handles: &[KeyedStateHandle],
-    storage: &dyn CheckpointStorage,
-) -> anyhow::Result<(Vec<Subtask<F::Backend>>, Duration)> {
-    let mut restored = Vec::with_capacity(contexts.len());
-    for context in contexts {
-        restored.push(Subtask {
-            index: context.subtask,
-            backend: factory.create(context)?,
-            state: StateId(0),
-            range: context.key_group_range()?,
-        });
-    }
-    let started = Instant::now();
-    parallel(&mut restored, |sub| {
-        let mine = handles_for_range(handles, sub.range);
-        sub.backend.restore(&mine, storage)?;
-        Ok(())
-    })?;
-    Ok((restored, started.elapsed()))
-}
-
-/// The local copies (`<local dir>/<backend id>/chk-<n>`) of the
-/// incremental handles; empty without a local directory.
-fn local_copy_dirs(local_dir: Option<&Path>, handles: &[KeyedStateHandle]) -> Vec<PathBuf> {
-    let Some(local_dir) = local_dir else {
-        return Vec::new();
-    };
-    handles
-        .iter()
-        .filter_map(|h| match h {
-            KeyedStateHandle::Incremental(h) => Some(
-                local_dir
-                    .join(&h.backend_id)
-                    .join(h.checkpoint_id.dir_name()),
-            ),
-            KeyedStateHandle::KeyGroups(_) => None,
-        })
-        .filter(|dir| dir.is_dir())
-        .collect()
-}
-
-/// Where a restore was meant to read from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    LocalCopy,
-    Storage,
-}
-
-/// Checks that every restored backend read only from `want` (a subtask
-/// that got no handle read nothing), so the two restore times measure what
-/// their names say.
-fn check_source<B: 'static>(restored: &[Subtask<B>], want: Source) -> anyhow::Result<()> {
-    for sub in restored {
-        let any = &sub.backend as &dyn std::any::Any;
-        if let Some(heap) = any.downcast_ref::<backend_heap::HeapBackend>() {
-            let stats = heap.last_restore_stats().unwrap_or_default();
-            let ok = match want {
-                Source::LocalCopy => stats.storage_handles == 0,
-                Source::Storage => stats.local_handles == 0,
-            };
-            anyhow::ensure!(
-                ok,
-                "subtask {}: the restore meant to read {want:?} took {} handles from in-memory copies and {} from storage",
-                sub.index,
-                stats.local_handles,
-                stats.storage_handles
-            );
-        } else {
-            check_rocks_source(sub, want)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(feature = "rocks")]
-fn check_rocks_source<B: 'static>(sub: &Subtask<B>, want: Source) -> anyhow::Result<()> {
-    use backend_rocks::{RestoreSource, RocksBackend};
-    let Some(rocks) = (&sub.backend as &dyn std::any::Any).downcast_ref::<RocksBackend>() else {
-        anyhow::bail!("only the heap and rocks backends restore from local copies");
-    };
-    let stats = rocks.last_restore_stats().cloned().unwrap_or_default();
-    let ok = matches!(
-        (want, stats.source()),
-        (_, RestoreSource::Nothing)
-            | (Source::LocalCopy, RestoreSource::LocalCopy)
-            | (Source::Storage, RestoreSource::Storage)
-    );
-    anyhow::ensure!(
-        ok,
-        "subtask {}: the restore meant to read {want:?} read {} files ({} bytes) from local copies and {} bytes from storage",
-        sub.index,
-        stats.files_from_local,
-        stats.bytes_from_local,
-        stats.bytes_from_storage
-    );
-    Ok(())
-}
-
-/// Without the rocks backend, only heap backends keep local copies.
-#[cfg(not(feature = "rocks"))]
-fn check_rocks_source<B: 'static>(_sub: &Subtask<B>, want: Source) -> anyhow::Result<()> {
-    anyhow::bail!("cannot tell whether a restore read {want:?}: this build has no rocks backend")
-}
-
 /// What the restored state must hold: every key with the value of the round
 /// that last wrote it.
 struct Expected<'a> {
@@ -564,33 +448,6 @@ fn put_keys<B: KeyedStateBackend>(
         sub.backend.put(sub.state, &entry, Bytes::from(value))?;
     }
     Ok(())
-}
-
-/// Runs `f` on every subtask, one thread each; the first error wins.
-pub(super) fn parallel<B: Send>(
-    subtasks: &mut [Subtask<B>],
-    f: impl Fn(&mut Subtask<B>) -> anyhow::Result<()> + Sync,
-) -> anyhow::Result<()> {
-    if let [only] = subtasks {
-        return f(only);
-    }
-    let f = &f;
-    std::thread::scope(|scope| {
-        let running: Vec<_> = subtasks
-            .iter_mut()
-            .map(|sub| scope.spawn(move || f(sub)))
-            .collect();
-        let mut result = Ok(());
-        for thread in running {
-            let outcome = thread
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("a subtask thread panicked")));
-            if result.is_ok() {
-                result = outcome;
-            }
-        }
-        result
-    })
 }
 
 #[cfg(test)]

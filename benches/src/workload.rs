@@ -1,12 +1,113 @@
-//! The reference workloads' deterministic generator: keys `key-%07d`, the
-//! key of each record of the keyed-count job, incompressible values, and the
-//! keys each update round touches.
-//!
-//! The same definitions as `benches/src/lib.rs` (the cli cannot depend on the
-//! benches crate): SplitMix64 drives every choice.
+//! The reference workloads' deterministic generator, shared by the criterion
+//! benches and the `cairn-bench` harness: keys `key-%07d`, incompressible
+//! values, the order in which benches visit keys, the key of each record of
+//! the keyed-count job and the keys each update round touches. SplitMix64
+//! drives every choice, so every backend and its baseline see the same
+//! operations in the same order.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
+use state_core::{
+    BackendContext, EntryKey, KeyedStateBackend, MaxParallelism, OperatorId, StateDescriptor,
+    StateId, StateKind, SystemClock,
+};
+
+/// How many accesses a bench cycles through (a power of two).
+pub const ORDER_LEN: usize = 1 << 20;
+
+/// The keys, values and access order of a state-operation bench:
+/// `CAIRN_BENCH_KEYS` keys (default 1,000,000), 64 distinct values of
+/// `CAIRN_BENCH_VALUE_SIZE` bytes (default 100), max parallelism 128.
+#[derive(Debug)]
+pub struct Workload {
+    /// The keys, `key-0000000`….
+    pub keys: Vec<Vec<u8>>,
+    /// Values to write, cycled.
+    pub values: Vec<Bytes>,
+    /// The order in which keys are visited.
+    pub order: Vec<u64>,
+    /// The job's number of key groups.
+    pub max: MaxParallelism,
+}
+
+impl Workload {
+    /// The workload the environment asks for.
+    pub fn from_env() -> Self {
+        let n: u64 = env_or("CAIRN_BENCH_KEYS", 1_000_000);
+        let size: usize = env_or("CAIRN_BENCH_VALUE_SIZE", 100);
+        Workload {
+            keys: (0..n).map(key).collect(),
+            values: (0..64).map(|i| Bytes::from(value(i, size))).collect(),
+            order: access_order(ORDER_LEN, n, 0x5eed),
+            max: MaxParallelism::default_for(1),
+        }
+    }
+
+    /// The size of every value.
+    pub fn value_size(&self) -> usize {
+        self.values.first().map_or(0, Bytes::len)
+    }
+
+    /// The address of key `i` in the default namespace.
+    pub fn entry(&self, i: u64) -> EntryKey<'_> {
+        let key = self.keys.get(i as usize).map_or(&[][..], Vec::as_slice);
+        EntryKey {
+            key_group: self.max.key_group_of(key),
+            key,
+            namespace: &[],
+        }
+    }
+
+    /// The context of the one subtask the benches run.
+    pub fn context(&self) -> BackendContext {
+        BackendContext {
+            operator_id: OperatorId("bench".into()),
+            subtask: 0,
+            parallelism: 1,
+            max_parallelism: self.max,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// The states every state-operation bench registers.
+#[derive(Debug, Clone, Copy)]
+pub struct States {
+    /// A value state.
+    pub value: StateId,
+    /// A list state.
+    pub list: StateId,
+    /// A map state.
+    pub map: StateId,
+}
+
+impl States {
+    /// Registers the value, list and map states in `backend`.
+    pub fn register<B: KeyedStateBackend>(backend: &mut B) -> state_core::Result<Self> {
+        Ok(States {
+            value: backend.register_state(&StateDescriptor::new("value", StateKind::Value))?,
+            list: backend.register_state(&StateDescriptor::new("list", StateKind::List))?,
+            map: backend.register_state(&StateDescriptor::new("map", StateKind::Map))?,
+        })
+    }
+}
+
+/// The environment variable `name` parsed, or `default`.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The reference workloads' key for index `i`: `key-0000042`.
+pub fn key(i: u64) -> Vec<u8> {
+    let (buf, len) = key_text(i);
+    buf.get(..len).unwrap_or_default().to_vec()
+}
 
 /// SplitMix64 (Steele, Lea and Flood): the deterministic generator of all
 /// bench choices.
@@ -17,6 +118,26 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// `size` incompressible bytes derived from `seed`.
+pub fn value(seed: u64, size: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    value_into(seed, size, &mut out);
+    out
+}
+
+/// `size` incompressible bytes derived from `seed` (the bytes of
+/// [`value`]), written into `out` (cleared first).
+pub fn value_into(seed: u64, size: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(size + 8);
+    let mut s = seed;
+    while out.len() < size {
+        s = splitmix64(s);
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(size);
+}
+
 /// The key index of record `i` of the keyed-count job over `keys` keys:
 /// `splitmix64(i) mod keys`.
 pub fn record_key(i: u64, keys: u64) -> u64 {
@@ -24,10 +145,11 @@ pub fn record_key(i: u64, keys: u64) -> u64 {
 }
 
 /// Longest key text: `key-` and the 20 digits of `u64::MAX`.
-const KEY_CAP: usize = 24;
+pub const KEY_CAP: usize = 24;
 
-/// The text of key `index` (`key-0000042`) in a stack buffer, returning
-/// the buffer and the length used. No allocation: this runs per record.
+/// The text of key `index` (`key-0000042`, the bytes of [`key`]) in a stack
+/// buffer, returning the buffer and the length used. No allocation: this
+/// runs per record.
 pub fn key_text(index: u64) -> ([u8; KEY_CAP], usize) {
     // Digits of `index`, at least 7 (zero-padded), written back to front:
     // the same bytes as `format!("key-{index:07}")` without the formatter.
@@ -88,27 +210,14 @@ impl<'de> Deserialize<'de> for KeyName {
     }
 }
 
-/// `size` incompressible bytes derived from `seed`, written into `out`
-/// (cleared first).
-pub fn value_into(seed: u64, size: usize, out: &mut Vec<u8>) {
-    out.clear();
-    out.reserve(size + 8);
-    let mut s = seed;
-    while out.len() < size {
-        s = splitmix64(s);
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.truncate(size);
-}
-
 /// The seed of the value of key `index` after update round `round`
 /// (0 = the initial load).
 pub fn value_seed(seed: u64, index: u64, round: u32) -> u64 {
     splitmix64(seed ^ index.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (u64::from(round) << 56))
 }
 
-/// The `n`-th key index (of `count`) updated in round `round`: a fixed
-/// pseudo-random choice in `0..keys`; a key may be chosen more than once.
+/// The `n`-th key index updated in round `round`: a fixed pseudo-random
+/// choice in `0..keys`; a key may be chosen more than once.
 pub fn updated_key(seed: u64, round: u32, n: u64, keys: u64) -> u64 {
     splitmix64(seed.rotate_left(17) ^ (u64::from(round) << 48) ^ n) % keys.max(1)
 }
@@ -126,9 +235,27 @@ pub fn expected_counts(records: u64, keys: u64) -> Vec<u64> {
     counts
 }
 
+/// `n` pseudo-random indexes in `0..keys`, the order in which benches visit keys.
+pub fn access_order(n: usize, keys: u64, seed: u64) -> Vec<u64> {
+    (0..n as u64)
+        .map(|i| splitmix64(seed ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d)) % keys.max(1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_is_deterministic() {
+        assert_eq!(key(42), b"key-0000042".to_vec());
+        assert_eq!(value(7, 100), value(7, 100));
+        assert_ne!(value(7, 100), value(8, 100));
+        assert_eq!(value(1, 13).len(), 13);
+        let order = access_order(1000, 10, 3);
+        assert!(order.iter().all(|&k| k < 10));
+        assert_eq!(order, access_order(1000, 10, 3));
+    }
 
     #[test]
     fn splitmix64_matches_the_reference_sequence() {
@@ -147,6 +274,7 @@ mod tests {
         ] {
             let (buf, len) = key_text(i);
             assert_eq!(&buf[..len], text);
+            assert_eq!(key(i), format!("key-{i:07}").into_bytes());
         }
         let (buf, len) = key_text(u64::MAX);
         assert_eq!(&buf[..len], b"key-18446744073709551615");
@@ -164,6 +292,7 @@ mod tests {
         value_into(7, 100, &mut a);
         value_into(7, 100, &mut b);
         assert_eq!(a, b);
+        assert_eq!(a, value(7, 100));
         assert_eq!(a.len(), 100);
         value_into(8, 13, &mut b);
         assert_eq!(b.len(), 13);

@@ -1,51 +1,32 @@
-//! `cairn bench`: the benchmark harness that sizes hardware for cairn and
-//! holds it against other engines on the same machine.
+//! `cairn-bench state-size`: its options, the runs a `--sweep` asks for,
+//! and their report as text, JSON or a plot.
 //!
 //! ```text
-//! cairn bench job        [--records N] [--keys K] [--parallelism P] [--backend heap|fs|rocks]
-//!                        [--incremental] [--checkpoint-interval 2s] [--fail-at i]
-//!                        [--dir DIR] [--keep] [--json]
-//! cairn bench state-size [--backend heap,fs,…] [--incremental] [--keys K] [--value-size S]
+//! cairn-bench state-size [--backend heap,fs,…] [--incremental] [--keys K] [--value-size S]
 //!                        [--update-fraction F] [--rounds R] [--parallelism P] [--seed N]
 //!                        [--sweep keys=…|value-size=…]… [--plot FILE.svg]
 //!                        [--dir DIR] [--keep] [--json]
 //! ```
 //!
-//! Both measure the real backend on real files (fs) or memory (heap), wall
-//! time, and this process's peak memory and I/O. Progress bars go to stderr
-//! (hidden with `--json` or when stderr is not a terminal). Ctrl-C stops the
-//! run and removes its data unless `--keep` is given (exit status 130).
-//! The JSON fields are documented in `--help` and in `benches/README.md`.
+//! One run is measured in [`measure`]; its checkpoints in [`checkpointing`],
+//! its restores in [`restore`].
 
 mod checkpointing;
-mod job;
+mod measure;
 mod plot;
-mod proc_stats;
-mod report;
-mod scratch;
-mod state_size;
-mod workload;
+mod restore;
+mod subtasks;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use crate::job_args::BackendKind;
+use cairn_cli::human;
+use cairn_cli::job_args::BackendKind;
 
-use crate::human;
+use crate::report;
 
-/// `cairn bench …`.
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
-    /// The keyed-count job on the executor: records/s, checkpoints, recovery time, exactness
-    #[command(after_help = job::JSON_HELP)]
-    Job(job::JobBenchArgs),
-    /// Load, checkpoint, update and restore keyed state: sizes, phase times, restore time
-    #[command(after_help = STATE_SIZE_JSON_HELP)]
-    StateSize(StateSizeArgs),
-}
-
-const STATE_SIZE_JSON_HELP: &str = "\
+/// The fields of `cairn-bench state-size --json`.
+pub const JSON_HELP: &str = "\
 JSON (--json): one object per run (an array of them with --sweep or several
 backends): backend, incremental, keys, value_size, update_fraction, rounds,
 parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
@@ -58,7 +39,7 @@ restored_keys, restore_exact (both restores),
 peak_rss_bytes, io_read_bytes, io_write_bytes, dir (null unless --keep).
 Sizes in bytes, times in ms unless the name says otherwise.";
 
-/// Options of `cairn bench state-size`.
+/// Options of `cairn-bench state-size`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct StateSizeArgs {
     /// Backends to measure, comma-separated (heap: checkpoints in memory; fs: in files)
@@ -92,7 +73,8 @@ pub struct StateSizeArgs {
     /// Run once per value: `keys=100000,1000000` or `value-size=100,1000` (repeatable: all combinations)
     #[arg(long, value_name = "DIM=V,V,…", value_parser = parse_sweep)]
     sweep: Vec<Sweep>,
-    /// Draw checkpoint size, checkpoint time and restore time against state size into an SVG file
+    /// Draw checkpoint size and time (with --incremental, also each incremental checkpoint's),
+    /// and restore time against state size into an SVG file (log axes past a 100x span)
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     /// Where checkpoint files go (fs, rocks); default: a temp directory
@@ -150,27 +132,8 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
     }
 }
 
-/// Runs the command.
-pub fn run(command: BenchCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    scratch::install_handler();
-    let result = match command {
-        BenchCommand::Job(args) => job::run(&args, out),
-        BenchCommand::StateSize(args) => run_state_size(&args, out),
-    };
-    match result {
-        Err(err) if err.is::<scratch::Interrupted>() => {
-            let _ = writeln!(
-                std::io::stderr(),
-                "interrupted: stopped the benchmark and removed its data (unless --keep)"
-            );
-            Ok(ExitCode::from(scratch::EXIT_INTERRUPTED))
-        }
-        Err(err) => Err(err),
-        Ok(()) => Ok(ExitCode::SUCCESS),
-    }
-}
-
-fn run_state_size(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Runs `cairn-bench state-size`: every run the options ask for, then the report.
+pub fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut keys = vec![args.keys];
     let mut sizes = vec![args.value_size];
     for sweep in &args.sweep {
@@ -183,7 +146,7 @@ fn run_state_size(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
     for &backend in &args.backend {
         for &k in &keys {
             for &size in &sizes {
-                let params = state_size::Params {
+                let params = measure::Params {
                     backend,
                     incremental: args.incremental,
                     keys: k,
@@ -194,11 +157,7 @@ fn run_state_size(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
                     seed: args.seed,
                     show_progress: !args.json,
                 };
-                reports.push(state_size::run_one(
-                    &params,
-                    args.dir.as_deref(),
-                    args.keep,
-                )?);
+                reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
             }
         }
     }
@@ -228,7 +187,7 @@ fn run_state_size(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
     Ok(())
 }
 
-fn write_one(r: &state_size::StateSizeReport, out: &mut dyn Write) -> anyhow::Result<()> {
+fn write_one(r: &measure::StateSizeReport, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "{} keys of {} B in {} ({}), parallelism {}, {} round(s) updating {}",
@@ -291,7 +250,7 @@ fn write_one(r: &state_size::StateSizeReport, out: &mut dyn Write) -> anyhow::Re
     Ok(())
 }
 
-fn write_table(reports: &[state_size::StateSizeReport], out: &mut dyn Write) -> anyhow::Result<()> {
+fn write_table(reports: &[measure::StateSizeReport], out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
         "{:<6} {:>10} {:>7} {:>9} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6}",

@@ -13,9 +13,9 @@ use state_core::{
     KeyedStateHandle, MaxParallelism, OperatorId, SnapshotKind, SnapshotMode, StreamLocation,
 };
 
-use super::report::{CheckpointReport, ms};
-use super::scratch::check_interrupted;
-use super::state_size::{Subtask, parallel};
+use super::subtasks::{Subtask, parallel};
+use crate::report::{CheckpointReport, ms};
+use crate::scratch::check_interrupted;
 
 /// What every checkpoint of a run shares.
 pub(super) struct CheckpointCtx<'a> {
