@@ -26,10 +26,10 @@
 //! use std::sync::Arc;
 //!
 //! use backend_fs::FsCheckpointStorage;
-//! use state_core::checkpoint_store::{
+//! use state_core::{
 //!     CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore,
 //! };
-//! use state_core::metadata::{OperatorSnapshot, SubtaskSnapshot};
+//! use state_core::{OperatorSnapshot, SubtaskSnapshot};
 //! use state_core::{
 //!     CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotKind, StateScope,
 //! };
@@ -49,7 +49,7 @@
 //!     out.write_all(format!("offset {}", n * 100).as_bytes())
 //!         .map_err(|e| state_core::StateError::io("source-0-offsets", e))?;
 //!     let stream = out.close()?;
-//!     let operator = state_core::metadata::OperatorStateHandle { stream, states: Vec::new() };
+//!     let operator = state_core::OperatorStateHandle { stream, states: Vec::new() };
 //!     store.complete(CheckpointMetadata {
 //!         checkpoint_id: id,
 //!         job_id: job.clone(),

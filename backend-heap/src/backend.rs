@@ -15,7 +15,7 @@ use state_core::{
 
 use crate::HeapBackendOptions;
 use crate::local::LocalSnapshots;
-use state_core::small_bytes::SmallBytes;
+use state_core::backend_support::SmallBytes;
 
 use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
 

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use state_core::metadata::KeyGroupsHandle;
-use state_core::small_bytes::SmallBytes;
-use state_core::snapshot_format::{KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry};
+use state_core::backend_support::{
+    KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry, SmallBytes,
+};
 use state_core::{
     AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, MaxParallelism, OperatorId, Result, SnapshotMode, StateDescriptor,
-    StateError, StateId, StateScope,
+    KeyGroupsHandle, KeyedStateHandle, MaxParallelism, OperatorId, Result, SnapshotMode,
+    StateDescriptor, StateError, StateId, StateScope,
 };
 
 use crate::HeapBackend;
@@ -469,7 +469,7 @@ impl Checkpointable for HeapBackend {
 mod tests {
     use super::*;
     use crate::HeapBackendOptions;
-    use state_core::memory_storage::MemoryCheckpointStorage;
+    use state_core::MemoryCheckpointStorage;
     use state_core::{
         BackendContext, EntryKey, KeyedStateBackend, ManualClock, OperatorId, StateKind,
     };

@@ -62,7 +62,7 @@
 //!
 //! use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
 //! use bytes::Bytes;
-//! use state_core::memory_storage::MemoryCheckpointStorage;
+//! use state_core::MemoryCheckpointStorage;
 //! use state_core::{
 //!     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, EntryKey,
 //!     KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorId, SnapshotMode,
@@ -119,15 +119,16 @@ mod verified;
 use std::path::Path;
 use std::sync::Arc;
 
-use state_core::{BackendContext, BackendFactory, Result, StateError};
 #[cfg(doc)]
-use state_core::{Checkpointable, KeyedStateHandle, SnapshotMode, StateScope};
-
 pub use backend::RocksBackend;
 pub use options::{Compression, PredefinedProfile, RocksBackendOptions};
 /// The `rocksdb` crate this backend links, for baselines and tools that
 /// need raw RocksDB next to the backend (one native build for both).
 pub use rocksdb;
+use state_core::{
+    BackendContext, BackendFactory, Checkpointable, KeyedStateHandle, Result, SnapshotMode,
+    StateError, StateScope,
+};
 
 /// The name RocksDB snapshots carry in their handles.
 pub const BACKEND_NAME: &str = "rocks";

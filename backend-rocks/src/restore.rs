@@ -14,12 +14,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rocksdb::{DB, WriteBatch};
-use state_core::metadata::{IncrementalHandle, KeyGroupsHandle};
-use state_core::snapshot_format::{KeyGroupStreamReader, RecordEntry};
-use state_core::storage::read_verified;
+use state_core::backend_support::{KeyGroupStreamReader, RecordEntry, read_verified};
 use state_core::{
-    CheckpointStorage, KeyGroup, KeyedStateHandle, Result, StateDescriptor, StateError, StateId,
-    StreamHandle,
+    CheckpointStorage, IncrementalHandle, KeyGroup, KeyGroupsHandle, KeyedStateHandle, Result,
+    StateDescriptor, StateError, StateId, StreamHandle,
 };
 
 use crate::backend::{OpenDb, RocksBackend, State, cf_of};

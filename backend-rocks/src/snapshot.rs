@@ -9,12 +9,11 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::checkpoint::Checkpoint;
 use rocksdb::{ColumnFamilyDescriptor, DB, DBRawIterator};
-use state_core::metadata::{IncrementalHandle, NamedStream, SharedFile};
-use state_core::snapshot_format::KeyGroupStreamWriter;
+use state_core::backend_support::KeyGroupStreamWriter;
 use state_core::{
-    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, MaxParallelism, Result, SnapshotMode, StateError, StateLayout, StateScope,
-    StreamHandle,
+    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, IncrementalHandle, KeyGroup,
+    KeyGroupRange, KeyedStateHandle, MaxParallelism, NamedStream, Result, SharedFile, SnapshotMode,
+    StateError, StateLayout, StateScope, StreamHandle,
 };
 
 use crate::backend::{RocksBackend, State, cf_of};

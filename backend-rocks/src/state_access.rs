@@ -105,7 +105,7 @@ impl KeyedStateBackend for RocksBackend {
         let mut cache = self.borrow_cache()?;
         if !cache.enabled() {
             drop(cache);
-            return state_core::backend::update_value_by_get_and_put(self, state, key, f);
+            return state_core::backend_support::update_value_by_get_and_put(self, state, key, f);
         }
         self.with_key(key, &[], |k| {
             if cache.modify(state.0, k, f)? {

@@ -55,7 +55,7 @@ pub(crate) fn ttl_compaction_filter(
 mod tests {
     use std::time::Duration;
 
-    use state_core::ttl::wrap_ttl;
+    use state_core::backend_support::wrap_ttl;
 
     use super::*;
     use crate::key_codec::encode_list;

@@ -17,7 +17,7 @@ use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use cairn_benches::{ORDER_LEN, States, Workload};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use state_core::memory_storage::MemoryCheckpointStorage;
+use state_core::MemoryCheckpointStorage;
 use state_core::{
     CheckpointId, CheckpointStorage, Checkpointable, JobId, KeyedStateBackend, SnapshotMode,
 };

@@ -41,7 +41,7 @@ use executor::{
     CheckpointConfig, CompletedCheckpointInfo, JobConfig, JobEvent, JobHandle, JobResult,
     JobStatus, RestartStrategyConfig, StreamEnv,
 };
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, MemoryCheckpointStorage,
 };

@@ -36,16 +36,14 @@ use anyhow::{Context, bail, ensure};
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use serde::Serialize;
-use state_core::checkpoint_store::{
-    CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore,
-};
-use state_core::metadata::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 use state_core::typed::{KeyedState, ValueState, ValueStateDescriptor};
 use state_core::{
     BackendContext, CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable, Clock,
     JobId, MaxParallelism, OperatorId, SnapshotKind, SnapshotMode, SystemClock, handles_for_range,
 };
+use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore};
+use state_core::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
 
 use crate::human;
 

@@ -39,10 +39,10 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use backend_fs::FsCheckpointStorage;
 use serde::Serialize;
-use state_core::metadata::{
+use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, StreamHandle};
+use state_core::{
     KeyedStateHandle, OperatorSnapshot, OperatorStateHandle, OperatorStateMode, SubtaskSnapshot,
 };
-use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, StreamHandle};
 
 use crate::human;
 use crate::list::kind_name;
@@ -326,7 +326,7 @@ fn print_file(f: &FileView, mark_origin: bool, out: &mut dyn Write) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
-    use state_core::metadata::{IncrementalHandle, NamedStream, SharedFile};
+    use state_core::{IncrementalHandle, NamedStream, SharedFile};
     use state_core::{KeyGroup, KeyGroupRange, StreamLocation};
 
     use super::*;

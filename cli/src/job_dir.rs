@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::bail;
 use backend_fs::FsCheckpointStorage;
-use state_core::fs::Fs;
-use state_core::metadata::METADATA_FILE_NAME;
+use state_core::METADATA_FILE_NAME;
+use state_core::backend_support::Fs;
 use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, ErrorKind, StateError};
 
 use crate::human;

@@ -37,8 +37,8 @@ use executor::args::{DEFAULT_JOB_ID, JobArgs};
 use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
 use executor::sinks::{FileSink, PrintSink};
 use executor::{JobResult, JobStatus, StreamEnv};
-use state_core::checkpoint_store::load_verified;
-use state_core::metadata::METADATA_FILE_NAME;
+use state_core::METADATA_FILE_NAME;
+use state_core::load_verified;
 use state_core::{
     BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotMode,
 };

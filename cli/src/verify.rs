@@ -35,9 +35,9 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use backend_fs::FsCheckpointStorage;
 use serde::Serialize;
-use state_core::checkpoint_store::{FileCheck, verify_checkpoint};
-use state_core::metadata::METADATA_FILE_NAME;
+use state_core::METADATA_FILE_NAME;
 use state_core::{CheckpointId, ErrorKind};
+use state_core::{FileCheck, verify_checkpoint};
 
 use crate::human;
 use crate::job_dir::{self, CheckpointStatus};

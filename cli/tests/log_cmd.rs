@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use state_core::key_group::murmur3_32;
+use state_core::backend_support::murmur3_32;
 
 fn cairn(args: &[&str]) -> Output {
     cairn_with_stdin(args, "")

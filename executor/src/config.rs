@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use state_core::ExternalizedCheckpointCleanup;
 use state_core::JobId;
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
 
 /// Checkpointing guarantee (Flink's `CheckpointingMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,7 +1,7 @@
 //! Sinks: where a job's results leave it.
 
 use state_core::CheckpointId;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use crate::Result;
 

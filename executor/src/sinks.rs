@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use state_core::CheckpointId;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use crate::error::{ExecutorError, Result};
 use crate::sink::{Sink, SinkContext, SinkFactory};

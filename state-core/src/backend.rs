@@ -137,7 +137,7 @@ pub type KeyVisitor<'a> = dyn FnMut(&EntryKey<'_>) -> ControlFlow<()> + 'a;
 /// - Writes are visible to every later read on the same instance; nothing is
 ///   durable until a checkpoint containing it completes.
 /// - Values are opaque bytes; the backend never interprets them except to
-///   apply a state's TTL when it writes a full snapshot (see [`crate::ttl`]).
+///   apply a state's TTL when it writes a full snapshot (see [`TtlConfig`]).
 pub trait KeyedStateBackend: Send + Debug {
     /// The key groups this instance holds.
     fn key_group_range(&self) -> KeyGroupRange;

@@ -20,9 +20,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::handle::{StreamHandle, StreamLocation};
 use crate::ids::CheckpointId;
 use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
-use crate::storage::{StreamHandle, StreamLocation};
 
 /// One shared file and the retained checkpoints that reference it.
 #[derive(Debug, Clone)]

@@ -60,7 +60,7 @@ use crate::backend::{EntryKey, KeyedStateBackend, StateDescriptor};
 use crate::clock::Clock;
 use crate::ids::StateId;
 use crate::key_group::KeyGroup;
-use crate::timers::TIMER_STATE_PREFIX;
+use crate::timer_names::TIMER_STATE_PREFIX;
 use crate::{Result, StateError};
 
 pub use descriptor::{
@@ -369,6 +369,3 @@ fn no_current_key(meta: &StateMeta) -> StateError {
         meta.name
     ))
 }
-
-#[cfg(test)]
-mod tests;

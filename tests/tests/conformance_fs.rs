@@ -9,7 +9,7 @@ use std::sync::Arc;
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
 use state_core::JobId;
-use state_core::conformance::Setup;
+use state_testkit::Setup;
 
 fn setup() -> Setup<HeapBackendFactory> {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -22,4 +22,4 @@ fn setup() -> Setup<HeapBackendFactory> {
     .with_guard(dir)
 }
 
-state_core::conformance_tests!(setup);
+state_testkit::conformance_tests!(setup);

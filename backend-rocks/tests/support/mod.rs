@@ -10,11 +10,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use backend_fs::FsCheckpointStorage;
 use backend_rocks::{RocksBackend, RocksBackendFactory, RocksBackendOptions};
 use bytes::Bytes;
-use state_core::metadata::{OperatorSnapshot, SubtaskSnapshot};
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointMetadata, CheckpointOutput,
     CheckpointStorage, JobId, KeyedStateHandle, ManualClock, MaxParallelism, OperatorId,
-    SnapshotKind, StateError, StateScope, StreamHandle,
+    OperatorSnapshot, SnapshotKind, StateError, StateScope, StreamHandle, SubtaskSnapshot,
 };
 
 pub const MAX_PARALLELISM: u32 = 128;

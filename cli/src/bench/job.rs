@@ -29,8 +29,8 @@ use executor::{
     CheckpointConfig, JobConfig, JobEvent, JobResult, JobStatus, RestartStrategyConfig, StreamEnv,
 };
 use serde::Serialize;
-use state_core::metadata::OperatorStateMode;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateMode;
+use state_core::OperatorStateStore;
 use state_core::{BackendFactory, CheckpointStorage, JobId, MemoryCheckpointStorage, SnapshotMode};
 
 use super::proc_stats::{IoCounters, peak_rss_bytes};

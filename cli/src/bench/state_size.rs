@@ -20,13 +20,13 @@ use bytes::Bytes;
 use executor::args::BackendKind;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, Clock,
     EntryKey, JobId, KeyGroupRange, KeyedStateBackend, KeyedStateHandle, MaxParallelism,
     MemoryCheckpointStorage, OperatorId, SnapshotMode, StateDescriptor, StateId, StateKind,
     SystemClock, handles_for_range,
 };
+use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
 
 use super::checkpointing::{CheckpointCtx, checkpoint};
 use super::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};

@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use state_core::ExternalizedCheckpointCleanup;
 use state_core::JobId;
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
-use state_core::key_group::{MaxParallelism, UPPER_BOUND_MAX_PARALLELISM};
+use state_core::{MaxParallelism, UPPER_BOUND_MAX_PARALLELISM};
 
 use super::{DEFAULT_JOB_ID, JobArgs, RestartStrategyKind};
 use crate::config::{CheckpointConfig, JobConfig, RestartStrategyConfig};

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_core::fs::{Fs, StdFs, sync_parent, write_atomic};
-use state_core::key_group::murmur3_32;
+use state_core::backend_support::murmur3_32;
+use state_core::backend_support::{Fs, StdFs, sync_parent, write_atomic};
 use state_core::{Clock, SystemClock};
 
 use super::format::{decode_descriptor, encode_descriptor, encode_record};
@@ -24,7 +24,7 @@ pub struct Topic {
 }
 
 fn check_topic_name(name: &str) -> Result<()> {
-    if state_core::storage::is_safe_file_name(name) {
+    if state_core::backend_support::is_safe_file_name(name) {
         Ok(())
     } else {
         Err(ExecutorError::InvalidJob(format!(

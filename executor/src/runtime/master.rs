@@ -6,10 +6,10 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use state_core::checkpoint_store::{CompletedCheckpointStore, JobTerminalStatus};
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, SnapshotMode,
 };
+use state_core::{CompletedCheckpointStore, JobTerminalStatus};
 
 use super::attempt::Attempt;
 use super::events::{CompletedCheckpointInfo, JobEvent, JobResult, JobStatus};

@@ -7,12 +7,12 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 
 use super::{Address, Entry, MODEL_BACKEND_NAME, ModelBackend, Table};
-use crate::backend::{AsyncSnapshot, Checkpointable, SnapshotMode, StateDescriptor};
-use crate::ids::CheckpointId;
-use crate::key_group::{KeyGroup, KeyGroupRange};
-use crate::metadata::{KeyGroupsHandle, KeyedStateHandle};
-use crate::storage::{CheckpointStorage, StateScope, read_verified};
-use crate::{Result, StateError};
+use state_core::backend_support::read_verified;
+use state_core::{
+    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
+    KeyGroupsHandle, KeyedStateHandle, Result, SnapshotMode, StateDescriptor, StateError,
+    StateScope,
+};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"CAIRNMDL";
 
