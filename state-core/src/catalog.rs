@@ -92,6 +92,11 @@ impl<S: CatalogEntry> StateCatalog<S> {
         Ok((id, true))
     }
 
+    /// The id of the state named `name`, if it is registered.
+    pub fn id_of(&self, name: &str) -> Option<StateId> {
+        self.by_name.get(name).copied()
+    }
+
     /// Undoes the registration of the newest state (when the backend could
     /// not set it up after [`StateCatalog::register`] returned it as new).
     pub fn unregister_last(&mut self) {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use state_core::backend_support::{StateCatalog, file_name_part};
 
 use state_core::{
     BackendContext, BackendFactory, Clock, EntryKey, KeyGroup, KeyGroupRange, KeyVisitor,
@@ -55,26 +56,20 @@ pub struct ModelBackend {
     max: MaxParallelism,
     clock: Arc<dyn Clock>,
     stream_prefix: String,
-    states: Vec<StateDescriptor>,
+    states: StateCatalog<StateDescriptor>,
     data: Vec<Table>,
 }
 
 impl ModelBackend {
     /// An empty backend for the subtask described by `context`.
     pub fn new(context: &BackendContext) -> Result<Self> {
-        let op: String = context
-            .operator_id
-            .0
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(64)
-            .collect();
+        let op = file_name_part(&context.operator_id.0, 64, false);
         Ok(ModelBackend {
             range: context.key_group_range()?,
             max: context.max_parallelism,
             clock: Arc::clone(&context.clock),
             stream_prefix: format!("model-{op}-{}", context.subtask),
-            states: Vec::new(),
+            states: StateCatalog::new("model"),
             data: Vec::new(),
         })
     }
@@ -131,26 +126,15 @@ impl KeyedStateBackend for ModelBackend {
     }
 
     fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
-        if let Some(i) = self.states.iter().position(|d| d.name == descriptor.name) {
-            let Some(existing) = self.states.get_mut(i) else {
-                return Err(StateError::invalid("state table out of sync"));
-            };
-            if existing.kind != descriptor.kind {
-                return Err(StateError::invalid(format!(
-                    "state '{}' is registered as {:?}, cannot register it as {:?}",
-                    descriptor.name, existing.kind, descriptor.kind
-                )));
-            }
-            existing.ttl = descriptor.ttl;
-            return state_id(i);
+        let (id, new) = self.states.register(descriptor, Clone::clone)?;
+        if new {
+            self.data.push(BTreeMap::new());
         }
-        self.states.push(descriptor.clone());
-        self.data.push(BTreeMap::new());
-        state_id(self.states.len() - 1)
+        Ok(id)
     }
 
     fn states(&self) -> Vec<StateDescriptor> {
-        self.states.clone()
+        self.states.descriptors()
     }
 
     fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {
@@ -297,12 +281,6 @@ impl KeyedStateBackend for ModelBackend {
         }
         Ok(())
     }
-}
-
-fn state_id(index: usize) -> Result<StateId> {
-    u32::try_from(index)
-        .map(StateId)
-        .map_err(|_| StateError::invalid("too many states"))
 }
 
 /// Creates [`ModelBackend`]s.
