@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::hash_map::EntryRef;
+use state_core::backend_support::{CatalogEntry, SmallBytes, StateCatalog, file_name_part};
 use state_core::{
     BackendContext, Clock, EntryKey, KeyGroupRange, KeyVisitor, KeyedStateBackend, MapVisitor,
     MaxParallelism, OperatorId, Result, StateDescriptor, StateError, StateId, StateLayout,
@@ -14,7 +15,6 @@ use state_core::{
 
 use crate::HeapBackendOptions;
 use crate::local::LocalSnapshots;
-use state_core::backend_support::{CatalogEntry, SmallBytes, StateCatalog, file_name_part};
 
 use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
 

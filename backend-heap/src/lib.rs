@@ -11,7 +11,7 @@
 //! those `Arc`s; writes made afterwards copy the one key-group map they touch
 //! if the snapshot still shares it. The returned [`state_core::AsyncSnapshot`]
 //! then writes the captured maps on another thread in cairn's key-group
-//! stream format ([`state_core::snapshot_format`]), dropping expired TTL
+//! stream format ([`state_core::backend_support::KeyGroupStreamWriter`]), dropping expired TTL
 //! entries, while the task keeps processing. Restore reads snapshots of any
 //! parallelism and keeps only its own key groups. The heap backend has no
 //! incremental mode: [`state_core::SnapshotMode::Incremental`] takes a full
@@ -41,10 +41,10 @@
 //!
 //! use backend_heap::{HeapBackend, HeapBackendOptions};
 //! use bytes::Bytes;
-//! use state_core::MemoryCheckpointStorage;
 //! use state_core::{
 //!     BackendContext, CheckpointId, Checkpointable, EntryKey, KeyedStateBackend,
-//!     MaxParallelism, OperatorId, SnapshotMode, StateDescriptor, StateKind, SystemClock,
+//!     MaxParallelism, MemoryCheckpointStorage, OperatorId, SnapshotMode, StateDescriptor,
+//!     StateKind, SystemClock,
 //! };
 //!
 //! # fn main() -> state_core::Result<()> {

@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on the heap backend with
+//! The state-testkit conformance suite and model test on the heap backend with
 //! in-memory checkpoint storage (Flink's HashMap backend + JobManager storage).
 
 use std::sync::Arc;

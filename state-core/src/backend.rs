@@ -19,8 +19,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::checkpoint_id::CheckpointId;
 use crate::clock::Clock;
-use crate::ids::{CheckpointId, OperatorId, StateId};
+use crate::ids::{OperatorId, StateId};
 use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
 use crate::metadata::KeyedStateHandle;
 use crate::storage::CheckpointStorage;

@@ -29,8 +29,8 @@ pub use verify::{
     FileCheck, RestoreSelection, VerifyReport, load_verified, select_for_restore, verify_checkpoint,
 };
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::StreamHandle;
-use crate::ids::CheckpointId;
 use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
 use crate::registry::SharedStateRegistry;
 use crate::storage::CheckpointStorage;

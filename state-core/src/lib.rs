@@ -75,6 +75,7 @@
 
 mod backend;
 mod catalog;
+mod checkpoint_id;
 mod checkpoint_store;
 mod clock;
 mod error;
@@ -102,6 +103,7 @@ pub use backend::{
     KeyedStateBackend, MapVisitor, SnapshotMode, StateDescriptor, StateKind, StateLayout,
     ValueUpdate, handles_for_range,
 };
+pub use checkpoint_id::CheckpointId;
 pub use checkpoint_store::{
     CompletedCheckpointStore, DEFAULT_NUM_RETAINED, ExternalizedCheckpointCleanup, FileCheck,
     JobTerminalStatus, RestoreSelection, VerifyReport, load_verified, select_for_restore,
@@ -110,7 +112,7 @@ pub use checkpoint_store::{
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, Result, StateError};
 pub use handle::{StateScope, StreamHandle, StreamLocation};
-pub use ids::{CheckpointId, JobId, OperatorId, StateId};
+pub use ids::{JobId, OperatorId, StateId};
 pub use key_group::{
     DEFAULT_LOWER_BOUND_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MaxParallelism,
     UPPER_BOUND_MAX_PARALLELISM,

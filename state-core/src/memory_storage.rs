@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::{StateScope, StreamHandle, StreamLocation};
-use crate::ids::CheckpointId;
 use crate::metadata::CheckpointMetadata;
 use crate::storage::{CheckpointOutput, CheckpointStorage, check_stream_name};
 use crate::{Result, StateError};

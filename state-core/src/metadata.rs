@@ -17,8 +17,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::StreamHandle;
-use crate::ids::{CheckpointId, JobId, OperatorId};
+use crate::ids::{JobId, OperatorId};
 use crate::key_group::KeyGroupRange;
 use crate::{Result, StateError};
 

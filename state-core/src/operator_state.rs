@@ -31,8 +31,8 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::StateScope;
-use crate::ids::CheckpointId;
 use crate::metadata::{OperatorStateHandle, OperatorStateInfo, OperatorStateMode};
 use crate::snapshot_format::{output_error, put_bytes, put_varint, take_bytes, take_varint};
 use crate::storage::{CheckpointStorage, check_stream_name, read_verified};

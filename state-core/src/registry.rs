@@ -20,8 +20,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::{StreamHandle, StreamLocation};
-use crate::ids::CheckpointId;
 use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
 
 /// One shared file and the retained checkpoints that reference it.

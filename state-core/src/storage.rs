@@ -13,8 +13,8 @@ use std::io::Write;
 
 use bytes::Bytes;
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::{StateScope, StreamHandle};
-use crate::ids::CheckpointId;
 use crate::metadata::CheckpointMetadata;
 use crate::{Result, StateError};
 

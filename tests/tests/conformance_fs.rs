@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on heap state checkpointed
+//! The state-testkit conformance suite and model test on heap state checkpointed
 //! to filesystem storage in a temporary directory (Flink's FsStateBackend).
 
 // `setup` runs only inside the suite's tests: a failure there is a test failure.

@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
+use crate::checkpoint_id::CheckpointId;
 use crate::handle::StreamHandle;
-use crate::ids::CheckpointId;
 use crate::metadata::{CheckpointMetadata, METADATA_FILE_NAME};
 use crate::storage::{CheckpointStorage, read_verified};
 use crate::{ErrorKind, Result, StateError};

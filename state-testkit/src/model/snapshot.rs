@@ -6,8 +6,9 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Address, Entry, MODEL_BACKEND_NAME, ModelBackend, Table};
 use state_core::backend_support::{StateCatalog, read_verified};
+
+use super::{Address, Entry, MODEL_BACKEND_NAME, ModelBackend, Table};
 use state_core::{
     AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
     KeyGroupsHandle, KeyedStateHandle, Result, SnapshotMode, StateDescriptor, StateError,
@@ -82,7 +83,7 @@ impl ModelBackend {
                         id.index()
                     }
                     None => {
-                        let (id, _) = states.register(&desc, Clone::clone)?;
+                        let (id, _) = states.register(desc, Clone::clone)?;
                         data.push(BTreeMap::new());
                         id.index()
                     }
