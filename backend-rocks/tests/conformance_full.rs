@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on the RocksDB backend
+//! The state-testkit conformance suite and model test on the RocksDB backend
 //! taking full snapshots (cairn's key-group stream format), with filesystem
 //! checkpoint storage in a temporary directory.
 

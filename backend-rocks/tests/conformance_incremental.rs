@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on the RocksDB backend
+//! The state-testkit conformance suite and model test on the RocksDB backend
 //! taking incremental snapshots (`Setup::with_mode`), with filesystem
 //! checkpoint storage in a temporary directory. The suite's two tests about
 //! full snapshots check their incremental counterparts: corrupt bytes in

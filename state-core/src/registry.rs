@@ -14,7 +14,7 @@
 //!
 //! Only completed checkpoints are registered. A shared file first uploaded by
 //! a checkpoint that is then aborted is never registered, so the abort path
-//! ([`crate::checkpoint_store::CompletedCheckpointStore::abort`]) deletes it.
+//! ([`crate::CompletedCheckpointStore::abort`]) deletes it.
 //!
 //! [`IncrementalHandle`]: crate::metadata::IncrementalHandle
 

@@ -26,9 +26,8 @@ use state_core::{
     ManualClock, MaxParallelism, SnapshotMode, TimerService, TtlConfig, TtlUpdateType,
     TtlVisibility,
 };
-use state_testkit::conformance::{
-    MAX_PARALLELISM, Setup, create_subtask, restore_subtask, snapshot_all,
-};
+use state_testkit::Setup;
+use state_testkit::conformance::{MAX_PARALLELISM, create_subtask, restore_subtask, snapshot_all};
 use tempfile::TempDir;
 
 /// The clock's start.
