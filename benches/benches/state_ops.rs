@@ -9,6 +9,7 @@
 //! Run: `cargo bench -p cairn-benches --bench state_ops`.
 
 #![allow(clippy::unwrap_used)] // A bench that cannot set up its state should stop loudly.
+#![allow(missing_docs)] // criterion_group! generates an undocumented `pub fn benches`.
 
 use std::collections::HashMap;
 use std::hint::black_box;

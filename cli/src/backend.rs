@@ -15,7 +15,7 @@ use executor::args::BackendKind;
 use state_core::{BackendFactory, CheckpointStorage, JobId, MemoryCheckpointStorage};
 
 /// Generic code to run with the concrete backend chosen on the command line.
-pub trait BackendVisitor {
+pub(crate) trait BackendVisitor {
     /// What the visit returns.
     type Output;
     /// Runs with `factory` creating the keyed-state backends and `storage`
@@ -30,7 +30,7 @@ pub trait BackendVisitor {
 /// The checkpoint storage for `kind`: `heap` keeps checkpoints in memory
 /// (bounded, 5 MiB) unless a checkpoint directory is given; `fs` and `rocks`
 /// need a checkpoint directory and write `<dir>/<job-id>/chk-<n>/`.
-pub fn storage_for(
+pub(crate) fn storage_for(
     kind: BackendKind,
     checkpoint_dir: Option<&Path>,
     job_id: &JobId,
@@ -49,7 +49,7 @@ pub fn storage_for(
 }
 
 /// The command-line name of a backend kind.
-pub fn name(kind: BackendKind) -> &'static str {
+pub(crate) fn name(kind: BackendKind) -> &'static str {
     match kind {
         BackendKind::Heap => "heap",
         BackendKind::Fs => "fs",
@@ -61,7 +61,7 @@ pub fn name(kind: BackendKind) -> &'static str {
 /// whether backends keep local checkpoint copies (`--local-recovery`: rocks
 /// on local disk, heap and fs in memory).
 #[derive(Debug, Clone, Default)]
-pub struct LocalState {
+pub(crate) struct LocalState {
     /// The working directory; `None` = `<temp>/cairn-rocks/<job-id>`.
     pub dir: Option<PathBuf>,
     /// Keep local copies of checkpoints and restore from them when intact.
@@ -72,7 +72,7 @@ pub struct LocalState {
 
 impl LocalState {
     /// The local state settings of a job's options.
-    pub fn from_args(args: &executor::args::JobArgs) -> Self {
+    pub(crate) fn from_args(args: &executor::args::JobArgs) -> Self {
         LocalState {
             dir: args.local_dir.clone(),
             recovery: args.local_recovery,
@@ -91,7 +91,7 @@ impl LocalState {
 
 /// Runs `visitor` with the backend `kind` over `storage`; the rocks backend
 /// works in `local` (its databases and local checkpoint copies).
-pub fn with_backend_local<V: BackendVisitor>(
+pub(crate) fn with_backend_local<V: BackendVisitor>(
     kind: BackendKind,
     storage: Arc<dyn CheckpointStorage>,
     local: &LocalState,

@@ -36,7 +36,7 @@ use crate::human;
 
 /// `cairn bench …`.
 #[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
+pub(crate) enum BenchCommand {
     /// The keyed-count job on the executor: records/s, checkpoints, recovery time, exactness
     #[command(after_help = job::JSON_HELP)]
     Job(job::JobBenchArgs),
@@ -60,7 +60,7 @@ Sizes in bytes, times in ms unless the name says otherwise.";
 
 /// Options of `cairn bench state-size`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct StateSizeArgs {
+pub(crate) struct StateSizeArgs {
     /// Backends to measure, comma-separated (heap: checkpoints in memory; fs: in files)
     #[arg(long, value_enum, value_delimiter = ',', default_value = "heap")]
     backend: Vec<BackendKind>,
@@ -108,7 +108,7 @@ pub struct StateSizeArgs {
 
 /// One `--sweep` dimension and its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sweep {
+pub(crate) enum Sweep {
     /// `keys=…`.
     Keys(Vec<u64>),
     /// `value-size=…`.
@@ -151,7 +151,7 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
 }
 
 /// Runs the command.
-pub fn run(command: BenchCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: BenchCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     scratch::install_handler();
     let result = match command {
         BenchCommand::Job(args) => job::run(&args, out),

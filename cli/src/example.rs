@@ -48,7 +48,7 @@ use state_core::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
 use crate::human;
 
 /// The `--json` documentation shown by `cairn example --help`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): {\"job_dir\": str, \"lines\": int, \"words\": int,
   \"checkpoints\": [{\"id\": int, \"after_line\": int, \"state_size\": int,
     \"checkpointed_size\": int, \"subsumed\": [int]}],
@@ -68,7 +68,7 @@ const TEXT: &str = include_str!("example/words.txt");
 
 /// What `cairn example` was asked to do.
 #[derive(Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// The checkpoint base directory (the job directory is `<base>/example`).
     pub base_dir: PathBuf,
     /// How many checkpoints to take.
@@ -121,7 +121,7 @@ struct Subtask {
 }
 
 /// Runs `cairn example`.
-pub fn run(options: &Options, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(options: &Options, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let lines: Vec<&str> = TEXT.lines().filter(|l| !l.trim().is_empty()).collect();
     ensure!(
         (1..=lines.len()).contains(&options.checkpoints),

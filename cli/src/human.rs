@@ -3,7 +3,7 @@
 use state_core::StateError;
 
 /// `532 B`, `1.2 KiB`, `3.0 MiB`.
-pub fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if bytes < 1024 {
         return format!("{bytes} B");
@@ -20,7 +20,7 @@ pub fn size(bytes: u64) -> String {
 
 /// Milliseconds since the Unix epoch as RFC 3339 UTC with milliseconds:
 /// `2026-11-22T00:15:03.120Z`.
-pub fn timestamp(millis: u64) -> String {
+pub(crate) fn timestamp(millis: u64) -> String {
     let secs = millis / 1000;
     let ms = millis % 1000;
     // u64::MAX / 86_400 fits in i64.
@@ -53,7 +53,7 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// A state error for a person: invalid-argument errors without their
 /// `invalid argument:` prefix (they already say what is wrong with which path).
-pub fn error(err: &StateError) -> String {
+pub(crate) fn error(err: &StateError) -> String {
     match err {
         StateError::InvalidArgument(msg) => msg.clone(),
         other => other.to_string(),
@@ -61,7 +61,7 @@ pub fn error(err: &StateError) -> String {
 }
 
 /// A state error as an `anyhow` error, formatted by [`error`].
-pub fn anyhow(err: StateError) -> anyhow::Error {
+pub(crate) fn anyhow(err: StateError) -> anyhow::Error {
     anyhow::Error::msg(error(&err))
 }
 

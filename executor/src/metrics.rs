@@ -62,12 +62,12 @@ impl MetricsRegistry {
     }
 
     /// Declares the operators, in order.
-    pub fn set_operators(&self, operators: Vec<OperatorId>) {
+    pub(crate) fn set_operators(&self, operators: Vec<OperatorId>) {
         self.lock().order = operators;
     }
 
     /// The counters of one operator subtask (the same across restarts).
-    pub fn counters(&self, uid: &OperatorId, subtask: u32) -> Arc<OpCounters> {
+    pub(crate) fn counters(&self, uid: &OperatorId, subtask: u32) -> Arc<OpCounters> {
         self.lock()
             .counters
             .entry((uid.clone(), subtask))
@@ -76,12 +76,12 @@ impl MetricsRegistry {
     }
 
     /// Updates the job-level figures.
-    pub fn update(&self, f: impl FnOnce(&mut JobMetrics)) {
+    pub(crate) fn update(&self, f: impl FnOnce(&mut JobMetrics)) {
         f(&mut self.lock().job);
     }
 
     /// A snapshot of everything.
-    pub fn snapshot(&self) -> JobMetrics {
+    pub(crate) fn snapshot(&self) -> JobMetrics {
         let inner = self.lock();
         let mut out = inner.job.clone();
         out.operators = inner

@@ -34,7 +34,7 @@ const PANELS: [Panel; 3] = [
 ];
 
 /// Draws the runs of a sweep into `path`.
-pub fn draw(path: &Path, reports: &[StateSizeReport]) -> anyhow::Result<()> {
+pub(super) fn draw(path: &Path, reports: &[StateSizeReport]) -> anyhow::Result<()> {
     let sizes: std::collections::BTreeSet<usize> = reports.iter().map(|r| r.value_size).collect();
     let mut series: BTreeMap<String, Vec<&StateSizeReport>> = BTreeMap::new();
     for r in reports {

@@ -38,7 +38,7 @@ use crate::human;
 
 /// One run's parameters.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Params {
+pub(super) struct Params {
     /// The backend.
     pub backend: BackendKind,
     /// `--incremental`.
@@ -61,7 +61,7 @@ pub struct Params {
 
 /// What one `state-size` run reports (sizes in bytes, times in ms).
 #[derive(Debug, Clone, Serialize)]
-pub struct StateSizeReport {
+pub(super) struct StateSizeReport {
     /// `heap`, `fs`, `rocks`.
     pub backend: &'static str,
     /// Whether incremental checkpoints were asked for.
@@ -111,7 +111,11 @@ pub struct StateSizeReport {
 }
 
 /// Runs one `state-size` measurement.
-pub fn run_one(params: &Params, dir: Option<&Path>, keep: bool) -> anyhow::Result<StateSizeReport> {
+pub(super) fn run_one(
+    params: &Params,
+    dir: Option<&Path>,
+    keep: bool,
+) -> anyhow::Result<StateSizeReport> {
     let job_id = JobId::new("bench-state-size").map_err(human::anyhow)?;
     let scratch = match params.backend {
         BackendKind::Heap => None,

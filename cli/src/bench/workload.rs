@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// SplitMix64 (Steele, Lea and Flood): the deterministic generator of all
 /// bench choices.
-pub fn splitmix64(x: u64) -> u64 {
+pub(super) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -19,7 +19,7 @@ pub fn splitmix64(x: u64) -> u64 {
 
 /// The key index of record `i` of the keyed-count job over `keys` keys:
 /// `splitmix64(i) mod keys`.
-pub fn record_key(i: u64, keys: u64) -> u64 {
+pub(super) fn record_key(i: u64, keys: u64) -> u64 {
     splitmix64(i) % keys.max(1)
 }
 
@@ -28,7 +28,7 @@ const KEY_CAP: usize = 24;
 
 /// The text of key `index` (`key-0000042`) in a stack buffer, returning
 /// the buffer and the length used. No allocation: this runs per record.
-pub fn key_text(index: u64) -> ([u8; KEY_CAP], usize) {
+pub(super) fn key_text(index: u64) -> ([u8; KEY_CAP], usize) {
     // Digits of `index`, at least 7 (zero-padded), written back to front:
     // the same bytes as `format!("key-{index:07}")` without the formatter.
     let mut digits = [b'0'; 20];
@@ -56,7 +56,7 @@ pub fn key_text(index: u64) -> ([u8; KEY_CAP], usize) {
 /// string `key-%07d` (the state holds the same bytes as for a `String`
 /// key), without building a `String` per record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct KeyName(pub u64);
+pub(super) struct KeyName(pub u64);
 
 impl Serialize for KeyName {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -90,7 +90,7 @@ impl<'de> Deserialize<'de> for KeyName {
 
 /// `size` incompressible bytes derived from `seed`, written into `out`
 /// (cleared first).
-pub fn value_into(seed: u64, size: usize, out: &mut Vec<u8>) {
+pub(super) fn value_into(seed: u64, size: usize, out: &mut Vec<u8>) {
     out.clear();
     out.reserve(size + 8);
     let mut s = seed;
@@ -103,19 +103,19 @@ pub fn value_into(seed: u64, size: usize, out: &mut Vec<u8>) {
 
 /// The seed of the value of key `index` after update round `round`
 /// (0 = the initial load).
-pub fn value_seed(seed: u64, index: u64, round: u32) -> u64 {
+pub(super) fn value_seed(seed: u64, index: u64, round: u32) -> u64 {
     splitmix64(seed ^ index.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ (u64::from(round) << 56))
 }
 
 /// The `n`-th key index (of `count`) updated in round `round`: a fixed
 /// pseudo-random choice in `0..keys`; a key may be chosen more than once.
-pub fn updated_key(seed: u64, round: u32, n: u64, keys: u64) -> u64 {
+pub(super) fn updated_key(seed: u64, round: u32, n: u64, keys: u64) -> u64 {
     splitmix64(seed.rotate_left(17) ^ (u64::from(round) << 48) ^ n) % keys.max(1)
 }
 
 /// The per-key counts of the first `records` records over `keys` keys: what
 /// a fault-free keyed count ends with.
-pub fn expected_counts(records: u64, keys: u64) -> Vec<u64> {
+pub(super) fn expected_counts(records: u64, keys: u64) -> Vec<u64> {
     let mut counts = vec![0u64; usize::try_from(keys).unwrap_or(0)];
     for i in 0..records {
         let k = record_key(i, keys);

@@ -21,11 +21,11 @@ pub(crate) struct OpCounters {
 
 impl OpCounters {
     #[inline]
-    pub fn inc_in(&self) {
+    pub(crate) fn inc_in(&self) {
         self.records_in.fetch_add(1, Ordering::Relaxed);
     }
     #[inline]
-    pub fn inc_out(&self, n: u64) {
+    pub(crate) fn inc_out(&self, n: u64) {
         self.records_out.fetch_add(n, Ordering::Relaxed);
     }
 }
@@ -42,12 +42,12 @@ pub(crate) struct OpInfo {
 
 impl OpInfo {
     /// The task error for a user function's error.
-    pub fn user_error(&self, e: UserError) -> ExecutorError {
+    pub(crate) fn user_error(&self, e: UserError) -> ExecutorError {
         self.failed(e.to_string())
     }
 
     /// The task error with `message`.
-    pub fn failed(&self, message: impl Into<String>) -> ExecutorError {
+    pub(crate) fn failed(&self, message: impl Into<String>) -> ExecutorError {
         ExecutorError::Task {
             operator: self.uid.0.clone(),
             subtask: self.subtask,
@@ -57,7 +57,7 @@ impl OpInfo {
     }
 
     /// The stable name of this subtask's operator-state stream.
-    pub fn operator_stream_name(&self) -> String {
+    pub(crate) fn operator_stream_name(&self) -> String {
         format!("{}-{}-operator", self.uid.0, self.subtask)
     }
 }

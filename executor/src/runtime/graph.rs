@@ -34,7 +34,7 @@ impl RestoreState {
     }
 
     /// Every keyed handle of operator `uid` (empty if it had no state).
-    pub fn keyed_handles(
+    pub(crate) fn keyed_handles(
         &self,
         uid: &OperatorId,
         max: MaxParallelism,
@@ -60,7 +60,7 @@ impl RestoreState {
 
     /// The operator state of subtask `subtask` of `parallelism` of operator
     /// `uid`, redistributed if the parallelism changed; `None` if it had none.
-    pub fn operator_state(
+    pub(crate) fn operator_state(
         &self,
         uid: &OperatorId,
         parallelism: u32,
@@ -166,7 +166,7 @@ impl std::fmt::Debug for JobGraph {
 impl JobGraph {
     /// Registers operator `uid` in `stage`; duplicate and unusable uids are
     /// recorded as the job's error.
-    pub fn add_operator(&mut self, uid: &str, stage: usize) -> OperatorId {
+    pub(crate) fn add_operator(&mut self, uid: &str, stage: usize) -> OperatorId {
         let ok = !uid.is_empty()
             && uid.len() <= 100
             && uid
@@ -197,7 +197,7 @@ impl JobGraph {
     }
 
     /// A new stage fed by `input_edge`.
-    pub fn add_stage(&mut self, input_edge: Option<usize>) -> usize {
+    pub(crate) fn add_stage(&mut self, input_edge: Option<usize>) -> usize {
         self.stages.push(Stage {
             name: String::new(),
             parallelism: None,
@@ -234,7 +234,7 @@ pub(crate) struct TaskEnv {
 
 impl TaskEnv {
     /// The identity and counters of operator `uid` in this subtask.
-    pub fn op_info(&self, uid: &OperatorId) -> OpInfo {
+    pub(crate) fn op_info(&self, uid: &OperatorId) -> OpInfo {
         OpInfo {
             uid: uid.clone(),
             subtask: self.subtask,
@@ -245,7 +245,10 @@ impl TaskEnv {
     }
 
     /// This subtask's operator state of `uid` from the restored checkpoint.
-    pub fn restored_operator_state(&self, uid: &OperatorId) -> Result<Option<OperatorStateStore>> {
+    pub(crate) fn restored_operator_state(
+        &self,
+        uid: &OperatorId,
+    ) -> Result<Option<OperatorStateStore>> {
         match &self.shared.restore {
             Some(r) => r.operator_state(
                 uid,
@@ -269,12 +272,12 @@ impl TaskEnv {
     }
 
     /// The receivers of this subtask's input exchange.
-    pub fn take_inputs<T: Send + 'static>(&mut self) -> Result<Vec<Receiver<Message<T>>>> {
+    pub(crate) fn take_inputs<T: Send + 'static>(&mut self) -> Result<Vec<Receiver<Message<T>>>> {
         Self::take(&mut self.inputs, "input")
     }
 
     /// The senders of this subtask's output exchange.
-    pub fn take_outputs<T: Send + 'static>(&mut self) -> Result<Vec<Sender<Message<T>>>> {
+    pub(crate) fn take_outputs<T: Send + 'static>(&mut self) -> Result<Vec<Sender<Message<T>>>> {
         Self::take(&mut self.outputs, "output")
     }
 }

@@ -193,7 +193,7 @@ pub(crate) struct KeyedOpSetup<'a, F: BackendFactory> {
 
 impl<B: Checkpointable, P: KeyedProcessFunction<B>> KeyedOp<B, P> {
     /// Creates the backend, restores it, loads timers and opens the function.
-    pub fn create<F: BackendFactory<Backend = B>>(
+    pub(crate) fn create<F: BackendFactory<Backend = B>>(
         setup: KeyedOpSetup<'_, F>,
         mut func: P,
         key_fn: KeyFn<P::In, P::Key>,

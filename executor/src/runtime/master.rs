@@ -38,7 +38,7 @@ pub(crate) struct JobShared {
 }
 
 impl JobShared {
-    pub fn new(metrics: Arc<MetricsRegistry>) -> Self {
+    pub(crate) fn new(metrics: Arc<MetricsRegistry>) -> Self {
         JobShared {
             status: Mutex::new(JobStatus::Created),
             checkpoints: Mutex::new(HashMap::new()),
@@ -47,7 +47,7 @@ impl JobShared {
         }
     }
 
-    pub fn status(&self) -> JobStatus {
+    pub(crate) fn status(&self) -> JobStatus {
         *self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -103,7 +103,7 @@ pub(super) fn elapsed_millis(since: Instant) -> u64 {
 }
 
 impl Master {
-    pub fn new(
+    pub(crate) fn new(
         spec: JobSpec,
         shared: Arc<JobShared>,
         events: Sender<JobEvent>,
@@ -159,7 +159,7 @@ impl Master {
     }
 
     /// Runs the job to a terminal status.
-    pub fn run(mut self) -> Result<JobResult> {
+    pub(crate) fn run(mut self) -> Result<JobResult> {
         let strategy_config = self.spec.config.effective_restart_strategy();
         let seed = self.spec.clock.now_millis();
         let mut strategy = RestartStrategy::new(&strategy_config, seed);

@@ -70,7 +70,7 @@ pub(crate) struct TaskRuntime {
 }
 
 impl TaskRuntime {
-    pub fn report(&self, report: TaskReport) {
+    pub(crate) fn report(&self, report: TaskReport) {
         // The master is gone only when the job is over.
         let _ = self.reports.send((self.attempt, report));
     }

@@ -17,27 +17,27 @@ use state_core::OperatorStateStore;
 /// `p` reads the indexes `i, i + p, ...`. Its position (records read) is
 /// checkpointed as split operator state `(subtask, position)`.
 #[derive(Debug, Clone, Default)]
-pub struct NumberLog {
+pub(crate) struct NumberLog {
     records: Arc<Mutex<Vec<u64>>>,
     /// Every (subtask, position) a source was opened at.
     pub opened_at: Arc<Mutex<Vec<(u32, u64)>>>,
 }
 
 impl NumberLog {
-    pub fn with_range(n: u64) -> Self {
+    pub(crate) fn with_range(n: u64) -> Self {
         let log = NumberLog::default();
         log.append(0..n);
         log
     }
 
-    pub fn append(&self, values: impl IntoIterator<Item = u64>) {
+    pub(crate) fn append(&self, values: impl IntoIterator<Item = u64>) {
         self.records.lock().unwrap().extend(values);
     }
 
     /// A source factory; with `bounded` the source ends at the log's end,
     /// otherwise it waits for more. Every `idle_every` records it reports
     /// Idle once, so checkpoints interleave with records.
-    pub fn source(
+    pub(crate) fn source(
         &self,
         bounded: bool,
         idle_every: u64,
@@ -118,7 +118,7 @@ impl Source<u64> for LogSource {
 
 /// Collects everything written, across restarts.
 #[derive(Debug)]
-pub struct Collect<T> {
+pub(crate) struct Collect<T> {
     pub records: Arc<Mutex<Vec<T>>>,
 }
 
@@ -131,22 +131,22 @@ impl<T> Clone for Collect<T> {
 }
 
 impl<T: Clone + Send + 'static> Collect<T> {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Collect {
             records: Arc::new(Mutex::new(Vec::new())),
         }
     }
 
-    pub fn snapshot(&self) -> Vec<T> {
+    pub(crate) fn snapshot(&self) -> Vec<T> {
         self.records.lock().unwrap().clone()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.records.lock().unwrap().len()
     }
 
     /// Waits (up to a minute, then panics) until at least `n` records arrived.
-    pub fn wait_for(&self, n: usize) {
+    pub(crate) fn wait_for(&self, n: usize) {
         let start = Instant::now();
         while self.len() < n {
             assert!(
@@ -157,7 +157,9 @@ impl<T: Clone + Send + 'static> Collect<T> {
         }
     }
 
-    pub fn sink(&self) -> impl Fn(SinkContext) -> Result<Box<dyn Sink<T>>> + Send + Sync + 'static {
+    pub(crate) fn sink(
+        &self,
+    ) -> impl Fn(SinkContext) -> Result<Box<dyn Sink<T>>> + Send + Sync + 'static {
         let records = self.records.clone();
         move |_ctx: SinkContext| {
             Ok(Box::new(Collect {
@@ -179,7 +181,7 @@ impl<T: Send> Sink<T> for Collect<T> {
 }
 
 /// A map function that fails once, at the record `at`.
-pub fn fail_once_at(
+pub(crate) fn fail_once_at(
     at: Option<u64>,
 ) -> impl Fn(u64) -> std::result::Result<u64, executor::UserError> + Send + Sync {
     let failed = Arc::new(AtomicBool::new(false));
