@@ -1,18 +1,26 @@
 //! # cairn backend-fs
 //!
-//! Filesystem checkpoint storage for cairn, after Flink's
-//! `FileSystemCheckpointStorage`: [`FsCheckpointStorage`] keeps each job's
-//! checkpoints under `<base>/<job-id>/` as `chk-<n>/_metadata` plus state
-//! files, with `shared/` for files shared between incremental checkpoints and
-//! `taskowned/` for files owned by tasks. Streams are buffered, CRC-32-checked
-//! and fsynced on close; the metadata is written atomically and durably last,
-//! so a checkpoint exists exactly when its `_metadata` does. Restores read
-//! large state files through memory maps ([`MappedFs`]).
+//! The storage half of Flink's `FsStateBackend`. In Flink, `FsStateBackend`
+//! is heap state plus checkpoints on a filesystem; in cairn the heap state
+//! is `backend-heap` (`HeapBackend`) and this crate is the other half, the
+//! checkpoint storage on a filesystem ([`FsCheckpointStorage`]). It holds no
+//! keyed state itself; it keeps the Flink name because that is what the
+//! pairing is called, and any backend (heap or RocksDB) checkpoints into it.
 //!
-//! Any backend writes its snapshots here through the
+//! [`FsCheckpointStorage`] follows Flink's `FileSystemCheckpointStorage`
+//! layout: each job's checkpoints live under `<base>/<job-id>/` as
+//! `chk-<n>/_metadata` plus state files, with `shared/` for files shared
+//! between incremental checkpoints and `taskowned/` for files owned by tasks.
+//! Streams are buffered, CRC-32-checked and fsynced on close; the metadata is
+//! written atomically and durably last, so a checkpoint exists exactly when
+//! its `_metadata` does. Restores read large state files through memory maps
+//! ([`MappedFs`]).
+//!
+//! Backends write their snapshots here through the
 //! [`state_core::CheckpointStorage`] trait; retention, the shared-state
-//! registry and the choice of checkpoint to restore are in
-//! [`state_core::checkpoint_store`].
+//! registry and the choice of checkpoint to restore are state-core's
+//! ([`state_core::CompletedCheckpointStore`],
+//! [`state_core::select_for_restore`]).
 //!
 //! # Place in the workspace
 //! `state-core <- backend-fs <- executor <- cli`. This crate depends only on
@@ -26,12 +34,10 @@
 //! use std::sync::Arc;
 //!
 //! use backend_fs::FsCheckpointStorage;
-//! use state_core::checkpoint_store::{
-//!     CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore,
-//! };
-//! use state_core::metadata::{OperatorSnapshot, SubtaskSnapshot};
 //! use state_core::{
-//!     CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotKind, StateScope,
+//!     CheckpointId, CheckpointMetadata, CheckpointStorage, CompletedCheckpointStore,
+//!     ExternalizedCheckpointCleanup, JobId, OperatorSnapshot, SnapshotKind, StateScope,
+//!     SubtaskSnapshot, select_for_restore,
 //! };
 //!
 //! # fn main() -> state_core::Result<()> {
@@ -49,7 +55,7 @@
 //!     out.write_all(format!("offset {}", n * 100).as_bytes())
 //!         .map_err(|e| state_core::StateError::io("source-0-offsets", e))?;
 //!     let stream = out.close()?;
-//!     let operator = state_core::metadata::OperatorStateHandle { stream, states: Vec::new() };
+//!     let operator = state_core::OperatorStateHandle { stream, states: Vec::new() };
 //!     store.complete(CheckpointMetadata {
 //!         checkpoint_id: id,
 //!         job_id: job.clone(),

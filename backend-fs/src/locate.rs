@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use state_core::fs::Fs;
-use state_core::metadata::{METADATA_FILE_NAME, METADATA_MAGIC};
-use state_core::{CheckpointId, Result, StateError};
+use state_core::backend_support::Fs;
+use state_core::backend_support::METADATA_MAGIC;
+use state_core::{CheckpointId, METADATA_FILE_NAME, Result, StateError};
 
 use crate::mmap::MappedFs;
 use crate::storage::{DEFAULT_WRITE_BUFFER_SIZE, FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR};

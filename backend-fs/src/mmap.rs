@@ -6,7 +6,7 @@ use std::io;
 use std::path::Path;
 
 use bytes::Bytes;
-use state_core::fs::{FileInfo, Fs, FsFile, StdFs};
+use state_core::backend_support::{FileInfo, Fs, FsFile, StdFs};
 
 /// Files up to this size are read into memory; larger ones are mapped.
 /// Mapping costs a few system calls and page faults, which only pays off

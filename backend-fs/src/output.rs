@@ -4,7 +4,7 @@ use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use state_core::fs::{Fs, FsFile};
+use state_core::backend_support::{Fs, FsFile};
 use state_core::{CheckpointOutput, Result, StateError, StreamHandle, StreamLocation};
 
 /// A stream of checkpoint bytes being written to a file.
@@ -166,7 +166,7 @@ impl Drop for FsOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use state_core::fs::StdFs;
+    use state_core::backend_support::StdFs;
 
     fn output(dir: &std::path::Path, buffer: usize) -> Box<FsOutput> {
         let path = dir.join("s");

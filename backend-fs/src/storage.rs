@@ -5,12 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use state_core::fs::{Fs, write_atomic};
-use state_core::metadata::METADATA_FILE_NAME;
-use state_core::storage::check_stream_name;
+use state_core::backend_support::{Fs, check_stream_name, write_atomic};
 use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage, JobId, Result,
-    StateError, StateScope, StreamHandle, StreamLocation,
+    CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage, JobId,
+    METADATA_FILE_NAME, Result, StateError, StateScope, StreamHandle, StreamLocation,
 };
 
 use crate::mmap::MappedFs;

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use backend_fs::FsCheckpointStorage;
-use state_core::checkpoint_store::{
-    CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore, verify_checkpoint,
+use state_core::{
+    CheckpointId, CompletedCheckpointStore, ErrorKind, ExternalizedCheckpointCleanup,
+    select_for_restore, verify_checkpoint,
 };
-use state_core::{CheckpointId, ErrorKind};
 use support::*;
 
 /// Three retained full checkpoints 1..=3.

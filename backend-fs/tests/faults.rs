@@ -12,14 +12,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use backend_fs::{FsCheckpointStorage, FsStorageOptions, MappedFs};
-use state_core::checkpoint_store::{
-    CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore,
-};
-use state_core::faulty_fs::{FaultMode, FaultyFs};
-use state_core::fs::Fs;
+use state_core::backend_support::Fs;
 use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointStorage, KeyedStateHandle, Result, SnapshotKind,
+    CheckpointId, CheckpointMetadata, CheckpointStorage, CompletedCheckpointStore,
+    ExternalizedCheckpointCleanup, KeyedStateHandle, Result, SnapshotKind, select_for_restore,
 };
+use state_testkit::{FaultMode, FaultyFs};
 use support::*;
 
 /// Checkpoints 1..=3 exist before the workload; the workload takes 4.

@@ -9,10 +9,10 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use backend_fs::FsCheckpointStorage;
-use state_core::checkpoint_store::{
-    CompletedCheckpointStore, ExternalizedCheckpointCleanup, JobTerminalStatus, select_for_restore,
+use state_core::{
+    CheckpointId, CheckpointStorage, CompletedCheckpointStore, ExternalizedCheckpointCleanup,
+    JobTerminalStatus, KeyedStateHandle, SnapshotKind, StateScope, select_for_restore,
 };
-use state_core::{CheckpointId, CheckpointStorage, KeyedStateHandle, SnapshotKind, StateScope};
 use support::*;
 
 fn open(dir: &std::path::Path) -> Arc<FsCheckpointStorage> {

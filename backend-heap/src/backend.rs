@@ -1,12 +1,12 @@
 //! [`HeapBackend`]: keyed state in hash maps, one per state and key group.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::hash_map::EntryRef;
+use state_core::backend_support::{CatalogEntry, SmallBytes, StateCatalog, file_name_part};
 use state_core::{
     BackendContext, Clock, EntryKey, KeyGroupRange, KeyVisitor, KeyedStateBackend, MapVisitor,
     MaxParallelism, OperatorId, Result, StateDescriptor, StateError, StateId, StateLayout,
@@ -15,7 +15,6 @@ use state_core::{
 
 use crate::HeapBackendOptions;
 use crate::local::LocalSnapshots;
-use state_core::small_bytes::SmallBytes;
 
 use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
 
@@ -24,6 +23,16 @@ use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
 pub(crate) struct State {
     pub(crate) descriptor: StateDescriptor,
     pub(crate) table: Table,
+}
+
+impl CatalogEntry for State {
+    fn descriptor(&self) -> &StateDescriptor {
+        &self.descriptor
+    }
+
+    fn set_ttl(&mut self, ttl: Option<state_core::TtlConfig>) {
+        self.descriptor.ttl = ttl;
+    }
 }
 
 /// Keyed state of one subtask in process memory (Flink's HashMap state
@@ -43,8 +52,7 @@ pub struct HeapBackend {
     pub(crate) max_parallelism: MaxParallelism,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) options: HeapBackendOptions,
-    pub(crate) states: Vec<State>,
-    pub(crate) by_name: HashMap<String, StateId>,
+    pub(crate) states: StateCatalog<State>,
     /// Name of the keyed snapshot stream in checkpoint storage.
     pub(crate) stream_name: String,
     /// In-memory snapshot copies, when local recovery is on.
@@ -79,22 +87,7 @@ impl fmt::Debug for HeapBackend {
 /// A stream-name hint made of the operator id and subtask, restricted to the
 /// characters checkpoint storage accepts.
 fn stream_name(operator: &OperatorId, subtask: u32) -> String {
-    let mut op: String = operator
-        .0
-        .chars()
-        .take(120)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if op.is_empty() || op.starts_with('.') {
-        op.insert(0, 'o');
-    }
-    format!("{op}-{subtask}-keyed")
+    format!("{}-{subtask}-keyed", file_name_part(&operator.0, 120, true))
 }
 
 /// The lowest and highest zstd levels.
@@ -137,8 +130,7 @@ impl HeapBackend {
             stream_name: stream_name(&context.operator_id, context.subtask),
             local: options.local_recovery.then_some(local),
             options,
-            states: Vec::new(),
-            by_name: HashMap::new(),
+            states: StateCatalog::new("heap"),
             last_restore: None,
         })
     }
@@ -270,35 +262,18 @@ impl HeapBackend {
         }
     }
 
-    /// Registers `descriptor` in `states`/`by_name` (shared by
+    /// Registers `descriptor` in `states`, a new state with empty tables
+    /// for `key_groups` key groups (shared by
     /// [`KeyedStateBackend::register_state`] and restore).
     pub(crate) fn register_in(
-        states: &mut Vec<State>,
-        by_name: &mut HashMap<String, StateId>,
+        states: &mut StateCatalog<State>,
         key_groups: usize,
         descriptor: &StateDescriptor,
     ) -> Result<StateId> {
-        if let Some(&id) = by_name.get(&descriptor.name) {
-            let s = states.get_mut(id.index()).ok_or_else(|| {
-                StateError::invalid(format!("state {:?} is lost", descriptor.name))
-            })?;
-            if s.descriptor.kind != descriptor.kind {
-                return Err(StateError::invalid(format!(
-                    "state {:?} is registered as {:?}, not {:?}",
-                    descriptor.name, s.descriptor.kind, descriptor.kind
-                )));
-            }
-            s.descriptor.ttl = descriptor.ttl;
-            return Ok(id);
-        }
-        let id = StateId(u32::try_from(states.len()).map_err(|_| {
-            StateError::invalid("heap backend cannot register more than 2^32 states")
-        })?);
-        states.push(State {
-            descriptor: descriptor.clone(),
-            table: Table::new(descriptor.kind.layout(), key_groups),
-        });
-        by_name.insert(descriptor.name.clone(), id);
+        let (id, _) = states.register(descriptor, |d| State {
+            descriptor: d.clone(),
+            table: Table::new(d.kind.layout(), key_groups),
+        })?;
         Ok(id)
     }
 }
@@ -331,16 +306,11 @@ impl KeyedStateBackend for HeapBackend {
     }
 
     fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
-        Self::register_in(
-            &mut self.states,
-            &mut self.by_name,
-            self.range.len(),
-            descriptor,
-        )
+        Self::register_in(&mut self.states, self.range.len(), descriptor)
     }
 
     fn states(&self) -> Vec<StateDescriptor> {
-        self.states.iter().map(|s| s.descriptor.clone()).collect()
+        self.states.descriptors()
     }
 
     fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {

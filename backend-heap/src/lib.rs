@@ -6,12 +6,12 @@
 //! Every registered state holds, for each key group of the subtask's range,
 //! an `Arc` of a hash map from (key, namespace) to a value, a list or a map.
 //! Keys and values of up to 22 bytes are stored inside the map's slot
-//! ([`state_core::small_bytes::SmallBytes`]), longer ones as shared `Bytes`.
+//! ([`state_core::backend_support::SmallBytes`]), longer ones as shared `Bytes`.
 //! Taking a snapshot ([`state_core::Checkpointable::snapshot`]) only clones
 //! those `Arc`s; writes made afterwards copy the one key-group map they touch
 //! if the snapshot still shares it. The returned [`state_core::AsyncSnapshot`]
 //! then writes the captured maps on another thread in cairn's key-group
-//! stream format ([`state_core::snapshot_format`]), dropping expired TTL
+//! stream format ([`state_core::backend_support::KeyGroupStreamWriter`]), dropping expired TTL
 //! entries, while the task keeps processing. Restore reads snapshots of any
 //! parallelism and keeps only its own key groups. The heap backend has no
 //! incremental mode: [`state_core::SnapshotMode::Incremental`] takes a full
@@ -33,7 +33,7 @@
 //! `state-core <- backend-heap <- executor <- cli`: this crate implements
 //! `state-core`'s [`state_core::KeyedStateBackend`] and
 //! [`state_core::Checkpointable`] and depends on no other cairn crate. Its
-//! default storage is [`state_core::memory_storage::MemoryCheckpointStorage`].
+//! default storage is [`state_core::MemoryCheckpointStorage`].
 //!
 //! # Example
 //! ```
@@ -41,10 +41,10 @@
 //!
 //! use backend_heap::{HeapBackend, HeapBackendOptions};
 //! use bytes::Bytes;
-//! use state_core::memory_storage::MemoryCheckpointStorage;
 //! use state_core::{
 //!     BackendContext, CheckpointId, Checkpointable, EntryKey, KeyedStateBackend,
-//!     MaxParallelism, OperatorId, SnapshotMode, StateDescriptor, StateKind, SystemClock,
+//!     MaxParallelism, MemoryCheckpointStorage, OperatorId, SnapshotMode, StateDescriptor,
+//!     StateKind, SystemClock,
 //! };
 //!
 //! # fn main() -> state_core::Result<()> {
@@ -86,7 +86,7 @@ mod local;
 mod snapshot;
 mod table;
 
-use state_core::snapshot_format::DEFAULT_COMPRESSION_LEVEL;
+use state_core::backend_support::DEFAULT_COMPRESSION_LEVEL;
 use state_core::{BackendContext, BackendFactory, Result};
 
 pub use backend::{HeapBackend, HeapRestoreStats};

@@ -24,8 +24,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use state_core::metadata::KeyGroupsHandle;
-use state_core::{CheckpointId, KeyGroupRange, OperatorId, StateDescriptor};
+use state_core::{CheckpointId, KeyGroupRange, KeyGroupsHandle, OperatorId, StateDescriptor};
 
 use crate::table::Table;
 

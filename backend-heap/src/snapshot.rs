@@ -1,16 +1,15 @@
 //! Copy-on-write snapshots and restore of the heap backend.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use state_core::metadata::KeyGroupsHandle;
-use state_core::small_bytes::SmallBytes;
-use state_core::snapshot_format::{KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry};
+use state_core::backend_support::{
+    KeyGroupStreamReader, KeyGroupStreamWriter, RecordEntry, SmallBytes, StateCatalog,
+};
 use state_core::{
     AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, MaxParallelism, OperatorId, Result, SnapshotMode, StateDescriptor,
-    StateError, StateId, StateScope,
+    KeyGroupsHandle, KeyedStateHandle, MaxParallelism, OperatorId, Result, SnapshotMode,
+    StateDescriptor, StateError, StateId, StateScope,
 };
 
 use crate::HeapBackend;
@@ -216,15 +215,12 @@ impl BlockSizer {
 
 impl HeapBackend {
     /// The registered states with all their entries removed.
-    fn emptied_states(&self) -> Vec<State> {
+    fn emptied_states(&self) -> StateCatalog<State> {
         let key_groups = self.range.len();
-        self.states
-            .iter()
-            .map(|s| State {
-                descriptor: s.descriptor.clone(),
-                table: Table::new(s.descriptor.kind.layout(), key_groups),
-            })
-            .collect()
+        self.states.map(|s| State {
+            descriptor: s.descriptor.clone(),
+            table: Table::new(s.descriptor.kind.layout(), key_groups),
+        })
     }
 
     /// Reads `handles` into fresh tables; the backend is untouched.
@@ -232,9 +228,8 @@ impl HeapBackend {
         &self,
         handles: &[KeyedStateHandle],
         storage: &dyn CheckpointStorage,
-    ) -> Result<(Vec<State>, HashMap<String, StateId>, HeapRestoreStats)> {
+    ) -> Result<(StateCatalog<State>, HeapRestoreStats)> {
         let mut states = self.emptied_states();
-        let mut by_name = self.by_name.clone();
         let mut stats = HeapRestoreStats::default();
         let key_groups = self.range.len();
         for handle in handles {
@@ -256,7 +251,7 @@ impl HeapBackend {
             }
             let kept = self.local.as_ref().and_then(|l| l.find(&self.operator, h));
             if let Some(kept) = kept {
-                self.adopt_local_copy(h, kept, &mut states, &mut by_name)?;
+                self.adopt_local_copy(h, kept, &mut states)?;
                 stats.local_handles += 1;
                 continue;
             }
@@ -278,14 +273,12 @@ impl HeapBackend {
                 .states()
                 .iter()
                 .map(|d| {
-                    HeapBackend::register_in(&mut states, &mut by_name, key_groups, d).map_err(
-                        |e| {
-                            StateError::incompatible(
-                                h.stream.describe(),
-                                format!("state in snapshot: {e}"),
-                            )
-                        },
-                    )
+                    HeapBackend::register_in(&mut states, key_groups, d).map_err(|e| {
+                        StateError::incompatible(
+                            h.stream.describe(),
+                            format!("state in snapshot: {e}"),
+                        )
+                    })
                 })
                 .collect::<Result<Vec<StateId>>>()?;
             let range = self.range;
@@ -352,7 +345,7 @@ impl HeapBackend {
                 Ok(())
             })?;
         }
-        Ok((states, by_name, stats))
+        Ok((states, stats))
     }
 
     /// Shares the key-group maps of a kept snapshot of `h` that fall in
@@ -361,12 +354,11 @@ impl HeapBackend {
         &self,
         h: &KeyGroupsHandle,
         kept: LocalState,
-        states: &mut Vec<State>,
-        by_name: &mut HashMap<String, StateId>,
+        states: &mut StateCatalog<State>,
     ) -> Result<()> {
         for (descriptor, table) in kept.descriptors.iter().zip(&kept.tables) {
             let wrong = |detail: String| StateError::incompatible(h.stream.describe(), detail);
-            let id = HeapBackend::register_in(states, by_name, self.range.len(), descriptor)
+            let id = HeapBackend::register_in(states, self.range.len(), descriptor)
                 .map_err(|e| wrong(format!("state in snapshot: {e}")))?;
             let target = states
                 .get_mut(id.index())
@@ -444,9 +436,8 @@ impl Checkpointable for HeapBackend {
         );
         let _entered = span.enter();
         match self.read_handles(handles, storage) {
-            Ok((states, by_name, stats)) => {
+            Ok((states, stats)) => {
                 self.states = states;
-                self.by_name = by_name;
                 self.last_restore = Some(stats);
                 tracing::info!(
                     entries = self.entry_count(),
@@ -469,7 +460,7 @@ impl Checkpointable for HeapBackend {
 mod tests {
     use super::*;
     use crate::HeapBackendOptions;
-    use state_core::memory_storage::MemoryCheckpointStorage;
+    use state_core::MemoryCheckpointStorage;
     use state_core::{
         BackendContext, EntryKey, KeyedStateBackend, ManualClock, OperatorId, StateKind,
     };
@@ -522,10 +513,8 @@ mod tests {
         assert_eq!(sizer.raw_len(KeyGroup(9)), 0, "an empty key group");
         let b = HeapBackend::new(&context(), HeapBackendOptions::default()).unwrap();
         let mut states = b.emptied_states();
-        let mut by_name = b.by_name.clone();
         let id = HeapBackend::register_in(
             &mut states,
-            &mut by_name,
             16,
             &StateDescriptor::new("v", StateKind::Value),
         )

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hashbrown::Equivalent;
-use state_core::small_bytes::SmallBytes;
+use state_core::backend_support::SmallBytes;
 use state_core::{StateLayout, TtlConfig};
 
 /// The hash map used everywhere in the heap backend.

@@ -1,11 +1,11 @@
-//! The state-core conformance suite and model test on the heap backend with
+//! The state-testkit conformance suite and model test on the heap backend with
 //! in-memory checkpoint storage (Flink's HashMap backend + JobManager storage).
 
 use std::sync::Arc;
 
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
-use state_core::conformance::Setup;
-use state_core::memory_storage::MemoryCheckpointStorage;
+use state_core::MemoryCheckpointStorage;
+use state_testkit::Setup;
 
 fn setup() -> Setup<HeapBackendFactory> {
     Setup::new(
@@ -14,7 +14,7 @@ fn setup() -> Setup<HeapBackendFactory> {
     )
 }
 
-state_core::conformance_tests!(setup);
+state_testkit::conformance_tests!(setup);
 
 /// The same suite with local recovery on: restores of handles the factory's
 /// backends wrote take the kept in-memory snapshots instead of the streams.
@@ -29,5 +29,5 @@ mod local_recovery {
         .with_local_copies()
     }
 
-    state_core::conformance_tests!(setup);
+    state_testkit::conformance_tests!(setup);
 }

@@ -12,12 +12,11 @@ use std::sync::Arc;
 
 use backend_heap::{HeapBackend, HeapBackendFactory, HeapBackendOptions};
 use bytes::Bytes;
-use state_core::memory_storage::MemoryCheckpointStorage;
-use state_core::metadata::KeyGroupsHandle;
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, EntryKey,
-    KeyedStateBackend, KeyedStateHandle, ManualClock, MaxParallelism, OperatorId, SnapshotMode,
-    StateDescriptor, StateKind, StreamHandle, StreamLocation,
+    KeyGroupsHandle, KeyedStateBackend, KeyedStateHandle, ManualClock, MaxParallelism,
+    MemoryCheckpointStorage, OperatorId, SnapshotMode, StateDescriptor, StateKind, StreamHandle,
+    StreamLocation,
 };
 
 const MAX: u32 = 32;

@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use backend_heap::{HeapBackend, HeapBackendFactory, HeapBackendOptions};
 use bytes::Bytes;
-use state_core::memory_storage::MemoryCheckpointStorage;
-use state_core::ttl::wrap_ttl;
+use state_core::backend_support::wrap_ttl;
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointMetadata, CheckpointOutput,
     CheckpointStorage, Checkpointable, EntryKey, ErrorKind, KeyedStateBackend, KeyedStateHandle,
-    ManualClock, MaxParallelism, OperatorId, Result, SnapshotMode, StateDescriptor, StateKind,
-    StateScope, StreamHandle, TtlConfig, handles_for_range,
+    ManualClock, MaxParallelism, MemoryCheckpointStorage, OperatorId, Result, SnapshotMode,
+    StateDescriptor, StateKind, StateScope, StreamHandle, TtlConfig, handles_for_range,
 };
 
 const MAX: u32 = 32;

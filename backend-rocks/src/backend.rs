@@ -1,92 +1,25 @@
 //! [`RocksBackend`]: keyed state in a RocksDB database, one column family per state.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rocksdb::{ColumnFamily, ColumnFamilyDescriptor, DB, WriteBatch, WriteOptions};
+use state_core::backend_support::{StateCatalog, file_name_part};
 use state_core::{
     BackendContext, Clock, EntryKey, KeyGroupRange, MaxParallelism, OperatorId, Result,
-    StateDescriptor, StateError, StateId, StateLayout, TtlConfig,
+    StateDescriptor, StateError, StateId, StateLayout,
 };
 
+use crate::db::{LIST_MERGE_OPERATOR, OpenDb, State, cf_of};
 use crate::key_codec::{self, encode_key};
 use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
-use crate::snapshot::UploadTracker;
-use crate::ttl_filter::{TtlCell, ttl_compaction_filter};
+use crate::ttl_filter::ttl_compaction_filter;
+use crate::uploads::UploadTracker;
 use crate::value_cache::ValueCache;
 use crate::{RestoreStats, rocks_error};
-
-/// The merge operator name of list states.
-const LIST_MERGE_OPERATOR: &str = "cairn-list-concat";
-
-/// One registered state.
-#[derive(Debug, Clone)]
-pub(crate) struct State {
-    pub(crate) descriptor: StateDescriptor,
-    /// Its column family (`s:<name>`: state names are unique per operator).
-    pub(crate) cf_name: String,
-    /// Its TTL, shared with the column family's compaction filter.
-    pub(crate) ttl: Arc<TtlCell>,
-}
-
-impl State {
-    pub(crate) fn new(descriptor: StateDescriptor) -> Self {
-        State {
-            cf_name: cf_name(&descriptor.name),
-            ttl: Arc::new(Mutex::new(descriptor.ttl)),
-            descriptor,
-        }
-    }
-
-    pub(crate) fn layout(&self) -> StateLayout {
-        self.descriptor.kind.layout()
-    }
-}
-
-/// The column family name of the state called `name`.
-pub(crate) fn cf_name(name: &str) -> String {
-    format!("s:{name}")
-}
-
-/// An open database and the options of the column families created on it
-/// after opening: RocksDB keeps a raw pointer to their compaction filters,
-/// which the rocksdb crate frees with the options, so they live as long as
-/// the database (fields drop in order: the database first).
-pub(crate) struct OpenDb {
-    db: DB,
-    created_cf_options: Vec<rocksdb::Options>,
-}
-
-impl OpenDb {
-    pub(crate) fn new(db: DB) -> Self {
-        OpenDb {
-            db,
-            created_cf_options: Vec::new(),
-        }
-    }
-
-    /// Creates a column family, keeping its options alive.
-    pub(crate) fn create_cf(
-        &mut self,
-        name: &str,
-        opts: rocksdb::Options,
-    ) -> std::result::Result<(), rocksdb::Error> {
-        self.db.create_cf(name, &opts)?;
-        self.created_cf_options.push(opts);
-        Ok(())
-    }
-}
-
-impl std::ops::Deref for OpenDb {
-    type Target = DB;
-    fn deref(&self) -> &DB {
-        &self.db
-    }
-}
 
 /// Keyed state of one subtask in RocksDB (Flink's EmbeddedRocksDBStateBackend).
 ///
@@ -109,8 +42,7 @@ pub struct RocksBackend {
     pub(crate) db: Option<OpenDb>,
     /// Number of the current working database directory (`db-<n>`).
     pub(crate) db_generation: u32,
-    pub(crate) states: Vec<State>,
-    pub(crate) by_name: HashMap<String, StateId>,
+    pub(crate) states: StateCatalog<State>,
     pub(crate) write_options: WriteOptions,
     /// Reused buffer for encoding RocksDB keys on the get/put paths.
     pub(crate) scratch: RefCell<Vec<u8>>,
@@ -140,25 +72,6 @@ impl fmt::Debug for RocksBackend {
 
 static INSTANCES: AtomicU64 = AtomicU64::new(0);
 
-/// A name part restricted to the characters checkpoint storage accepts.
-fn sanitize(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if out.is_empty() {
-        out.push('o');
-    }
-    out
-}
-
 impl RocksBackend {
     /// An empty backend for the subtask described by `context`, with its own
     /// block cache of `options.memory_budget` bytes. Backends created by one
@@ -178,7 +91,7 @@ impl RocksBackend {
         let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
         let backend_id = format!(
             "{}-{}-{:x}{:x}{n:x}",
-            sanitize(&context.operator_id.0, 80),
+            file_name_part(&context.operator_id.0, 80, false),
             context.subtask,
             context.clock.now_millis(),
             std::process::id(),
@@ -203,8 +116,7 @@ impl RocksBackend {
             instance_dir,
             db: None,
             db_generation: 0,
-            states: Vec::new(),
-            by_name: HashMap::new(),
+            states: StateCatalog::new("rocks"),
             write_options,
             scratch: RefCell::new(Vec::with_capacity(64)),
             operand: Vec::new(),
@@ -365,7 +277,7 @@ impl RocksBackend {
         if path.exists() {
             std::fs::remove_dir_all(&path).map_err(|e| StateError::io(&path, e))?;
         }
-        let mut all = self.states.clone();
+        let mut all = self.states.to_vec();
         all.extend(extra.iter().cloned());
         let db = self.open_db_at(&path, &all)?;
         Ok((db, path))
@@ -438,32 +350,13 @@ impl RocksBackend {
         rocks_error(&self.instance_dir, e)
     }
 
-    /// Registers `descriptor` in `states`/`by_name` without touching the database.
+    /// Registers `descriptor` in `states` without touching the database;
+    /// returns its id and whether it is new.
     pub(crate) fn register_in(
-        states: &mut Vec<State>,
-        by_name: &mut HashMap<String, StateId>,
+        states: &mut StateCatalog<State>,
         descriptor: &StateDescriptor,
     ) -> Result<(StateId, bool)> {
-        if let Some(&id) = by_name.get(&descriptor.name) {
-            let s = states.get_mut(id.index()).ok_or_else(|| {
-                StateError::invalid(format!("state {:?} is lost", descriptor.name))
-            })?;
-            if s.descriptor.kind != descriptor.kind {
-                return Err(StateError::invalid(format!(
-                    "state {:?} is registered as {:?}, not {:?}",
-                    descriptor.name, s.descriptor.kind, descriptor.kind
-                )));
-            }
-            s.descriptor.ttl = descriptor.ttl;
-            set_ttl(&s.ttl, descriptor.ttl);
-            return Ok((id, false));
-        }
-        let id = StateId(u32::try_from(states.len()).map_err(|_| {
-            StateError::invalid("rocks backend cannot register more than 2^32 states")
-        })?);
-        states.push(State::new(descriptor.clone()));
-        by_name.insert(descriptor.name.clone(), id);
-        Ok((id, true))
+        states.register(descriptor, |d| State::new(d.clone()))
     }
 
     /// Whether no state holds any entry (after writing the cache back).
@@ -499,21 +392,4 @@ impl Drop for RocksBackend {
             tracing::debug!(dir = %self.instance_dir.display(), error = %e, "could not remove rocks backend directory");
         }
     }
-}
-
-pub(crate) fn set_ttl(cell: &TtlCell, ttl: Option<TtlConfig>) {
-    match cell.lock() {
-        Ok(mut g) => *g = ttl,
-        Err(poisoned) => *poisoned.into_inner() = ttl,
-    }
-}
-
-/// The column family of `state` in `db`.
-pub(crate) fn cf_of<'a>(db: &'a DB, state: &State) -> Result<&'a ColumnFamily> {
-    db.cf_handle(&state.cf_name).ok_or_else(|| {
-        StateError::invalid(format!(
-            "state {:?} has no column family {:?}",
-            state.descriptor.name, state.cf_name
-        ))
-    })
 }

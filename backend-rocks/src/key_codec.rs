@@ -18,7 +18,7 @@ use state_core::KeyGroup;
 /// Length of the key-group prefix of every RocksDB key.
 pub(crate) const KEY_GROUP_PREFIX_LEN: usize = 2;
 
-pub(crate) use state_core::varint::{put_bytes, take_bytes};
+pub(crate) use state_core::backend_support::{put_bytes, take_bytes};
 
 /// The first bytes of every key of key group `kg`.
 pub(crate) fn key_group_prefix(kg: KeyGroup) -> [u8; KEY_GROUP_PREFIX_LEN] {
@@ -113,7 +113,7 @@ pub(crate) fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use state_core::varint::{put_varint, take_varint};
+    use state_core::backend_support::{put_varint, take_varint};
 
     #[test]
     fn keys_round_trip_and_sort_by_key_group() {

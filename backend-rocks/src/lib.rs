@@ -38,8 +38,8 @@
 //!   fails are deleted by the snapshot itself.
 //! - **Full snapshots** ([`SnapshotMode::Full`], unless
 //!   [`RocksBackendOptions::incremental`]) write cairn's key-group stream
-//!   format ([`state_core::snapshot_format`]) from the native checkpoint, so
-//!   they restore into the heap backend and back.
+//!   format ([`state_core::backend_support::KeyGroupStreamWriter`]) from
+//!   the native checkpoint, so they restore into the heap backend and back.
 //! - **Local recovery** ([`RocksBackendOptions::local_recovery`]): each
 //!   checkpoint's local copy stays until
 //!   [`Checkpointable::notify_checkpoint_subsumed`]; restore uses it when every
@@ -62,11 +62,10 @@
 //!
 //! use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
 //! use bytes::Bytes;
-//! use state_core::memory_storage::MemoryCheckpointStorage;
 //! use state_core::{
 //!     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, EntryKey,
-//!     KeyedStateBackend, KeyedStateHandle, MaxParallelism, OperatorId, SnapshotMode,
-//!     StateDescriptor, StateKind, SystemClock,
+//!     KeyedStateBackend, KeyedStateHandle, MaxParallelism, MemoryCheckpointStorage, OperatorId,
+//!     SnapshotMode, StateDescriptor, StateKind, SystemClock,
 //! };
 //!
 //! # fn main() -> state_core::Result<()> {
@@ -106,13 +105,16 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+mod db;
 mod key_codec;
+mod local_copy;
 mod meta;
 mod options;
 mod restore;
 mod snapshot;
 mod state_access;
 mod ttl_filter;
+mod uploads;
 mod value_cache;
 mod verified;
 

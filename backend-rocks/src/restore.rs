@@ -9,23 +9,22 @@
 //! copied in: incremental ones are opened read-only in a temporary directory
 //! and iterated, full ones are read from their key-group stream.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rocksdb::{DB, WriteBatch};
-use state_core::metadata::{IncrementalHandle, KeyGroupsHandle};
-use state_core::snapshot_format::{KeyGroupStreamReader, RecordEntry};
-use state_core::storage::read_verified;
+use state_core::backend_support::{KeyGroupStreamReader, RecordEntry, StateCatalog, read_verified};
 use state_core::{
-    CheckpointStorage, KeyGroup, KeyedStateHandle, Result, StateDescriptor, StateError, StateId,
-    StreamHandle,
+    CheckpointStorage, IncrementalHandle, KeyGroup, KeyGroupsHandle, KeyedStateHandle, Result,
+    StateDescriptor, StateError, StateId, StreamHandle,
 };
 
-use crate::backend::{OpenDb, RocksBackend, State, cf_of};
+use crate::backend::RocksBackend;
+use crate::db::{OpenDb, State, cf_of, open_read_only};
 use crate::key_codec::{encode_key, encode_list, key_group_prefix};
+use crate::local_copy::{local_files_match, remove_dir_logged};
 use crate::meta::{LOCAL_META_FILE, RocksMeta};
-use crate::snapshot::{UploadTracker, open_read_only, remove_dir_logged};
+use crate::uploads::UploadTracker;
 use crate::verified::VerifiedFiles;
 use crate::{RestoreStats, rocks_error};
 
@@ -34,14 +33,13 @@ const BATCH_BYTES: usize = 4 << 20;
 
 /// The states being restored, before they replace the backend's.
 struct Restoring {
-    states: Vec<State>,
-    by_name: HashMap<String, StateId>,
+    states: StateCatalog<State>,
 }
 
 impl Restoring {
     /// Registers a state found in a snapshot; `what` names the snapshot.
     fn register(&mut self, d: &StateDescriptor, what: &str) -> Result<StateId> {
-        RocksBackend::register_in(&mut self.states, &mut self.by_name, d)
+        RocksBackend::register_in(&mut self.states, d)
             .map(|(id, _)| id)
             .map_err(|e| StateError::incompatible(what, format!("state in snapshot: {e}")))
     }
@@ -70,131 +68,6 @@ fn files(h: &IncrementalHandle) -> impl Iterator<Item = (&str, &StreamHandle)> {
         .iter()
         .map(|f| (f.name.as_str(), &f.handle))
         .chain(h.private.iter().map(|f| (f.name.as_str(), &f.handle)))
-}
-
-/// Bytes one verification task reads and checksums.
-const VERIFY_CHUNK: u64 = 8 << 20;
-
-/// The CRC-32 of `len` bytes of `path` from `offset`, read in 1 MiB pieces
-/// into `buf`.
-fn chunk_crc(
-    path: &Path,
-    offset: u64,
-    len: u64,
-    buf: &mut [u8],
-) -> std::result::Result<crc32fast::Hasher, String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut file = std::fs::File::open(path).map_err(fail)?;
-    file.seek(SeekFrom::Start(offset)).map_err(fail)?;
-    let mut crc = crc32fast::Hasher::new();
-    let mut left = len;
-    while left > 0 {
-        let n = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
-        let piece = buf.get_mut(..n).unwrap_or_default();
-        file.read_exact(piece).map_err(fail)?;
-        crc.update(piece);
-        left -= n as u64;
-    }
-    Ok(crc)
-}
-
-/// The CRC-32 of the whole file at `path`.
-pub(crate) fn file_crc(path: &Path) -> std::result::Result<u32, String> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
-    let mut buf = vec![0u8; 1 << 20];
-    chunk_crc(path, 0, len, &mut buf).map(crc32fast::Hasher::finalize)
-}
-
-/// Whether every `(path, stream)` holds exactly the stream's bytes: the
-/// lengths first (cheap), then the CRC-32s, the files cut into 8 MiB
-/// chunks checksummed on up to four threads and combined in order, so a
-/// local copy is verified at several times the speed of one reader.
-fn local_files_match(files: &[(PathBuf, &StreamHandle)]) -> std::result::Result<(), String> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let mut chunks = Vec::new();
-    for (i, (path, stream)) in files.iter().enumerate() {
-        let len = std::fs::metadata(path)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .len();
-        if len != stream.size {
-            return Err(format!(
-                "{}: {len} bytes, the handle says {}",
-                path.display(),
-                stream.size
-            ));
-        }
-        // An empty file is one empty chunk (its CRC is that of nothing).
-        chunks.push((i, 0, VERIFY_CHUNK.min(len)));
-        let mut offset = VERIFY_CHUNK.min(len);
-        while offset < len {
-            let n = VERIFY_CHUNK.min(len - offset);
-            chunks.push((i, offset, n));
-            offset += n;
-        }
-    }
-    let results: Vec<Mutex<Option<crc32fast::Hasher>>> =
-        chunks.iter().map(|_| Mutex::new(None)).collect();
-    let next = AtomicUsize::new(0);
-    let failure: Mutex<Option<String>> = Mutex::new(None);
-    let work = || {
-        let mut buf = vec![0u8; 1 << 20];
-        loop {
-            let c = next.fetch_add(1, Ordering::Relaxed);
-            let (Some(&(file, offset, len)), Some(slot)) = (chunks.get(c), results.get(c)) else {
-                return;
-            };
-            let Some((path, _)) = files.get(file) else {
-                return;
-            };
-            match chunk_crc(path, offset, len, &mut buf) {
-                Ok(crc) => *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(crc),
-                Err(e) => {
-                    *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    next.store(chunks.len(), Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4)
-        .min(chunks.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 1..threads {
-            scope.spawn(work);
-        }
-        work();
-    });
-    if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    let mut combined: Vec<crc32fast::Hasher> =
-        files.iter().map(|_| crc32fast::Hasher::new()).collect();
-    for (&(file, ..), slot) in chunks.iter().zip(results) {
-        let crc = slot
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .ok_or("a chunk was not checksummed")?;
-        if let Some(c) = combined.get_mut(file) {
-            c.combine(&crc);
-        }
-    }
-    for ((path, stream), crc) in files.iter().zip(combined) {
-        let crc = crc.finalize();
-        if crc != stream.crc32 {
-            return Err(format!(
-                "{}: crc32 {crc:08x}, the handle says {:08x}",
-                path.display(),
-                stream.crc32
-            ));
-        }
-    }
-    Ok(())
 }
 
 impl RocksBackend {
@@ -473,12 +346,7 @@ impl RocksBackend {
         stats: &mut RestoreStats,
     ) -> Result<(OpenDb, Restoring, Option<UploadTracker>)> {
         let mut r = Restoring {
-            states: self
-                .states
-                .iter()
-                .map(|s| State::new(s.descriptor.clone()))
-                .collect(),
-            by_name: self.by_name.clone(),
+            states: self.states.map(|s| State::new(s.descriptor.clone())),
         };
         let range = self.range;
         let overlap = |h: &KeyedStateHandle| h.key_groups().intersect(&range).len();
@@ -568,7 +436,6 @@ impl RocksBackend {
             Ok((db, r, tracker)) => {
                 self.db = Some(db);
                 self.states = r.states;
-                self.by_name = r.by_name;
                 self.uploads =
                     std::sync::Arc::new(std::sync::Mutex::new(tracker.unwrap_or_default()));
                 span.record("bytes", stats.bytes_from_storage + stats.bytes_from_local);
@@ -585,11 +452,7 @@ impl RocksBackend {
             Err(e) => {
                 let failed = self.db_generation;
                 remove_dir_logged(&self.db_dir(failed));
-                self.states = self
-                    .states
-                    .iter()
-                    .map(|s| State::new(s.descriptor.clone()))
-                    .collect();
+                self.states = self.states.map(|s| State::new(s.descriptor.clone()));
                 self.uploads = std::sync::Arc::new(std::sync::Mutex::new(UploadTracker::default()));
                 match self.open_fresh_db(&[]) {
                     Ok((db, _)) => self.db = Some(db),

@@ -2,72 +2,29 @@
 //! and full (cairn's key-group stream format), both from a native RocksDB
 //! checkpoint taken in the synchronous part.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use rocksdb::DBRawIterator;
 use rocksdb::checkpoint::Checkpoint;
-use rocksdb::{ColumnFamilyDescriptor, DB, DBRawIterator};
-use state_core::metadata::{IncrementalHandle, NamedStream, SharedFile};
-use state_core::snapshot_format::KeyGroupStreamWriter;
+use state_core::backend_support::KeyGroupStreamWriter;
 use state_core::{
-    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, MaxParallelism, Result, SnapshotMode, StateError, StateLayout, StateScope,
-    StreamHandle,
+    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, IncrementalHandle, KeyGroup,
+    KeyGroupRange, KeyedStateHandle, MaxParallelism, NamedStream, Result, SharedFile, SnapshotMode,
+    StateError, StateLayout, StateScope, StreamHandle,
 };
 
-use crate::backend::{RocksBackend, State, cf_of};
+use crate::backend::RocksBackend;
+use crate::db::{State, cf_of, open_read_only};
 use crate::key_codec::{decode_key, decode_list};
+use crate::local_copy::{remove_dir_logged, scrub_local_copy};
 use crate::meta::{LOCAL_META_FILE, MetaState, RocksMeta};
-use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
+use crate::options::{RocksBackendOptions, SharedMemoryRef};
+use crate::uploads::{UploadTracker, lock};
 use crate::verified::VerifiedFiles;
 use crate::{BACKEND_NAME, rocks_error};
-
-/// The shared SST files of this instance's incremental snapshots.
-#[derive(Debug, Default)]
-pub(crate) struct UploadTracker {
-    /// Shared files of each snapshot whose asynchronous part succeeded.
-    finished: BTreeMap<CheckpointId, Vec<SharedFile>>,
-    /// The last confirmed checkpoint's shared files, by local file name.
-    confirmed: Arc<HashMap<String, SharedFile>>,
-    confirmed_id: Option<CheckpointId>,
-}
-
-impl UploadTracker {
-    /// A tracker whose confirmed checkpoint is `id` with `files` (after a restore).
-    pub(crate) fn seeded(id: CheckpointId, files: &[SharedFile]) -> Self {
-        UploadTracker {
-            finished: BTreeMap::new(),
-            confirmed: Arc::new(files.iter().map(|f| (f.name.clone(), f.clone())).collect()),
-            confirmed_id: Some(id),
-        }
-    }
-
-    fn confirm(&mut self, id: CheckpointId) {
-        if let Some(files) = self.finished.remove(&id) {
-            self.confirmed = Arc::new(files.into_iter().map(|f| (f.name.clone(), f)).collect());
-            self.confirmed_id = Some(id);
-        }
-        self.finished = self.finished.split_off(&id);
-    }
-}
-
-fn lock(tracker: &Mutex<UploadTracker>) -> std::sync::MutexGuard<'_, UploadTracker> {
-    match tracker.lock() {
-        Ok(g) => g,
-        Err(poisoned) => poisoned.into_inner(),
-    }
-}
-
-/// Removes a directory, logging failure (the data is only a local copy).
-pub(crate) fn remove_dir_logged(dir: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(dir)
-        && e.kind() != io::ErrorKind::NotFound
-    {
-        tracing::debug!(dir = %dir.display(), error = %e, "could not remove local checkpoint directory");
-    }
-}
 
 /// A snapshot of a backend holding nothing.
 struct NothingToWrite;
@@ -124,32 +81,6 @@ fn upload_file(
         v.note(path, reading, handle.crc32);
     }
     Ok(handle)
-}
-
-/// Checksums the files of the local copy `dir` that `verified` has not
-/// noted and that settled since they were written, noting those that match
-/// their handle: files uploaded right after they were written cannot be
-/// noted then, so the next snapshot notes them, off the task thread.
-fn scrub_local_copy(dir: &Path, shared: &[SharedFile], verified: &VerifiedFiles) {
-    for f in shared {
-        let path = dir.join(&f.name);
-        if verified.is_noted(&path) {
-            continue;
-        }
-        let reading = VerifiedFiles::before_read(&path);
-        match crate::restore::file_crc(&path) {
-            Ok(crc) if crc == f.handle.crc32 => verified.note(&path, reading, crc),
-            Ok(crc) => tracing::warn!(
-                file = %path.display(),
-                crc32 = format_args!("{crc:08x}"),
-                expected = format_args!("{:08x}", f.handle.crc32),
-                "local checkpoint file differs from the uploaded one; restores will not use it"
-            ),
-            Err(e) => {
-                tracing::debug!(file = %path.display(), error = %e, "could not scrub local checkpoint file")
-            }
-        }
-    }
 }
 
 /// The asynchronous part of an incremental snapshot.
@@ -291,30 +222,6 @@ struct FullSnapshot {
     options: Arc<RocksBackendOptions>,
     memory: SharedMemoryRef,
     now_millis: u64,
-}
-
-/// Opens a checkpointed database read-only with the column families of `states`.
-pub(crate) fn open_read_only(
-    options: &RocksBackendOptions,
-    memory: &SharedMemoryRef,
-    dir: &Path,
-    states: &[State],
-) -> Result<DB> {
-    let db_opts = db_options(options, memory);
-    let cfs: Vec<ColumnFamilyDescriptor> = states
-        .iter()
-        .map(|s| {
-            let mut cf = cf_options(options, memory);
-            if s.layout() == StateLayout::List {
-                cf.set_merge_operator_associative(
-                    "cairn-list-concat",
-                    crate::key_codec::concat_merge,
-                );
-            }
-            ColumnFamilyDescriptor::new(s.cf_name.clone(), cf)
-        })
-        .collect();
-    DB::open_cf_descriptors_read_only(&db_opts, dir, cfs, false).map_err(|e| rocks_error(dir, e))
 }
 
 impl FullSnapshot {
@@ -520,7 +427,7 @@ impl Checkpointable for RocksBackend {
                 stream_name: self.full_stream_name(),
                 max_parallelism: self.max_parallelism,
                 range: self.range,
-                states: self.states.clone(),
+                states: self.states.to_vec(),
                 options: Arc::clone(&self.options),
                 memory: Arc::clone(&self.memory),
                 now_millis: self.clock.now_millis(),

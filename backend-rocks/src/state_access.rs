@@ -10,7 +10,8 @@ use state_core::{
     StateDescriptor, StateError, StateId, StateLayout, ValueUpdate,
 };
 
-use crate::backend::{RocksBackend, State, cf_of};
+use crate::backend::RocksBackend;
+use crate::db::{State, cf_of};
 use crate::key_codec::{self, decode_key, encode_key, put_bytes};
 use crate::rocks_error;
 
@@ -24,7 +25,7 @@ impl KeyedStateBackend for RocksBackend {
     }
 
     fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
-        let (id, new) = Self::register_in(&mut self.states, &mut self.by_name, descriptor)?;
+        let (id, new) = Self::register_in(&mut self.states, descriptor)?;
         if new {
             let created = match self.states.get(id.index()) {
                 Some(s) => {
@@ -43,8 +44,7 @@ impl KeyedStateBackend for RocksBackend {
                 ))),
             };
             if let Err(e) = created {
-                self.states.pop();
-                self.by_name.remove(&descriptor.name);
+                self.states.unregister_last();
                 return Err(e);
             }
         }
@@ -52,7 +52,7 @@ impl KeyedStateBackend for RocksBackend {
     }
 
     fn states(&self) -> Vec<StateDescriptor> {
-        self.states.iter().map(|s| s.descriptor.clone()).collect()
+        self.states.descriptors()
     }
 
     fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {
@@ -105,7 +105,7 @@ impl KeyedStateBackend for RocksBackend {
         let mut cache = self.borrow_cache()?;
         if !cache.enabled() {
             drop(cache);
-            return state_core::backend::update_value_by_get_and_put(self, state, key, f);
+            return state_core::backend_support::update_value_by_get_and_put(self, state, key, f);
         }
         self.with_key(key, &[], |k| {
             if cache.modify(state.0, k, f)? {

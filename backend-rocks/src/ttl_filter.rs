@@ -1,7 +1,7 @@
 //! TTL cleanup in compaction (Flink's `RocksDbTtlCompactFiltersManager`).
 //!
 //! Every state's column family has a compaction filter that drops entries
-//! whose TTL timestamp ([`state_core::ttl`]) has expired by the backend's
+//! whose TTL timestamp ([`state_core::backend_support::wrap_ttl`]) has expired by the backend's
 //! clock: a value, a map entry (each map entry is its own RocksDB key), or
 //! a list whose elements have all expired. A list with some live elements is
 //! kept whole: the rocksdb crate's filter can only replace a value with a
@@ -55,7 +55,7 @@ pub(crate) fn ttl_compaction_filter(
 mod tests {
     use std::time::Duration;
 
-    use state_core::ttl::wrap_ttl;
+    use state_core::backend_support::wrap_ttl;
 
     use super::*;
     use crate::key_codec::encode_list;

@@ -24,7 +24,7 @@
 
 use hashbrown::HashMap;
 use state_core::ValueUpdate;
-use state_core::small_bytes::SmallBytes;
+use state_core::backend_support::SmallBytes;
 
 use bytes::Bytes;
 

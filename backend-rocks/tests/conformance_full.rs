@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on the RocksDB backend
+//! The state-testkit conformance suite and model test on the RocksDB backend
 //! taking full snapshots (cairn's key-group stream format), with filesystem
 //! checkpoint storage in a temporary directory.
 
@@ -8,7 +8,7 @@
 use backend_fs::FsCheckpointStorage;
 use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
 use state_core::JobId;
-use state_core::conformance::Setup;
+use state_testkit::Setup;
 
 fn setup() -> Setup<RocksBackendFactory> {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -25,4 +25,4 @@ fn setup() -> Setup<RocksBackendFactory> {
     .with_guard(dir)
 }
 
-state_core::conformance_tests!(setup);
+state_testkit::conformance_tests!(setup);

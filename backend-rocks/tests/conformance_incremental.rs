@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on the RocksDB backend
+//! The state-testkit conformance suite and model test on the RocksDB backend
 //! taking incremental snapshots (`Setup::with_mode`), with filesystem
 //! checkpoint storage in a temporary directory. The suite's two tests about
 //! full snapshots check their incremental counterparts: corrupt bytes in
@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use backend_fs::FsCheckpointStorage;
 use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
-use state_core::conformance::Setup;
 use state_core::{JobId, SnapshotMode};
+use state_testkit::Setup;
 
 fn setup() -> Setup<RocksBackendFactory> {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -31,4 +31,4 @@ fn setup() -> Setup<RocksBackendFactory> {
     .with_guard(dir)
 }
 
-state_core::conformance_tests!(setup);
+state_testkit::conformance_tests!(setup);

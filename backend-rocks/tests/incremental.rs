@@ -12,10 +12,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use backend_rocks::{RestoreSource, RocksBackend};
-use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
-use state_core::metadata::IncrementalHandle;
 use state_core::{
-    CheckpointId, CheckpointStorage, Checkpointable, EntryKey, KeyedStateBackend, KeyedStateHandle,
+    CheckpointId, CheckpointStorage, Checkpointable, CompletedCheckpointStore, EntryKey,
+    ExternalizedCheckpointCleanup, IncrementalHandle, KeyedStateBackend, KeyedStateHandle,
     ManualClock, MaxParallelism, SnapshotMode, StateDescriptor, StateId, StateKind,
 };
 use support::*;
@@ -129,7 +128,7 @@ fn incremental_chain_uploads_only_new_ssts_and_restores_each_checkpoint() {
             expected.insert(k, value);
         }
         let h = checkpoint(&mut b, storage.as_ref(), round).unwrap();
-        let prev_names: BTreeMap<&str, &state_core::metadata::SharedFile> = prev
+        let prev_names: BTreeMap<&str, &state_core::SharedFile> = prev
             .iter()
             .flat_map(|p| p.shared.iter().map(|f| (f.name.as_str(), f)))
             .collect();

@@ -11,6 +11,7 @@
 
 #![allow(clippy::unwrap_used)] // A bench that cannot set up its state should stop loudly.
 #![allow(clippy::print_stderr)] // The checkpoint figures are a report for the reader.
+#![allow(missing_docs)] // criterion_group! generates an undocumented `pub fn benches`.
 
 use std::hint::black_box;
 use std::path::Path;

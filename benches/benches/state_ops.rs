@@ -9,6 +9,7 @@
 //! Run: `cargo bench -p cairn-benches --bench state_ops`.
 
 #![allow(clippy::unwrap_used)] // A bench that cannot set up its state should stop loudly.
+#![allow(missing_docs)] // criterion_group! generates an undocumented `pub fn benches`.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -17,7 +18,7 @@ use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use cairn_benches::{ORDER_LEN, States, Workload};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use state_core::memory_storage::MemoryCheckpointStorage;
+use state_core::MemoryCheckpointStorage;
 use state_core::{
     CheckpointId, CheckpointStorage, Checkpointable, JobId, KeyedStateBackend, SnapshotMode,
 };

@@ -41,7 +41,7 @@ use executor::{
     CheckpointConfig, CompletedCheckpointInfo, JobConfig, JobEvent, JobHandle, JobResult,
     JobStatus, RestartStrategyConfig, StreamEnv,
 };
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, MemoryCheckpointStorage,
 };
@@ -65,7 +65,7 @@ const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `cairn demo` options.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Keep the log and the checkpoints in this directory (`<dir>/log`,
     /// `<dir>/checkpoints/word-count/chk-<n>`) instead of a temporary
     /// directory and memory, so they can be inspected afterwards
@@ -144,7 +144,7 @@ impl TaggingSink {
 
 /// One row of the table: a record read by the job, or a note.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Row {
+pub(crate) struct Row {
     /// The walk-through's record id (offset − 24), empty for a note.
     pub record: String,
     /// The record's value.
@@ -305,7 +305,7 @@ fn attempt_rows(
 
 /// What the demo found; the text output is rendered from it.
 #[derive(Debug)]
-pub struct DemoReport {
+pub(crate) struct DemoReport {
     /// The failing run's table.
     pub failing: Vec<Row>,
     /// The failing run's result.
@@ -524,7 +524,7 @@ fn print_table(out: &mut dyn Write, rows: &[Row]) -> std::io::Result<()> {
 }
 
 /// Runs the demo and prints the walk-through's table.
-pub fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: &DemoArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let report = run_demo(args, out)?;
     print_table(out, &report.failing)?;
     writeln!(

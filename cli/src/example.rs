@@ -36,21 +36,19 @@ use anyhow::{Context, bail, ensure};
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use serde::Serialize;
-use state_core::checkpoint_store::{
-    CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore,
-};
-use state_core::metadata::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 use state_core::typed::{KeyedState, ValueState, ValueStateDescriptor};
 use state_core::{
     BackendContext, CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable, Clock,
     JobId, MaxParallelism, OperatorId, SnapshotKind, SnapshotMode, SystemClock, handles_for_range,
 };
+use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore};
+use state_core::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
 
 use crate::human;
 
 /// The `--json` documentation shown by `cairn example --help`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): {\"job_dir\": str, \"lines\": int, \"words\": int,
   \"checkpoints\": [{\"id\": int, \"after_line\": int, \"state_size\": int,
     \"checkpointed_size\": int, \"subsumed\": [int]}],
@@ -70,7 +68,7 @@ const TEXT: &str = include_str!("example/words.txt");
 
 /// What `cairn example` was asked to do.
 #[derive(Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// The checkpoint base directory (the job directory is `<base>/example`).
     pub base_dir: PathBuf,
     /// How many checkpoints to take.
@@ -123,7 +121,7 @@ struct Subtask {
 }
 
 /// Runs `cairn example`.
-pub fn run(options: &Options, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(options: &Options, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let lines: Vec<&str> = TEXT.lines().filter(|l| !l.trim().is_empty()).collect();
     ensure!(
         (1..=lines.len()).contains(&options.checkpoints),

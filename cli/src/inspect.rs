@@ -39,16 +39,16 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use backend_fs::FsCheckpointStorage;
 use serde::Serialize;
-use state_core::metadata::{
+use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, StreamHandle};
+use state_core::{
     KeyedStateHandle, OperatorSnapshot, OperatorStateHandle, OperatorStateMode, SubtaskSnapshot,
 };
-use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, StreamHandle};
 
 use crate::human;
 use crate::list::kind_name;
 
 /// The `--json` documentation shown by `cairn checkpoints inspect --help`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): {\"checkpoint_id\": int, \"job_id\": str, \"dir\": str, \"time\": str (UTC),
   \"timestamp_millis\": int, \"kind\": \"full\"|\"incremental\", \"state_size\": int,
   \"checkpointed_size\": int, \"operators\": [{\"uid\": str, \"parallelism\": int,
@@ -121,7 +121,7 @@ struct StateView {
 }
 
 /// Runs `cairn checkpoints inspect`.
-pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let (storage, id) = match FsCheckpointStorage::for_checkpoint_path(path) {
         Ok(opened) => opened,
         Err(err) => {
@@ -326,7 +326,7 @@ fn print_file(f: &FileView, mark_origin: bool, out: &mut dyn Write) -> anyhow::R
 
 #[cfg(test)]
 mod tests {
-    use state_core::metadata::{IncrementalHandle, NamedStream, SharedFile};
+    use state_core::{IncrementalHandle, NamedStream, SharedFile};
     use state_core::{KeyGroup, KeyGroupRange, StreamLocation};
 
     use super::*;

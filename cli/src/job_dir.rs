@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::bail;
 use backend_fs::FsCheckpointStorage;
-use state_core::fs::Fs;
-use state_core::metadata::METADATA_FILE_NAME;
+use state_core::METADATA_FILE_NAME;
+use state_core::backend_support::Fs;
 use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, ErrorKind, StateError};
 
 use crate::human;
@@ -15,7 +15,7 @@ use crate::human;
 /// Opens the job directory `path` (`<checkpoint-dir>/<job-id>`). When `path`
 /// is not one, the error says what it is instead: missing, a file, a
 /// checkpoint directory, or a base directory holding job directories (named).
-pub fn open(path: &Path) -> anyhow::Result<FsCheckpointStorage> {
+pub(crate) fn open(path: &Path) -> anyhow::Result<FsCheckpointStorage> {
     let err = match FsCheckpointStorage::for_job_dir(path) {
         Ok(storage) => return Ok(storage),
         Err(err) => err,
@@ -62,7 +62,7 @@ pub fn open(path: &Path) -> anyhow::Result<FsCheckpointStorage> {
 
 /// What a `chk-<n>` directory holds.
 #[derive(Debug)]
-pub enum CheckpointStatus {
+pub(crate) enum CheckpointStatus {
     /// `_metadata` is there and decodes.
     Complete(Box<CheckpointMetadata>),
     /// No `_metadata`: in progress or aborted; invisible to restore.
@@ -73,7 +73,7 @@ pub enum CheckpointStatus {
 
 /// One `chk-<n>` directory of a job directory.
 #[derive(Debug)]
-pub struct CheckpointEntry {
+pub(crate) struct CheckpointEntry {
     /// Its id.
     pub id: CheckpointId,
     /// What it holds.
@@ -84,7 +84,7 @@ pub struct CheckpointEntry {
 /// whether its metadata is complete and readable. Unlike
 /// [`CheckpointStorage::list_checkpoints`], directories without `_metadata`
 /// are included.
-pub fn scan(storage: &FsCheckpointStorage) -> anyhow::Result<Vec<CheckpointEntry>> {
+pub(crate) fn scan(storage: &FsCheckpointStorage) -> anyhow::Result<Vec<CheckpointEntry>> {
     let fs: &dyn Fs = storage.fs().as_ref();
     let job_dir = storage.job_dir();
     let names = fs

@@ -31,7 +31,7 @@ use crate::human;
 use crate::job_dir::{self, CheckpointStatus};
 
 /// The `--json` documentation shown by `cairn checkpoints list --help`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): {\"job_dir\": str, \"checkpoints\": [{
     \"id\": int, \"status\": \"complete\"|\"incomplete\"|\"corrupt\", \"detail\": str|null,
     \"time\": str|null (UTC, RFC 3339), \"timestamp_millis\": int|null,
@@ -60,7 +60,7 @@ struct Listing {
 }
 
 /// The name of a snapshot kind in output.
-pub fn kind_name(kind: SnapshotKind) -> &'static str {
+pub(crate) fn kind_name(kind: SnapshotKind) -> &'static str {
     match kind {
         SnapshotKind::Full => "full",
         SnapshotKind::Incremental => "incremental",
@@ -68,7 +68,7 @@ pub fn kind_name(kind: SnapshotKind) -> &'static str {
 }
 
 /// Runs `cairn checkpoints list`.
-pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let storage = job_dir::open(path)?;
     let entries = job_dir::scan(&storage)?;
     let rows: Vec<Row> = entries

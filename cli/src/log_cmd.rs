@@ -30,7 +30,7 @@ const BULK_BUFFER: usize = 64 * 1024;
 
 /// `cairn log` subcommands.
 #[derive(Debug, clap::Subcommand)]
-pub enum LogCommand {
+pub(crate) enum LogCommand {
     /// Append records to a topic (created if missing), from the arguments or
     /// one per line of stdin; prints `partition P offset O` per record
     #[command(
@@ -52,7 +52,7 @@ process is interrupted (Ctrl-C).";
 
 /// `cairn log append` options.
 #[derive(Debug, clap::Args)]
-pub struct AppendArgs {
+pub(crate) struct AppendArgs {
     /// The directory holding the topic (`<dir>/<topic>/`)
     dir: PathBuf,
     /// The topic's name
@@ -76,7 +76,7 @@ pub struct AppendArgs {
 
 /// `cairn log tail` options.
 #[derive(Debug, clap::Args)]
-pub struct TailArgs {
+pub(crate) struct TailArgs {
     /// The directory holding the topic (`<dir>/<topic>/`)
     dir: PathBuf,
     /// The topic's name
@@ -96,7 +96,7 @@ pub struct TailArgs {
 }
 
 /// Runs a `cairn log` command; output on `out`.
-pub fn run(command: LogCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: LogCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match command {
         LogCommand::Append(args) => append(&args, out),
         LogCommand::Tail(args) => tail(&args, out),

@@ -37,8 +37,8 @@ use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
 use executor::sink::file::FileSink;
 use executor::sink::print::PrintSink;
 use executor::{JobResult, JobStatus, StreamEnv};
-use state_core::checkpoint_store::load_verified;
-use state_core::metadata::METADATA_FILE_NAME;
+use state_core::METADATA_FILE_NAME;
+use state_core::load_verified;
 use state_core::{
     BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotMode,
 };
@@ -49,7 +49,7 @@ use crate::wordcount;
 
 /// `cairn run` subcommands: the bundled jobs.
 #[derive(Debug, clap::Subcommand)]
-pub enum RunCommand {
+pub(crate) enum RunCommand {
     /// WordCount over a replayable log topic (the job of `cairn demo`): prints `(word,count)`
     /// per word read, as Flink's `print()` does
     #[command(after_help = WORDCOUNT_HELP)]
@@ -64,7 +64,7 @@ A finished job deletes its checkpoints (as Flink does); a failed or killed one k
 
 /// `cairn run wordcount` options.
 #[derive(Debug, clap::Args)]
-pub struct WordCountArgs {
+pub(crate) struct WordCountArgs {
     /// The directory holding the log topic (as given to `cairn log append`)
     #[arg(long, value_name = "DIR")]
     input: PathBuf,
@@ -88,7 +88,7 @@ pub struct WordCountArgs {
 
 /// Runs a `cairn run` command. Job output goes to stdout directly (the
 /// print sink's subtasks write there); `out` is flushed by the caller.
-pub fn run(command: RunCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(command: RunCommand, _out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     match command {
         RunCommand::Wordcount(args) => run_wordcount(&args),
     }

@@ -35,15 +35,15 @@ use std::process::ExitCode;
 use anyhow::anyhow;
 use backend_fs::FsCheckpointStorage;
 use serde::Serialize;
-use state_core::checkpoint_store::{FileCheck, verify_checkpoint};
-use state_core::metadata::METADATA_FILE_NAME;
+use state_core::METADATA_FILE_NAME;
 use state_core::{CheckpointId, ErrorKind};
+use state_core::{FileCheck, verify_checkpoint};
 
 use crate::human;
 use crate::job_dir::{self, CheckpointStatus};
 
 /// The `--json` documentation shown by `cairn checkpoints verify --help`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): {\"checkpoints\": [{\"id\": int, \"status\": \"ok\"|\"corrupt\"|\"incomplete\",
     \"files\": [{\"path\": str, \"size\": int|null, \"crc32\": str|null (hex), \"ok\": bool,
       \"error\": str|null}]}],
@@ -85,7 +85,7 @@ enum Target {
 }
 
 /// Runs `cairn checkpoints verify`.
-pub fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let mut checkpoints = Vec::new();
     match target(path)? {
         Target::One(storage, id) => checkpoints.push(verify_one(&storage, id)?),

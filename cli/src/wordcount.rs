@@ -23,27 +23,27 @@ use serde::{Deserialize, Serialize};
 use state_core::BackendFactory;
 
 /// The word whose arrival makes the job fail (the walk-through's dirty record).
-pub const POISON: &str = "ERROR";
+pub(crate) const POISON: &str = "ERROR";
 
 /// The operator uids, stable so checkpoints restore into a rebuilt job.
-pub mod uid {
+pub(crate) mod uid {
     /// The log source (offsets in union operator state).
-    pub const SOURCE: &str = "KafkaSource";
+    pub(crate) const SOURCE: &str = "KafkaSource";
     /// Drops the poison word (only in a job run with the poison filtered).
-    pub const FILTER: &str = "FilterPoison";
+    pub(crate) const FILTER: &str = "FilterPoison";
     /// Splits records into words.
-    pub const MAP: &str = "Map";
+    pub(crate) const MAP: &str = "Map";
     /// The keyed running count.
-    pub const SUM: &str = "Sum";
+    pub(crate) const SUM: &str = "Sum";
     /// Fails on the poison word.
-    pub const CHECK: &str = "Check";
+    pub(crate) const CHECK: &str = "Check";
     /// The sink.
-    pub const SINK: &str = "Print";
+    pub(crate) const SINK: &str = "Print";
 }
 
 /// A word's running count, and the log record that last changed it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WordCount {
+pub(crate) struct WordCount {
     /// The word.
     pub word: String,
     /// How often it was seen.
@@ -63,7 +63,7 @@ impl fmt::Display for WordCount {
 /// Adds the WordCount dataflow to `env`, reading `source`, writing `sink`.
 /// With `filter_poison` the poison word is dropped right after the source
 /// (how the job is fixed and resumed in the walk-through).
-pub fn build<F, S>(env: &StreamEnv<F>, source: LogSource, filter_poison: bool, sink: S)
+pub(crate) fn build<F, S>(env: &StreamEnv<F>, source: LogSource, filter_poison: bool, sink: S)
 where
     F: BackendFactory + 'static,
     S: SinkFactory<WordCount> + 'static,

@@ -7,7 +7,7 @@
 
 mod support;
 
-use state_core::key_group::murmur3_32;
+use state_core::backend_support::murmur3_32;
 use support::{assert_bad_input, assert_ok, cairn, cairn_with_stdin, p, stderr, stdout};
 
 #[test]

@@ -6,9 +6,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use state_core::ExternalizedCheckpointCleanup;
 use state_core::JobId;
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
-use state_core::key_group::{MaxParallelism, UPPER_BOUND_MAX_PARALLELISM};
+use state_core::{MaxParallelism, UPPER_BOUND_MAX_PARALLELISM};
 
 use crate::error::ExecutorError;
 

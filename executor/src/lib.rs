@@ -45,8 +45,8 @@
 //! use executor::sink::collect::CollectSink;
 //! use executor::source::{Source, SourceContext, SourcePoll};
 //! use executor::{JobConfig, JobStatus, StreamEnv};
-//! use state_core::metadata::OperatorStateMode;
-//! use state_core::operator_state::OperatorStateStore;
+//! use state_core::OperatorStateMode;
+//! use state_core::OperatorStateStore;
 //! use state_core::{JobId, MemoryCheckpointStorage};
 //!
 //! /// Reads a fixed list of lines; its offset is checkpointed.

@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use state_core::timers::TimerService;
+use state_core::TimerService;
 use state_core::typed::KeyedState;
 use state_core::{Clock, KeyedStateBackend};
 

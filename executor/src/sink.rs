@@ -12,7 +12,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 use state_core::CheckpointId;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use crate::error::Result;
 

@@ -1,6 +1,6 @@
 //! Sources: replayable, partitioned inputs whose read positions are checkpointed.
 
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use crate::error::Result;
 

@@ -16,7 +16,7 @@ use executor::{
     StreamEnv,
 };
 use job_support::{Collect, NumberLog};
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
+use state_core::ExternalizedCheckpointCleanup;
 use state_core::{CheckpointId, CheckpointStorage, JobId, MemoryCheckpointStorage};
 
 const POISON: u64 = 999;

@@ -142,8 +142,7 @@ fn event_time_timers_fire_at_end_of_input_and_survive_a_restore() {
     // First run: register timers, checkpoint, cancel (timers never fired).
     let mut cfg = config(1);
     let mut checkpoints = executor::CheckpointConfig::every(std::time::Duration::from_secs(3600));
-    checkpoints.cleanup =
-        state_core::checkpoint_store::ExternalizedCheckpointCleanup::RetainOnCancellation;
+    checkpoints.cleanup = state_core::ExternalizedCheckpointCleanup::RetainOnCancellation;
     cfg.checkpointing = Some(checkpoints);
     let env = StreamEnv::new(cfg.clone(), HeapBackendFactory::default(), storage.clone())
         .with_clock(clock.clone());

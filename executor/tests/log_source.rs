@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 
 use executor::log::{LogRecord, LogSource, LogSourceOptions, OFFSETS_STATE, StartPosition, Topic};
 use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
-use state_core::metadata::OperatorStateHandle;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateHandle;
+use state_core::OperatorStateStore;
 use state_core::{CheckpointId, CheckpointStorage, MemoryCheckpointStorage};
 
 fn options(dir: &std::path::Path, bounded: bool, start: StartPosition) -> LogSourceOptions {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use executor::log::{LogRecord, PartitionReader, Topic, TopicWriter};
 use state_core::ManualClock;
-use state_core::key_group::murmur3_32;
+use state_core::backend_support::murmur3_32;
 
 fn read_all(reader: &mut PartitionReader) -> Vec<LogRecord> {
     let mut out = Vec::new();

@@ -16,7 +16,7 @@ use executor::{
     CheckpointConfig, JobConfig, JobEvent, JobStatus, RestartStrategyConfig, StreamEnv,
 };
 use job_support::{Collect, NumberLog};
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
+use state_core::ExternalizedCheckpointCleanup;
 use state_core::{CheckpointStorage, JobId};
 
 const KEYS: u64 = 10;

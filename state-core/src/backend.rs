@@ -19,8 +19,9 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::Result;
+use crate::checkpoint_id::CheckpointId;
 use crate::clock::Clock;
-use crate::ids::{CheckpointId, OperatorId, StateId};
+use crate::ids::{OperatorId, StateId};
 use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
 use crate::metadata::KeyedStateHandle;
 use crate::storage::CheckpointStorage;
@@ -137,7 +138,7 @@ pub type KeyVisitor<'a> = dyn FnMut(&EntryKey<'_>) -> ControlFlow<()> + 'a;
 /// - Writes are visible to every later read on the same instance; nothing is
 ///   durable until a checkpoint containing it completes.
 /// - Values are opaque bytes; the backend never interprets them except to
-///   apply a state's TTL when it writes a full snapshot (see [`crate::ttl`]).
+///   apply a state's TTL when it writes a full snapshot (see [`TtlConfig`]).
 pub trait KeyedStateBackend: Send + Debug {
     /// The key groups this instance holds.
     fn key_group_range(&self) -> KeyGroupRange;

@@ -29,10 +29,11 @@ pub use verify::{
     FileCheck, RestoreSelection, VerifyReport, load_verified, select_for_restore, verify_checkpoint,
 };
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::StreamHandle;
 use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
 use crate::registry::SharedStateRegistry;
-use crate::storage::{CheckpointStorage, StreamHandle};
+use crate::storage::CheckpointStorage;
 use crate::{Result, StateError};
 
 /// What happens to retained checkpoints when a job is cancelled (Flink's

@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
 
 /// Result alias used throughout cairn's state crates.
 pub type Result<T, E = StateError> = std::result::Result<T, E>;

@@ -6,13 +6,22 @@
 //!   group, key and namespace, and [`Checkpointable`]: its two-phase snapshot
 //!   (short synchronous part, asynchronous write) and restore.
 //! - [`typed`]: Value, List, Map, Reducing and Aggregating state over serde,
-//!   with TTL ([`ttl`]) and timers ([`timers`]), written once for all backends.
-//! - Key groups ([`key_group`]) with Flink's assignment, so checkpoints restore
-//!   at another parallelism.
-//! - Operator (non-keyed) state ([`operator_state`]).
-//! - [`CheckpointStorage`] and the in-memory storage; the checkpoint
-//!   [`metadata`] format; the shared-state [`registry`] and the
-//!   [`checkpoint_store`] with retention.
+//!   with TTL ([`TtlConfig`]) and timers ([`TimerService`]), written once for
+//!   all backends.
+//! - Key groups ([`KeyGroup`], [`MaxParallelism`]) with Flink's assignment,
+//!   so checkpoints restore at another parallelism.
+//! - Operator (non-keyed) state ([`OperatorStateStore`]).
+//! - [`CheckpointStorage`] and the in-memory [`MemoryCheckpointStorage`]; the
+//!   checkpoint metadata ([`CheckpointMetadata`]); the
+//!   [`SharedStateRegistry`] and the [`CompletedCheckpointStore`] with
+//!   retention, restore selection and verification.
+//! - [`backend_support`]: what backend and storage authors build on (the
+//!   snapshot stream format, the state catalog, file-name rules, durable
+//!   writes); a job or an engine does not need it.
+//!
+//! Every item has one path: the modules are private and this page lists
+//! what is public. The conformance suite and the model backend are in the
+//! `state-testkit` crate.
 //!
 //! # Example
 //!
@@ -22,9 +31,10 @@
 //! way through a backend crate (`backend-heap`'s docs show it end to end).
 //!
 //! ```
-//! use state_core::metadata::OperatorStateMode;
-//! use state_core::operator_state::OperatorStateStore;
-//! use state_core::{CheckpointId, CheckpointStorage, MaxParallelism, MemoryCheckpointStorage};
+//! use state_core::{
+//!     CheckpointId, CheckpointStorage, MaxParallelism, MemoryCheckpointStorage, OperatorStateMode,
+//!     OperatorStateStore,
+//! };
 //!
 //! # fn main() -> state_core::Result<()> {
 //! // Flink's assignment: 128 key groups, subtask 1 of 3 owns [43..=85].
@@ -55,48 +65,92 @@
 //! ```
 //!
 //! # Place in the workspace
-//! `state-core <- backend-{heap,fs,rocks} <- executor <- cli`. This crate
-//! depends on no other cairn crate and holds no backend: backends implement
-//! its traits, engines code against them.
+//! `state-core <- backend-{heap,fs,rocks} <- executor <- cli`, with
+//! `state-testkit` (conformance suite, model backend, `FaultyFs`) beside it
+//! as every crate's dev-dependency. This crate depends on no other cairn
+//! crate and holds no backend: backends implement its traits, engines code
+//! against them.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod backend;
-pub mod checkpoint_store;
-pub mod clock;
-pub mod error;
-pub mod fs;
-pub mod ids;
-pub mod key_group;
-pub mod memory_storage;
-pub mod metadata;
-pub mod operator_state;
-pub mod registry;
-pub mod small_bytes;
-pub mod snapshot_format;
-pub mod storage;
-pub mod timers;
-pub mod ttl;
+mod backend;
+mod catalog;
+mod checkpoint_id;
+mod checkpoint_store;
+mod clock;
+mod error;
+mod fs;
+mod handle;
+mod ids;
+mod key_group;
+mod memory_storage;
+mod metadata;
+mod operator_state;
+mod registry;
+mod small_bytes;
+mod snapshot_format;
+mod storage;
+mod timer_names;
+mod timers;
+mod ttl;
 pub mod typed;
-pub mod varint;
+mod varint;
 
-#[cfg(feature = "test-suite")]
-pub mod conformance;
-#[cfg(any(test, feature = "test-suite"))]
-pub mod faulty_fs;
-#[cfg(any(test, feature = "test-suite"))]
-pub mod model;
-
+// The public API, one path per item. The typed layer is the public module
+// `typed`; what only backends and storages need is in `backend_support`.
 pub use backend::{
     AsyncSnapshot, BackendContext, BackendFactory, Checkpointable, EntryKey, KeyVisitor,
     KeyedStateBackend, MapVisitor, SnapshotMode, StateDescriptor, StateKind, StateLayout,
     ValueUpdate, handles_for_range,
 };
+pub use checkpoint_id::CheckpointId;
+pub use checkpoint_store::{
+    CompletedCheckpointStore, DEFAULT_NUM_RETAINED, ExternalizedCheckpointCleanup, FileCheck,
+    JobTerminalStatus, RestoreSelection, VerifyReport, load_verified, select_for_restore,
+    verify_checkpoint,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, Result, StateError};
-pub use ids::{CheckpointId, JobId, OperatorId, StateId};
-pub use key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
-pub use memory_storage::MemoryCheckpointStorage;
-pub use metadata::{CheckpointMetadata, KeyedStateHandle, SnapshotKind};
-pub use storage::{CheckpointOutput, CheckpointStorage, StateScope, StreamHandle, StreamLocation};
+pub use handle::{StateScope, StreamHandle, StreamLocation};
+pub use ids::{JobId, OperatorId, StateId};
+pub use key_group::{
+    DEFAULT_LOWER_BOUND_MAX_PARALLELISM, KeyGroup, KeyGroupRange, MaxParallelism,
+    UPPER_BOUND_MAX_PARALLELISM,
+};
+pub use memory_storage::{DEFAULT_MAX_STATE_BYTES, MemoryCheckpointStorage};
+pub use metadata::{
+    CheckpointMetadata, IncrementalHandle, KeyGroupsHandle, KeyedStateHandle, METADATA_FILE_NAME,
+    NamedStream, OperatorSnapshot, OperatorStateHandle, OperatorStateInfo, OperatorStateMode,
+    SharedFile, SnapshotKind, SubtaskSnapshot,
+};
+pub use operator_state::OperatorStateStore;
+pub use registry::SharedStateRegistry;
+pub use storage::{CheckpointOutput, CheckpointStorage};
+pub use timers::{Timer, TimerService};
 pub use ttl::{TtlConfig, TtlUpdateType, TtlVisibility};
+
+/// Building blocks for backend and storage authors, not job authors: the
+/// snapshot stream format, the state catalog, file-name rules, durable
+/// writes through the [`Fs`](backend_support::Fs) seam, TTL wrapping,
+/// varints and the key hash.
+///
+/// A job or an engine needs none of this; it codes against the traits at the
+/// crate root and the [`crate::typed`] layer. A backend uses these so
+/// that every backend writes the same stream format and names files the same
+/// way.
+pub mod backend_support {
+    pub use crate::backend::update_value_by_get_and_put;
+    pub use crate::catalog::{CatalogEntry, StateCatalog};
+    pub use crate::fs::{FileInfo, Fs, FsFile, StdFs, sync_parent, temp_path_for, write_atomic};
+    pub use crate::key_group::murmur3_32;
+    pub use crate::metadata::{METADATA_MAGIC, METADATA_VERSION};
+    pub use crate::small_bytes::SmallBytes;
+    pub use crate::snapshot_format::{
+        DEFAULT_COMPRESSION_LEVEL, KeyGroupStreamReader, KeyGroupStreamWriter, Record, RecordEntry,
+        SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
+    };
+    pub use crate::storage::{check_stream_name, file_name_part, is_safe_file_name, read_verified};
+    pub use crate::timer_names::{EVENT_TIME_TIMERS, PROCESSING_TIME_TIMERS, TIMER_STATE_PREFIX};
+    pub use crate::ttl::{TTL_PREFIX_LEN, unwrap_ttl, wrap_ttl};
+    pub use crate::varint::{put_bytes, put_varint, take_bytes, take_varint};
+}

@@ -20,12 +20,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::{StateScope, StreamHandle, StreamLocation};
 use crate::metadata::CheckpointMetadata;
-use crate::storage::{
-    CheckpointOutput, CheckpointStorage, StateScope, StreamHandle, StreamLocation,
-    check_stream_name,
-};
+use crate::storage::{CheckpointOutput, CheckpointStorage, check_stream_name};
 use crate::{Result, StateError};
 
 /// The default bound on the state of one checkpoint: 5 MiB, as in Flink.

@@ -17,9 +17,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{CheckpointId, JobId, OperatorId};
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::StreamHandle;
+use crate::ids::{JobId, OperatorId};
 use crate::key_group::KeyGroupRange;
-use crate::storage::StreamHandle;
 use crate::{Result, StateError};
 
 /// The file name of checkpoint metadata inside `chk-<n>/`.
@@ -330,8 +331,8 @@ impl CheckpointMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handle::StreamLocation;
     use crate::key_group::KeyGroup;
-    use crate::storage::StreamLocation;
 
     fn sample() -> CheckpointMetadata {
         CheckpointMetadata {

@@ -31,16 +31,17 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::StateScope;
 use crate::metadata::{OperatorStateHandle, OperatorStateInfo, OperatorStateMode};
 use crate::snapshot_format::{output_error, put_bytes, put_varint, take_bytes, take_varint};
-use crate::storage::{CheckpointStorage, StateScope, check_stream_name, read_verified};
+use crate::storage::{CheckpointStorage, check_stream_name, read_verified};
 use crate::{Result, StateError};
 
 /// The first bytes of every operator-state stream.
-pub const OPERATOR_STATE_MAGIC: &[u8; 8] = b"CAIRNOPS";
+pub(crate) const OPERATOR_STATE_MAGIC: &[u8; 8] = b"CAIRNOPS";
 /// The operator-state stream version this build writes and reads.
-pub const OPERATOR_STATE_VERSION: u16 = 1;
+pub(crate) const OPERATOR_STATE_VERSION: u16 = 1;
 
 /// Makes default stream names unique within the process.
 static NEXT_STORE: AtomicU64 = AtomicU64::new(0);
@@ -385,8 +386,8 @@ fn decode(
 mod tests {
     use super::*;
     use crate::ErrorKind;
+    use crate::handle::StreamLocation;
     use crate::memory_storage::MemoryCheckpointStorage;
-    use crate::storage::StreamLocation;
 
     const OFFSETS: &str = "offsets";
     const CONFIG: &str = "config";
@@ -492,7 +493,7 @@ mod tests {
             // With a matching handle (as if the metadata were rewritten), the
             // stream's own checksum catches it.
             let h = OperatorStateHandle {
-                stream: crate::storage::StreamHandle {
+                stream: crate::handle::StreamHandle {
                     size: b.len() as u64,
                     crc32: crc32fast::hash(&b),
                     location: StreamLocation::Inline(b.into()),

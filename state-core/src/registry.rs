@@ -14,15 +14,15 @@
 //!
 //! Only completed checkpoints are registered. A shared file first uploaded by
 //! a checkpoint that is then aborted is never registered, so the abort path
-//! ([`crate::checkpoint_store::CompletedCheckpointStore::abort`]) deletes it.
+//! ([`crate::CompletedCheckpointStore::abort`]) deletes it.
 //!
 //! [`IncrementalHandle`]: crate::metadata::IncrementalHandle
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::{StreamHandle, StreamLocation};
 use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
-use crate::storage::{StreamHandle, StreamLocation};
 
 /// One shared file and the retained checkpoints that reference it.
 #[derive(Debug, Clone)]

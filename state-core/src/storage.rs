@@ -12,88 +12,11 @@ use std::fmt::Debug;
 use std::io::Write;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::{StateScope, StreamHandle};
 use crate::metadata::CheckpointMetadata;
 use crate::{Result, StateError};
-
-/// Who owns a stream, which decides its location and when it is deleted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum StateScope {
-    /// Belongs to one checkpoint only (`chk-<n>/`); deleted with it.
-    Exclusive,
-    /// May be referenced by several checkpoints (`shared/`), such as the SST
-    /// files of incremental snapshots; deleted by the shared-state registry
-    /// when no retained checkpoint references it.
-    Shared,
-    /// Owned by a task rather than the checkpoint (`taskowned/`); never deleted
-    /// by checkpoint retention.
-    TaskOwned,
-}
-
-/// Where a stream's bytes are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum StreamLocation {
-    /// Small state kept inside the checkpoint metadata itself (in-memory
-    /// storage). Shared bytes: cloning a handle, as every restore does,
-    /// does not copy the stream. (Encoded like a `Vec<u8>`.)
-    Inline(Bytes),
-    /// A file, by its path relative to the job's checkpoint directory, with
-    /// `/` separators (for example `chk-3/op-count-0-keyed` or `shared/0007.sst`).
-    File(String),
-}
-
-/// A finished stream of snapshot bytes: where it is, how long, and its CRC-32.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StreamHandle {
-    /// Where the bytes are.
-    pub location: StreamLocation,
-    /// Length in bytes.
-    pub size: u64,
-    /// CRC-32 (IEEE) of all bytes.
-    pub crc32: u32,
-}
-
-impl StreamHandle {
-    /// A short human name for messages: the file path, or `inline`.
-    pub fn describe(&self) -> String {
-        match &self.location {
-            StreamLocation::Inline(_) => format!("inline state ({} bytes)", self.size),
-            StreamLocation::File(path) => path.clone(),
-        }
-    }
-
-    /// The file path relative to the job directory, if the stream is a file.
-    pub fn file_path(&self) -> Option<&str> {
-        match &self.location {
-            StreamLocation::File(p) => Some(p),
-            StreamLocation::Inline(_) => None,
-        }
-    }
-
-    /// Checks that `bytes` are this stream's bytes: same length and CRC-32.
-    /// The error names the stream and what differs.
-    pub fn check(&self, bytes: &[u8]) -> Result<()> {
-        if bytes.len() as u64 != self.size {
-            return Err(StateError::corrupted(
-                self.describe(),
-                format!("expected {} bytes, found {}", self.size, bytes.len()),
-            ));
-        }
-        let crc = crc32fast::hash(bytes);
-        if crc != self.crc32 {
-            return Err(StateError::corrupted(
-                self.describe(),
-                format!(
-                    "checksum mismatch: expected crc32 {:08x}, found {crc:08x}",
-                    self.crc32
-                ),
-            ));
-        }
-        Ok(())
-    }
-}
 
 /// A stream being written; [`CheckpointOutput::close`] finishes it.
 ///
@@ -173,6 +96,32 @@ pub fn is_safe_file_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// Turns `part` (an operator id, say) into a piece of a file name that
+/// [`is_safe_file_name`] accepts: its first `max_chars` characters, each one
+/// other than an ASCII letter, digit, `-`, `_` (or `.`, with `keep_dots`)
+/// replaced by `_`, and an `o` put in front of an empty result or one that
+/// starts with `.`.
+///
+/// Backends name their snapshot streams and local directories with it, so
+/// the names (which are on disk) must not change for the same input.
+pub fn file_name_part(part: &str, max_chars: usize, keep_dots: bool) -> String {
+    let mut out: String = part
+        .chars()
+        .take(max_chars)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_') || (keep_dots && c == '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with('.') {
+        out.insert(0, 'o');
+    }
+    out
+}
+
 /// Checks that `name` is a safe file-name hint for [`CheckpointStorage::create_output`].
 pub fn check_stream_name(name: &str) -> Result<()> {
     if is_safe_file_name(name) {
@@ -181,5 +130,24 @@ pub fn check_stream_name(name: &str) -> Result<()> {
         Err(StateError::invalid(format!(
             "stream name {name:?} must be ASCII letters, digits, '-', '_' or '.', not starting with '.'"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_name_part_is_safe_and_stable() {
+        assert_eq!(file_name_part("count words", 120, true), "count_words");
+        assert_eq!(file_name_part("a.b/c", 120, true), "a.b_c");
+        assert_eq!(file_name_part("a.b/c", 80, false), "a_b_c");
+        assert_eq!(file_name_part("", 80, false), "o");
+        assert_eq!(file_name_part(".hidden", 120, true), "o.hidden");
+        assert_eq!(file_name_part("é", 120, true), "_");
+        assert_eq!(file_name_part(&"x".repeat(300), 80, false).len(), 80);
+        for s in ["", ".", "..", "a/b", "日本"] {
+            assert!(is_safe_file_name(&file_name_part(s, 120, true)), "{s:?}");
+        }
     }
 }

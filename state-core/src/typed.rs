@@ -28,7 +28,7 @@
 //!   or aggregating state, **each list element separately**, **each map value**
 //!   (map user keys are never wrapped) — as the 8-byte little-endian
 //!   last-access timestamp followed by the postcard payload, exactly
-//!   [`crate::ttl::wrap_ttl`]. So a backend applies
+//!   [`crate::backend_support::wrap_ttl`]. So a backend applies
 //!   [`crate::TtlConfig::is_expired`] to every stored value / element / map
 //!   value of a TTL state to drop expired entries in a full snapshot.
 //!
@@ -43,7 +43,7 @@
 //!
 //! # Restores
 //! A backend's [`crate::StateId`]s are only valid until it is restored: obtain
-//! handles (and [`crate::timers::TimerService`]) after restoring.
+//! handles (and [`crate::TimerService`]) after restoring.
 
 mod codec;
 mod descriptor;
@@ -60,7 +60,7 @@ use crate::backend::{EntryKey, KeyedStateBackend, StateDescriptor};
 use crate::clock::Clock;
 use crate::ids::StateId;
 use crate::key_group::KeyGroup;
-use crate::timers::TIMER_STATE_PREFIX;
+use crate::timer_names::TIMER_STATE_PREFIX;
 use crate::{Result, StateError};
 
 pub use descriptor::{
@@ -148,7 +148,7 @@ impl<B: KeyedStateBackend> KeyedState<B> {
     }
 
     /// Sets the current key to already encoded bytes (for example a
-    /// [`crate::timers::Timer`]'s key).
+    /// [`crate::Timer`]'s key).
     pub fn set_current_key_bytes(&mut self, key: &[u8]) -> Result<()> {
         self.key.clear();
         self.key.extend_from_slice(key);
@@ -369,6 +369,3 @@ fn no_current_key(meta: &StateMeta) -> StateError {
         meta.name
     ))
 }
-
-#[cfg(test)]
-mod tests;

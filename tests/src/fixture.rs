@@ -11,17 +11,15 @@ use std::time::Duration;
 
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
-use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
-use state_core::metadata::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
-use state_core::operator_state::OperatorStateStore;
-use state_core::timers::TimerService;
 use state_core::typed::{
     KeyedState, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor,
 };
 use state_core::{
     BackendContext, CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable, Clock,
-    JobId, ManualClock, MaxParallelism, OperatorId, Result, SnapshotKind, SnapshotMode, TtlConfig,
+    CompletedCheckpointStore, ExternalizedCheckpointCleanup, JobId, ManualClock, MaxParallelism,
+    OperatorId, OperatorSnapshot, OperatorStateMode, OperatorStateStore, Result, SnapshotKind,
+    SnapshotMode, SubtaskSnapshot, TimerService, TtlConfig,
 };
 
 /// The fixture's job id (its directory under the fixture base dir).

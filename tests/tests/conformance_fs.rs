@@ -1,4 +1,4 @@
-//! The state-core conformance suite and model test on heap state checkpointed
+//! The state-testkit conformance suite and model test on heap state checkpointed
 //! to filesystem storage in a temporary directory (Flink's FsStateBackend).
 
 // `setup` runs only inside the suite's tests: a failure there is a test failure.
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
 use state_core::JobId;
-use state_core::conformance::Setup;
+use state_testkit::Setup;
 
 fn setup() -> Setup<HeapBackendFactory> {
     let dir = tempfile::tempdir().expect("temporary directory");
@@ -22,4 +22,4 @@ fn setup() -> Setup<HeapBackendFactory> {
     .with_guard(dir)
 }
 
-state_core::conformance_tests!(setup);
+state_testkit::conformance_tests!(setup);

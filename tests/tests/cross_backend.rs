@@ -16,10 +16,6 @@ use std::time::Duration;
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
 use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
-use state_core::conformance::{
-    MAX_PARALLELISM, Setup, create_subtask, restore_subtask, snapshot_all,
-};
-use state_core::timers::TimerService;
 use state_core::typed::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, KeyedState, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor,
@@ -27,8 +23,11 @@ use state_core::typed::{
 };
 use state_core::{
     BackendFactory, CheckpointId, CheckpointStorage, JobId, KeyedStateBackend, KeyedStateHandle,
-    ManualClock, MaxParallelism, SnapshotMode, TtlConfig, TtlUpdateType, TtlVisibility,
+    ManualClock, MaxParallelism, SnapshotMode, TimerService, TtlConfig, TtlUpdateType,
+    TtlVisibility,
 };
+use state_testkit::Setup;
+use state_testkit::conformance::{MAX_PARALLELISM, create_subtask, restore_subtask, snapshot_all};
 use tempfile::TempDir;
 
 /// The clock's start.

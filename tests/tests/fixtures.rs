@@ -15,13 +15,10 @@ use std::sync::Arc;
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use cairn_tests::fixture::{self, WORDS};
-use state_core::checkpoint_store::{load_verified, select_for_restore};
-use state_core::operator_state::OperatorStateStore;
-use state_core::timers::TimerService;
 use state_core::typed::KeyedState;
 use state_core::{
     CheckpointId, CheckpointMetadata, Checkpointable, ManualClock, MaxParallelism,
-    handles_for_range,
+    OperatorStateStore, TimerService, handles_for_range, load_verified, select_for_restore,
 };
 
 fn checked_in() -> PathBuf {

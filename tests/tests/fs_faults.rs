@@ -14,15 +14,12 @@ use std::sync::Arc;
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use bytes::Bytes;
-use state_core::checkpoint_store::{
-    CompletedCheckpointStore, ExternalizedCheckpointCleanup, select_for_restore, verify_checkpoint,
-};
-use state_core::metadata::{OperatorSnapshot, OperatorStateMode, SubtaskSnapshot};
-use state_core::operator_state::OperatorStateStore;
 use state_core::{
-    BackendContext, CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable, EntryKey,
-    JobId, KeyedStateBackend, ManualClock, MaxParallelism, OperatorId, SnapshotKind, SnapshotMode,
-    StateDescriptor, StateKind, handles_for_range,
+    BackendContext, CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable,
+    CompletedCheckpointStore, EntryKey, ExternalizedCheckpointCleanup, JobId, KeyedStateBackend,
+    ManualClock, MaxParallelism, OperatorId, OperatorSnapshot, OperatorStateMode,
+    OperatorStateStore, SnapshotKind, SnapshotMode, StateDescriptor, StateKind, SubtaskSnapshot,
+    handles_for_range, select_for_restore, verify_checkpoint,
 };
 
 const PARALLELISM: u32 = 2;

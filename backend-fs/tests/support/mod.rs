@@ -8,27 +8,24 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
-use state_core::metadata::{
-    IncrementalHandle, KeyGroupsHandle, OperatorSnapshot, OperatorStateHandle, SharedFile,
-    SubtaskSnapshot,
-};
 use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, KeyGroup, KeyGroupRange,
-    KeyedStateHandle, OperatorId, Result, SnapshotKind, StateError, StateScope, StreamHandle,
-    StreamLocation,
+    CheckpointId, CheckpointMetadata, CheckpointStorage, IncrementalHandle, JobId, KeyGroup,
+    KeyGroupRange, KeyGroupsHandle, KeyedStateHandle, OperatorId, OperatorSnapshot,
+    OperatorStateHandle, Result, SharedFile, SnapshotKind, StateError, StateScope, StreamHandle,
+    StreamLocation, SubtaskSnapshot,
 };
 
-pub fn job() -> JobId {
+pub(crate) fn job() -> JobId {
     JobId::new("job-1").unwrap()
 }
 
-pub fn range() -> KeyGroupRange {
+pub(crate) fn range() -> KeyGroupRange {
     KeyGroupRange::new(KeyGroup(0), KeyGroup(3))
 }
 
 /// The keyed state checkpoint `id` holds; large enough to be memory-mapped
 /// for some ids.
-pub fn keyed_payload(id: u64) -> Vec<u8> {
+pub(crate) fn keyed_payload(id: u64) -> Vec<u8> {
     let len = if id % 2 == 0 { 100 * 1024 } else { 300 };
     format!("keyed state of checkpoint {id};")
         .into_bytes()
@@ -38,17 +35,17 @@ pub fn keyed_payload(id: u64) -> Vec<u8> {
         .collect()
 }
 
-pub fn operator_payload(id: u64) -> Vec<u8> {
+pub(crate) fn operator_payload(id: u64) -> Vec<u8> {
     format!("source offsets at checkpoint {id}").into_bytes()
 }
 
 /// The bytes of shared file `name`, so a later checkpoint can reference it
 /// by recomputing its handle.
-pub fn shared_payload(name: &str) -> Vec<u8> {
+pub(crate) fn shared_payload(name: &str) -> Vec<u8> {
     format!("sst {name} ").repeat(50).into_bytes()
 }
 
-pub fn shared_handle(name: &str) -> StreamHandle {
+pub(crate) fn shared_handle(name: &str) -> StreamHandle {
     let bytes = shared_payload(name);
     StreamHandle {
         location: StreamLocation::File(format!("shared/{name}")),
@@ -63,7 +60,7 @@ fn crc32fast_hash(bytes: &[u8]) -> u32 {
     h.finalize()
 }
 
-pub fn write_stream(
+pub(crate) fn write_stream(
     storage: &dyn CheckpointStorage,
     id: CheckpointId,
     scope: StateScope,
@@ -78,7 +75,7 @@ pub fn write_stream(
     out.close()
 }
 
-pub fn metadata(
+pub(crate) fn metadata(
     id: u64,
     kind: SnapshotKind,
     keyed: Vec<KeyedStateHandle>,
@@ -104,7 +101,7 @@ pub fn metadata(
 
 /// Writes the state of full checkpoint `id`: `chk-<id>/op-0-keyed` and
 /// `chk-<id>/op-0-operator`.
-pub fn write_full(storage: &dyn CheckpointStorage, id: u64) -> Result<CheckpointMetadata> {
+pub(crate) fn write_full(storage: &dyn CheckpointStorage, id: u64) -> Result<CheckpointMetadata> {
     let cid = CheckpointId(id);
     storage.initialize_checkpoint(cid)?;
     let stream = write_stream(
@@ -140,7 +137,7 @@ pub fn write_full(storage: &dyn CheckpointStorage, id: u64) -> Result<Checkpoint
 
 /// The shared files incremental checkpoint `id` references: the one it
 /// uploads (`<id>.sst`) and those uploaded by the two checkpoints before it.
-pub fn incremental_files(id: u64) -> Vec<(String, u64)> {
+pub(crate) fn incremental_files(id: u64) -> Vec<(String, u64)> {
     (id.saturating_sub(2).max(1)..=id)
         .map(|by| (format!("{by}.sst"), by))
         .collect()
@@ -148,7 +145,7 @@ pub fn incremental_files(id: u64) -> Vec<(String, u64)> {
 
 /// Writes incremental checkpoint `id`. On error, returns the handle of what
 /// was uploaded so far, for `abort`.
-pub fn write_incremental(
+pub(crate) fn write_incremental(
     storage: &dyn CheckpointStorage,
     id: u64,
 ) -> std::result::Result<KeyedStateHandle, (StateError, Vec<KeyedStateHandle>)> {
@@ -203,7 +200,7 @@ pub fn write_incremental(
 }
 
 /// Every file and directory under `dir`, relative, sorted (`a/`, `a/b`).
-pub fn tree(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn tree(dir: &Path) -> BTreeSet<String> {
     fn walk(root: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -226,7 +223,7 @@ pub fn tree(dir: &Path) -> BTreeSet<String> {
 }
 
 /// Flips one bit of byte `at` (from the end if negative) of a file.
-pub fn flip_byte(path: &Path, at: i64) {
+pub(crate) fn flip_byte(path: &Path, at: i64) {
     let mut bytes = std::fs::read(path).unwrap();
     let i = if at < 0 {
         bytes.len() - at.unsigned_abs() as usize
@@ -238,7 +235,7 @@ pub fn flip_byte(path: &Path, at: i64) {
 }
 
 /// Cuts a file to half its length.
-pub fn truncate_half(path: &Path) {
+pub(crate) fn truncate_half(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
 }

@@ -10,23 +10,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use backend_fs::FsCheckpointStorage;
 use backend_rocks::{RocksBackend, RocksBackendFactory, RocksBackendOptions};
 use bytes::Bytes;
-use state_core::metadata::{OperatorSnapshot, SubtaskSnapshot};
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointMetadata, CheckpointOutput,
     CheckpointStorage, JobId, KeyedStateHandle, ManualClock, MaxParallelism, OperatorId,
-    SnapshotKind, StateError, StateScope, StreamHandle,
+    OperatorSnapshot, SnapshotKind, StateError, StateScope, StreamHandle, SubtaskSnapshot,
 };
 
-pub const MAX_PARALLELISM: u32 = 128;
+pub(crate) const MAX_PARALLELISM: u32 = 128;
 
 /// Options for tests: small memtables so many backends fit in memory.
-pub fn options(dir: &Path) -> RocksBackendOptions {
+pub(crate) fn options(dir: &Path) -> RocksBackendOptions {
     RocksBackendOptions::new(dir)
         .with_write_buffer_size(1 << 20)
         .with_memory_budget(64 << 20)
 }
 
-pub fn factory(dir: &Path, local_recovery: bool) -> RocksBackendFactory {
+pub(crate) fn factory(dir: &Path, local_recovery: bool) -> RocksBackendFactory {
     RocksBackendFactory::new(
         options(dir)
             .with_incremental(true)
@@ -35,7 +34,7 @@ pub fn factory(dir: &Path, local_recovery: bool) -> RocksBackendFactory {
     .unwrap()
 }
 
-pub fn context(subtask: u32, parallelism: u32, clock: &Arc<ManualClock>) -> BackendContext {
+pub(crate) fn context(subtask: u32, parallelism: u32, clock: &Arc<ManualClock>) -> BackendContext {
     BackendContext {
         operator_id: OperatorId("rocks-test".into()),
         subtask,
@@ -45,7 +44,7 @@ pub fn context(subtask: u32, parallelism: u32, clock: &Arc<ManualClock>) -> Back
     }
 }
 
-pub fn create(
+pub(crate) fn create(
     f: &RocksBackendFactory,
     subtask: u32,
     p: u32,
@@ -54,20 +53,20 @@ pub fn create(
     f.create(&context(subtask, p, clock)).unwrap()
 }
 
-pub fn job() -> JobId {
+pub(crate) fn job() -> JobId {
     JobId::new("rocks-job").unwrap()
 }
 
-pub fn fs_storage(dir: &Path) -> Arc<FsCheckpointStorage> {
+pub(crate) fn fs_storage(dir: &Path) -> Arc<FsCheckpointStorage> {
     Arc::new(FsCheckpointStorage::open(dir, job()).unwrap())
 }
 
-pub fn bytes(s: String) -> Bytes {
+pub(crate) fn bytes(s: String) -> Bytes {
     Bytes::from(s)
 }
 
 /// The metadata of a checkpoint of one operator with these subtask handles.
-pub fn metadata(
+pub(crate) fn metadata(
     id: CheckpointId,
     parallelism: u32,
     handles: Vec<KeyedStateHandle>,
@@ -95,7 +94,7 @@ pub fn metadata(
 }
 
 /// Every file below `dir`, relative to it, with `/` separators.
-pub fn tree_files(dir: &Path) -> BTreeSet<String> {
+pub(crate) fn tree_files(dir: &Path) -> BTreeSet<String> {
     fn walk(base: &Path, dir: &Path, out: &mut BTreeSet<String>) {
         for e in std::fs::read_dir(dir).unwrap() {
             let e = e.unwrap();
@@ -116,7 +115,7 @@ pub fn tree_files(dir: &Path) -> BTreeSet<String> {
 }
 
 /// The files retained checkpoints reference, plus their `_metadata`.
-pub fn referenced_files(retained: &[CheckpointMetadata]) -> BTreeSet<String> {
+pub(crate) fn referenced_files(retained: &[CheckpointMetadata]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for m in retained {
         out.insert(format!("{}/_metadata", m.checkpoint_id.dir_name()));
@@ -128,7 +127,7 @@ pub fn referenced_files(retained: &[CheckpointMetadata]) -> BTreeSet<String> {
 }
 
 /// A storage that counts reads and can fail shared uploads after some succeed.
-pub struct Flaky {
+pub(crate) struct Flaky {
     pub inner: Arc<dyn CheckpointStorage>,
     pub reads: AtomicUsize,
     /// Shared outputs still allowed before failing (usize::MAX: never fail).
@@ -136,7 +135,7 @@ pub struct Flaky {
 }
 
 impl Flaky {
-    pub fn new(inner: Arc<dyn CheckpointStorage>) -> Self {
+    pub(crate) fn new(inner: Arc<dyn CheckpointStorage>) -> Self {
         Flaky {
             inner,
             reads: AtomicUsize::new(0),

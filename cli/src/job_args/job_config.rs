@@ -12,8 +12,8 @@ use executor::{
     CheckpointConfig, ExecutorError, InvalidSetting, JobConfig, RestartStrategyConfig, Result,
     Setting,
 };
+use state_core::ExternalizedCheckpointCleanup;
 use state_core::JobId;
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
 
 use super::{JobArgs, RestartStrategyKind};
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use state_core::checkpoint_store::ExternalizedCheckpointCleanup;
+use state_core::ExternalizedCheckpointCleanup;
 
 use executor::{CheckpointConfig, JobConfig, RestartStrategyConfig, Result};
 

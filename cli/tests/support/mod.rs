@@ -13,19 +13,19 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 /// The `cairn` binary with `args`, logging at its default level.
-pub fn command(args: &[&str]) -> Command {
+pub(crate) fn command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
     command.args(args).env_remove("RUST_LOG");
     command
 }
 
 /// Runs `cairn args` with an empty stdin and returns what it printed.
-pub fn cairn(args: &[&str]) -> Output {
+pub(crate) fn cairn(args: &[&str]) -> Output {
     command(args).stdin(Stdio::null()).output().unwrap()
 }
 
 /// Runs `cairn args` with `stdin` written to its standard input.
-pub fn cairn_with_stdin(args: &[&str], stdin: &str) -> Output {
+pub(crate) fn cairn_with_stdin(args: &[&str], stdin: &str) -> Output {
     let mut child = command(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -42,28 +42,28 @@ pub fn cairn_with_stdin(args: &[&str], stdin: &str) -> Output {
 }
 
 /// A path as a command-line argument.
-pub fn p(path: &Path) -> &str {
+pub(crate) fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
 /// Standard output as text.
-pub fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// Standard error as text.
-pub fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8(out.stderr.clone()).unwrap()
 }
 
 /// Standard output parsed as one JSON document.
-pub fn json(out: &Output) -> Value {
+pub(crate) fn json(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
 }
 
 /// The exit code is `code`, and nothing panicked.
-pub fn assert_code(out: &Output, code: i32) {
+pub(crate) fn assert_code(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
         Some(code),
@@ -75,12 +75,12 @@ pub fn assert_code(out: &Output, code: i32) {
 }
 
 /// Exit 0, and nothing panicked.
-pub fn assert_ok(out: &Output) {
+pub(crate) fn assert_ok(out: &Output) {
     assert_code(out, 0);
 }
 
 /// Exit 2 and exactly one `error: ...` line on stderr that contains `what`.
-pub fn assert_bad_input(out: &Output, what: &str) {
+pub(crate) fn assert_bad_input(out: &Output, what: &str) {
     assert_code(out, 2);
     let err = stderr(out);
     assert_eq!(err.lines().count(), 1, "not one line: {err}");
@@ -90,7 +90,7 @@ pub fn assert_bad_input(out: &Output, what: &str) {
 
 /// The ids of the completed checkpoints (`chk-<n>/_metadata`) of a job
 /// directory, ascending; none when the directory does not exist.
-pub fn completed(job_dir: &Path) -> Vec<u64> {
+pub(crate) fn completed(job_dir: &Path) -> Vec<u64> {
     let Ok(entries) = std::fs::read_dir(job_dir) else {
         return Vec::new();
     };

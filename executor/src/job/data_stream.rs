@@ -21,7 +21,7 @@ use crate::runtime::chain::{OpInfo, Output};
 /// # use executor::sink::collect::CollectSink;
 /// # use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
 /// # use executor::{JobConfig, StreamEnv};
-/// # use state_core::operator_state::OperatorStateStore;
+/// # use state_core::OperatorStateStore;
 /// # use state_core::{JobId, MemoryCheckpointStorage};
 /// # struct Items<T>(std::vec::IntoIter<T>);
 /// # impl<T: Send> Source<T> for Items<T> {
@@ -99,7 +99,7 @@ impl<T: Send + 'static, F: BackendFactory + 'static> DataStream<T, F> {
     /// # use executor::sink::collect::CollectSink;
     /// # use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
     /// # use executor::{JobConfig, StreamEnv};
-    /// # use state_core::operator_state::OperatorStateStore;
+    /// # use state_core::OperatorStateStore;
     /// # use state_core::{JobId, MemoryCheckpointStorage};
     /// # struct Items<T>(std::vec::IntoIter<T>);
     /// # impl<T: Send> Source<T> for Items<T> {

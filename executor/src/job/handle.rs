@@ -20,7 +20,7 @@ use crate::runtime::job_state::{HandleCommand, JobShared};
 /// # use executor::sink::collect::CollectSink;
 /// # use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
 /// # use executor::{JobConfig, StreamEnv};
-/// # use state_core::operator_state::OperatorStateStore;
+/// # use state_core::OperatorStateStore;
 /// # use state_core::{JobId, MemoryCheckpointStorage};
 /// # struct Items<T>(std::vec::IntoIter<T>);
 /// # impl<T: Send> Source<T> for Items<T> {
@@ -71,7 +71,7 @@ impl JobCanceller {
 /// # use executor::sink::collect::CollectSink;
 /// # use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
 /// # use executor::{JobConfig, StreamEnv};
-/// # use state_core::operator_state::OperatorStateStore;
+/// # use state_core::OperatorStateStore;
 /// # use state_core::{JobId, MemoryCheckpointStorage};
 /// # struct Items<T>(std::vec::IntoIter<T>);
 /// # impl<T: Send> Source<T> for Items<T> {

@@ -27,7 +27,7 @@ where
     /// # use executor::sink::collect::CollectSink;
     /// # use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
     /// # use executor::{JobConfig, StreamEnv};
-    /// # use state_core::operator_state::OperatorStateStore;
+    /// # use state_core::OperatorStateStore;
     /// # use state_core::{JobId, MemoryCheckpointStorage};
     /// # struct Items<T>(std::vec::IntoIter<T>);
     /// # impl<T: Send> Source<T> for Items<T> {
@@ -78,7 +78,7 @@ where
     /// # use executor::sink::collect::CollectSink;
     /// # use executor::source::{Source, SourceContext, SourceFactory, SourcePoll};
     /// # use executor::{JobConfig, StreamEnv};
-    /// # use state_core::operator_state::OperatorStateStore;
+    /// # use state_core::OperatorStateStore;
     /// # use state_core::{JobId, MemoryCheckpointStorage};
     /// # struct Items<T>(std::vec::IntoIter<T>);
     /// # impl<T: Send> Source<T> for Items<T> {

@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use state_core::OperatorStateMode;
+use state_core::OperatorStateStore;
 use state_core::StateError;
-use state_core::metadata::OperatorStateMode;
-use state_core::operator_state::OperatorStateStore;
 
 use super::reader::PartitionReader;
 use super::record::LogRecord;

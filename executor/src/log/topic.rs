@@ -4,7 +4,7 @@
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
-use state_core::fs::{Fs, StdFs, sync_parent, write_atomic};
+use state_core::backend_support::{Fs, StdFs, sync_parent, write_atomic};
 
 use super::format::{decode_descriptor, encode_descriptor};
 use crate::error::{ExecutorError, Result};
@@ -20,7 +20,7 @@ pub struct Topic {
 }
 
 fn check_topic_name(name: &str) -> Result<()> {
-    if state_core::storage::is_safe_file_name(name) {
+    if state_core::backend_support::is_safe_file_name(name) {
         Ok(())
     } else {
         Err(ExecutorError::InvalidJob(format!(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use state_core::key_group::murmur3_32;
+use state_core::backend_support::murmur3_32;
 use state_core::{Clock, SystemClock};
 
 use super::format::encode_record;

@@ -381,7 +381,7 @@ mod tests {
     use std::sync::{Condvar, Mutex};
 
     use backend_heap::HeapBackendFactory;
-    use state_core::operator_state::OperatorStateStore;
+    use state_core::OperatorStateStore;
     use state_core::{JobId, MemoryCheckpointStorage};
 
     use crate::sink::{Sink, SinkContext};

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::{SendTimeoutError, Sender};
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 use state_core::{AsyncSnapshot, CheckpointId, KeyGroup, MaxParallelism, OperatorId};
 
 use crate::error::{ExecutorError, Result, UserError};

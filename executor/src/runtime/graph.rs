@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use crossbeam_channel::{Receiver, Sender};
-use state_core::metadata::OperatorSnapshot;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorSnapshot;
+use state_core::OperatorStateStore;
 use state_core::{
     CheckpointMetadata, CheckpointStorage, Clock, KeyedStateHandle, MaxParallelism, OperatorId,
     SnapshotMode,

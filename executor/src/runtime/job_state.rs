@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
-use state_core::checkpoint_store::CompletedCheckpointStore;
+use state_core::CompletedCheckpointStore;
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, SnapshotMode,
 };

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use state_core::timers::{Timer, TimerService};
 use state_core::typed::{KeyedState, ValueState, ValueStateDescriptor};
 use state_core::{
     BackendContext, BackendFactory, CheckpointStorage, Checkpointable, Clock, KeyedStateBackend,
     SnapshotMode, handles_for_range,
 };
+use state_core::{Timer, TimerService};
 
 use super::chain::{ChainEvent, OpInfo, OperatorPart, Output};
 use super::graph::RestoreState;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use state_core::CheckpointId;
-use state_core::checkpoint_store::{CompletedCheckpointStore, JobTerminalStatus};
+use state_core::{CompletedCheckpointStore, JobTerminalStatus};
 
 use super::attempt::Attempt;
 use super::events::{JobEvent, JobResult, JobStatus};

@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
-use state_core::metadata::SubtaskSnapshot;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
+use state_core::SubtaskSnapshot;
 use state_core::{CheckpointId, CheckpointStorage, Clock, OperatorId};
 
 use super::barrier::{BarrierAction, BarrierHandler};

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use super::{Sink, SinkContext, SinkFactory, lock};
 use crate::error::Result;

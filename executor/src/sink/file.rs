@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use state_core::CheckpointId;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use super::{Sink, SinkContext, SinkFactory};
 use crate::error::{ExecutorError, Result};

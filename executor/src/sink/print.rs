@@ -10,7 +10,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use state_core::CheckpointId;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateStore;
 
 use super::{Sink, SinkContext, SinkFactory, lock};
 use crate::error::{ExecutorError, Result};

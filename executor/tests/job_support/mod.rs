@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use executor::Result;
 use executor::sink::{Sink, SinkContext};
 use executor::source::{Source, SourceContext, SourcePoll};
-use state_core::metadata::OperatorStateMode;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateMode;
+use state_core::OperatorStateStore;
 
 /// A shared, growing log of numbers that [`LogSource`]s read; subtask `i` of
 /// `p` reads the indexes `i, i + p, ...`. Its position (records read) is

@@ -9,12 +9,13 @@ use bytes::Bytes;
 
 use super::*;
 use crate::ErrorKind;
+use crate::handle::{StateScope, StreamLocation};
 use crate::ids::{JobId, OperatorId};
 use crate::key_group::{KeyGroup, KeyGroupRange};
 use crate::metadata::{
     IncrementalHandle, KeyGroupsHandle, OperatorSnapshot, SharedFile, SnapshotKind, SubtaskSnapshot,
 };
-use crate::storage::{CheckpointOutput, StateScope, StreamLocation};
+use crate::storage::CheckpointOutput;
 
 #[derive(Debug, Default)]
 struct Files {

@@ -2,9 +2,10 @@
 
 use std::collections::HashSet;
 
-use crate::ids::CheckpointId;
+use crate::checkpoint_id::CheckpointId;
+use crate::handle::StreamHandle;
 use crate::metadata::{CheckpointMetadata, METADATA_FILE_NAME};
-use crate::storage::{CheckpointStorage, StreamHandle, read_verified};
+use crate::storage::{CheckpointStorage, read_verified};
 use crate::{ErrorKind, Result, StateError};
 
 /// The checkpoint a restore should use, and the newer ones passed over.

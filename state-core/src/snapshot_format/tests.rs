@@ -7,9 +7,10 @@ use bytes::Bytes;
 
 use super::*;
 use crate::backend::{StateDescriptor, StateKind};
+use crate::handle::{StreamHandle, StreamLocation};
 use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
 use crate::metadata::KeyGroupsHandle;
-use crate::storage::{CheckpointOutput, StreamHandle, StreamLocation};
+use crate::storage::CheckpointOutput;
 use crate::ttl::wrap_ttl;
 use crate::{ErrorKind, Result, TtlConfig};
 

@@ -32,8 +32,8 @@ use executor::{
     CheckpointConfig, JobConfig, JobEvent, JobResult, JobStatus, RestartStrategyConfig, StreamEnv,
 };
 use serde::Serialize;
-use state_core::metadata::OperatorStateMode;
-use state_core::operator_state::OperatorStateStore;
+use state_core::OperatorStateMode;
+use state_core::OperatorStateStore;
 use state_core::{BackendFactory, CheckpointStorage, JobId, MemoryCheckpointStorage, SnapshotMode};
 
 use crate::proc_stats::{IoCounters, peak_rss_bytes};
@@ -41,7 +41,7 @@ use crate::report::{CheckpointReport, ms, opt, progress};
 use crate::scratch::{Scratch, check_interrupted, interrupted};
 
 /// The fields of `cairn-bench job --json`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): one object: backend, incremental, local_recovery, records, keys,
 parallelism, checkpoint_interval_ms, fail_at (record index or null), status (FINISHED...),
 restarts, seconds, records_per_sec (records / seconds; replayed records are
@@ -56,7 +56,7 @@ wrong_keys, peak_rss_bytes, io_read_bytes, io_write_bytes (null where
 
 /// Options of `cairn-bench job`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct JobBenchArgs {
+pub(crate) struct JobBenchArgs {
     /// Records the source generates
     #[arg(long, value_name = "N", default_value_t = 10_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -102,7 +102,7 @@ pub struct JobBenchArgs {
 
 /// What `cairn-bench job` reports.
 #[derive(Debug, Clone, Serialize)]
-pub struct JobReport {
+pub(crate) struct JobReport {
     backend: &'static str,
     incremental: bool,
     local_recovery: bool,
@@ -131,7 +131,7 @@ pub struct JobReport {
 /// When the job reported each step of its recovery, in ms after the
 /// injected failure (as the harness received the events).
 #[derive(Debug, Clone, Serialize)]
-pub struct RecoveryPhases {
+pub(crate) struct RecoveryPhases {
     /// The task failure was reported (`TaskFailed`).
     task_failed: Option<f64>,
     /// Every task of the failed attempt ended; restart decided (`Restarting`).
@@ -143,7 +143,7 @@ pub struct RecoveryPhases {
 }
 
 /// Runs `cairn-bench job`.
-pub fn run(args: &JobBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn run(args: &JobBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     if let Some(at) = args.fail_at {
         if at >= args.records {
             anyhow::bail!(

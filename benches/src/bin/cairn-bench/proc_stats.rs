@@ -3,7 +3,7 @@
 //! (`read_bytes` / `write_bytes` in `io`). Elsewhere the figures are `None`.
 
 /// Peak resident set size of this process in bytes (`VmHWM`).
-pub fn peak_rss_bytes() -> Option<u64> {
+pub(super) fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     kib_field(&status, "VmHWM:").map(|kib| kib.saturating_mul(1024))
 }
@@ -11,13 +11,13 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Resets the peak resident set size to the current one, where the kernel
 /// allows it (`5` into `/proc/self/clear_refs`), so each run of a sweep
 /// reports its own peak. Without it, the peak is the process's so far.
-pub fn reset_peak_rss() {
+pub(super) fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", b"5");
 }
 
 /// Bytes this process made the storage layer read and write so far.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct IoCounters {
+pub(super) struct IoCounters {
     /// `read_bytes`.
     pub read_bytes: u64,
     /// `write_bytes`.
@@ -26,7 +26,7 @@ pub struct IoCounters {
 
 impl IoCounters {
     /// The counters now, if `/proc/self/io` is readable.
-    pub fn now() -> Option<Self> {
+    pub(super) fn now() -> Option<Self> {
         let io = std::fs::read_to_string("/proc/self/io").ok()?;
         Some(IoCounters {
             read_bytes: plain_field(&io, "read_bytes:")?,
@@ -35,7 +35,7 @@ impl IoCounters {
     }
 
     /// The bytes read and written since `earlier`.
-    pub fn since(self, earlier: IoCounters) -> IoCounters {
+    pub(super) fn since(self, earlier: IoCounters) -> IoCounters {
         IoCounters {
             read_bytes: self.read_bytes.saturating_sub(earlier.read_bytes),
             write_bytes: self.write_bytes.saturating_sub(earlier.write_bytes),

@@ -10,7 +10,7 @@ use serde::Serialize;
 /// One checkpoint's figures (sizes in bytes, times in milliseconds); `None`
 /// (JSON null) where the run does not know them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CheckpointReport {
+pub(super) struct CheckpointReport {
     /// The checkpoint id.
     pub id: u64,
     /// The full state size the checkpoint describes (shared files included).
@@ -29,18 +29,18 @@ pub struct CheckpointReport {
 }
 
 /// A duration in milliseconds, to the microsecond.
-pub fn ms(d: Duration) -> f64 {
+pub(super) fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 /// An optional figure for a person: the value or `-`.
-pub fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+pub(super) fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
 /// A progress bar on stderr for `len` steps, hidden with `--json` or when
 /// stderr is not a terminal.
-pub fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
+pub(super) fn progress(show: bool, len: u64, label: &str) -> ProgressBar {
     if !show || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }

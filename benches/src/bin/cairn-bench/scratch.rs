@@ -14,7 +14,7 @@ use std::sync::{Mutex, Once, PoisonError};
 use anyhow::Context as _;
 
 /// The exit status after Ctrl-C (128 + SIGINT), as shells report it.
-pub const EXIT_INTERRUPTED: u8 = 130;
+pub(super) const EXIT_INTERRUPTED: u8 = 130;
 
 static STOP: AtomicBool = AtomicBool::new(false);
 static HANDLER: Once = Once::new();
@@ -23,7 +23,7 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 /// The run was stopped by Ctrl-C.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Interrupted;
+pub(super) struct Interrupted;
 
 impl std::fmt::Display for Interrupted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -34,12 +34,12 @@ impl std::fmt::Display for Interrupted {
 impl std::error::Error for Interrupted {}
 
 /// Whether Ctrl-C was pressed.
-pub fn interrupted() -> bool {
+pub(super) fn interrupted() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
 /// An error if Ctrl-C was pressed: call between the steps of a run.
-pub fn check_interrupted() -> anyhow::Result<()> {
+pub(super) fn check_interrupted() -> anyhow::Result<()> {
     if interrupted() {
         Err(Interrupted.into())
     } else {
@@ -49,7 +49,7 @@ pub fn check_interrupted() -> anyhow::Result<()> {
 
 /// Installs the Ctrl-C handler (once per process). Failing to install it
 /// is not fatal: Ctrl-C then kills the process the default way.
-pub fn install_handler() {
+pub(super) fn install_handler() {
     HANDLER.call_once(|| {
         let installed = ctrlc::set_handler(|| {
             if STOP.swap(true, Ordering::SeqCst) {
@@ -69,7 +69,7 @@ pub fn install_handler() {
 
 /// A directory a run writes its checkpoints under.
 #[derive(Debug)]
-pub struct Scratch {
+pub(super) struct Scratch {
     /// What this run created and removes at the end (unless kept).
     path: PathBuf,
     keep: bool,
@@ -79,7 +79,7 @@ impl Scratch {
     /// A fresh directory for one run: `<dir>/<name>-<pid>-<n>` under `--dir`,
     /// or under the system temp directory without it. `--dir` is created if
     /// missing and never removed itself.
-    pub fn create(dir: Option<&Path>, name: &str, keep: bool) -> anyhow::Result<Self> {
+    pub(super) fn create(dir: Option<&Path>, name: &str, keep: bool) -> anyhow::Result<Self> {
         let parent = match dir {
             Some(d) => {
                 std::fs::create_dir_all(d).with_context(|| format!("--dir {}", d.display()))?;
@@ -110,12 +110,12 @@ impl Scratch {
     }
 
     /// The directory to write checkpoints under.
-    pub fn path(&self) -> &Path {
+    pub(super) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Whether the data stays after the run (`--keep`).
-    pub fn kept(&self) -> bool {
+    pub(super) fn kept(&self) -> bool {
         self.keep
     }
 }

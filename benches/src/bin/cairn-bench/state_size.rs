@@ -26,7 +26,7 @@ use cairn_cli::job_args::BackendKind;
 use crate::report;
 
 /// The fields of `cairn-bench state-size --json`.
-pub const JSON_HELP: &str = "\
+pub(crate) const JSON_HELP: &str = "\
 JSON (--json): one object per run (an array of them with --sweep or several
 backends): backend, incremental, keys, value_size, update_fraction, rounds,
 parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
@@ -41,7 +41,7 @@ Sizes in bytes, times in ms unless the name says otherwise.";
 
 /// Options of `cairn-bench state-size`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct StateSizeArgs {
+pub(crate) struct StateSizeArgs {
     /// Backends to measure, comma-separated (heap: checkpoints in memory; fs: in files)
     #[arg(long, value_enum, value_delimiter = ',', default_value = "heap")]
     backend: Vec<BackendKind>,
@@ -90,7 +90,7 @@ pub struct StateSizeArgs {
 
 /// One `--sweep` dimension and its values.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sweep {
+pub(crate) enum Sweep {
     /// `keys=…`.
     Keys(Vec<u64>),
     /// `value-size=…`.
@@ -133,7 +133,7 @@ fn parse_fraction(text: &str) -> Result<f64, String> {
 }
 
 /// Runs `cairn-bench state-size`: every run the options ask for, then the report.
-pub fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let mut keys = vec![args.keys];
     let mut sizes = vec![args.value_size];
     for sweep in &args.sweep {

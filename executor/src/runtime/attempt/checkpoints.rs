@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use state_core::metadata::OperatorSnapshot;
+use state_core::OperatorSnapshot;
 use state_core::{CheckpointId, CheckpointMetadata, KeyedStateHandle, OperatorId, SnapshotKind};
 
 use super::Attempt;

@@ -6,12 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use state_core::checkpoint_store::CompletedCheckpointStore;
-use state_core::metadata::{OperatorSnapshot, SubtaskSnapshot};
+use state_core::CompletedCheckpointStore;
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable, Clock, JobId,
     KeyedStateHandle, MaxParallelism, OperatorId, SnapshotKind, SnapshotMode, StreamLocation,
 };
+use state_core::{OperatorSnapshot, SubtaskSnapshot};
 
 use super::subtasks::{Subtask, parallel};
 use crate::report::{CheckpointReport, ms};

@@ -23,12 +23,12 @@ use cairn_cli::human;
 use cairn_cli::job_args::BackendKind;
 use indicatif::ProgressBar;
 use serde::Serialize;
-use state_core::checkpoint_store::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, Clock,
     EntryKey, JobId, KeyedStateBackend, KeyedStateHandle, MaxParallelism, MemoryCheckpointStorage,
     OperatorId, SnapshotMode, StateDescriptor, StateKind, SystemClock,
 };
+use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
 
 use super::checkpointing::{CheckpointCtx, checkpoint};
 use super::restore::{Source, check_source, local_copy_dirs, restore_fresh};
@@ -39,7 +39,7 @@ use crate::scratch::{Scratch, check_interrupted};
 
 /// One run's parameters.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Params {
+pub(super) struct Params {
     /// The backend.
     pub backend: BackendKind,
     /// `--incremental`.
@@ -62,7 +62,7 @@ pub struct Params {
 
 /// What one `state-size` run reports (sizes in bytes, times in ms).
 #[derive(Debug, Clone, Serialize)]
-pub struct StateSizeReport {
+pub(super) struct StateSizeReport {
     /// `heap`, `fs`, `rocks`.
     pub backend: &'static str,
     /// Whether incremental checkpoints were asked for.
@@ -112,7 +112,11 @@ pub struct StateSizeReport {
 }
 
 /// Runs one `state-size` measurement.
-pub fn run_one(params: &Params, dir: Option<&Path>, keep: bool) -> anyhow::Result<StateSizeReport> {
+pub(super) fn run_one(
+    params: &Params,
+    dir: Option<&Path>,
+    keep: bool,
+) -> anyhow::Result<StateSizeReport> {
     let job_id = JobId::new("bench-state-size").map_err(human::anyhow)?;
     let scratch = match params.backend {
         BackendKind::Heap => None,

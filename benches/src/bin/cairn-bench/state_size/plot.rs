@@ -25,7 +25,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// An axis is logarithmic when its largest figure is more than this many
 /// times its smallest.
-pub const LOG_SPAN: f64 = 100.0;
+pub(super) const LOG_SPAN: f64 = 100.0;
 
 /// The legend label and the figure of each incremental checkpoint.
 type PerCheckpoint = (&'static str, fn(&CheckpointReport) -> Option<f64>);
@@ -145,7 +145,7 @@ fn axis(values: impl Iterator<Item = f64>, headroom: f64) -> (Range<f64>, bool) 
 }
 
 /// Draws the runs of a sweep into `path`.
-pub fn draw(path: &Path, reports: &[StateSizeReport]) -> anyhow::Result<()> {
+pub(super) fn draw(path: &Path, reports: &[StateSizeReport]) -> anyhow::Result<()> {
     let sizes: std::collections::BTreeSet<usize> = reports.iter().map(|r| r.value_size).collect();
     let mut series: BTreeMap<String, Vec<&StateSizeReport>> = BTreeMap::new();
     for r in reports {

@@ -5,15 +5,15 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::Setup;
 use super::fixture::{Avg, Fixture, clock, create_subtask, keys_in_range};
-use crate::backend::{BackendFactory, EntryKey, StateDescriptor, StateKind};
-use crate::key_group::KeyGroup;
-use crate::typed::{
+use crate::Setup;
+use state_core::typed::{
     AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     StateHandle, ValueStateDescriptor,
 };
-use crate::{ErrorKind, KeyedStateBackend};
+use state_core::{
+    BackendFactory, EntryKey, ErrorKind, KeyGroup, KeyedStateBackend, StateDescriptor, StateKind,
+};
 
 /// Value state: update, read, overwrite, clear, per key.
 pub fn value_state_operations<F: BackendFactory>(setup: Setup<F>) {
@@ -72,7 +72,7 @@ pub fn value_update_in_place<F: BackendFactory>(setup: Setup<F>) {
     let err = st
         .backend_mut()
         .update_value(id, &entry, &mut |_| {
-            Err(crate::StateError::invalid("refused"))
+            Err(state_core::StateError::invalid("refused"))
         })
         .unwrap_err();
     assert!(err.to_string().contains("refused"), "{err}");

@@ -6,22 +6,17 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::Setup;
-use crate::backend::{
-    BackendContext, BackendFactory, Checkpointable, SnapshotMode, handles_for_range,
-};
-use crate::clock::{Clock, ManualClock};
-use crate::ids::{CheckpointId, OperatorId};
-use crate::key_group::{KeyGroupRange, MaxParallelism};
-use crate::metadata::KeyedStateHandle;
-use crate::storage::CheckpointStorage;
-use crate::ttl::TtlConfig;
-use crate::typed::{
+use crate::Setup;
+use state_core::typed::{
     AggregateFunction, AggregatingState, AggregatingStateDescriptor, KeyedState, ListState,
     ListStateDescriptor, MapState, MapStateDescriptor, ReducingState, ReducingStateDescriptor,
     ValueState, ValueStateDescriptor,
 };
-use crate::{KeyedStateBackend, Result};
+use state_core::{
+    BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, Clock,
+    KeyGroupRange, KeyedStateBackend, KeyedStateHandle, ManualClock, MaxParallelism, OperatorId,
+    Result, SnapshotMode, TtlConfig, handles_for_range,
+};
 
 /// The max parallelism the conformance tests use.
 pub const MAX_PARALLELISM: u32 = 128;
@@ -253,7 +248,7 @@ impl Fixture {
 pub(crate) fn total_entries<B: KeyedStateBackend>(st: &KeyedState<B>) -> usize {
     let mut n = 0;
     for i in 0..st.backend().states().len() {
-        let id = crate::StateId(u32::try_from(i).unwrap());
+        let id = state_core::StateId(u32::try_from(i).unwrap());
         st.backend()
             .keys(id, &mut |_| {
                 n += 1;

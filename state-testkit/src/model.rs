@@ -1,13 +1,12 @@
 //! [`ModelBackend`]: a simple, obviously correct [`KeyedStateBackend`] over
-//! `BTreeMap`s, and the proptest model test every backend runs
-//! ([`sequences`]).
+//! `BTreeMap`s.
 //!
 //! The model backend is the reference the real backends are compared with,
-//! and what state-core's own unit tests (typed state, timers) run on. It is
+//! and what the tests of state-core's typed state and timers run on
+//! (`state-testkit/tests/`). It is
 //! written for clarity, not speed: its snapshot deep-copies everything in the
 //! synchronous part, and its snapshot format is one postcard document.
 
-pub mod sequences;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -15,76 +14,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use state_core::backend_support::{StateCatalog, file_name_part};
 
-use crate::backend::{
-    BackendContext, BackendFactory, EntryKey, KeyVisitor, KeyedStateBackend, MapVisitor,
-    SnapshotMode, StateDescriptor, StateLayout,
+use state_core::{
+    BackendContext, BackendFactory, Clock, EntryKey, KeyGroup, KeyGroupRange, KeyVisitor,
+    KeyedStateBackend, MapVisitor, MaxParallelism, Result, StateDescriptor, StateError, StateId,
+    StateLayout,
 };
-use crate::clock::Clock;
-use crate::ids::StateId;
-use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
-use crate::storage::CheckpointStorage;
-use crate::{Result, StateError};
-
-/// What a backend under test needs: a factory, a checkpoint storage, and
-/// whatever must live as long as they do (temporary directories).
-pub struct Setup<F: BackendFactory> {
-    /// Creates the backends under test.
-    pub factory: F,
-    /// Where their snapshots go.
-    pub storage: Arc<dyn CheckpointStorage>,
-    /// Kept alive for the test's duration (for example a `tempfile::TempDir`).
-    pub guard: Box<dyn std::any::Any>,
-    /// The mode every snapshot of the suite and the model test asks for
-    /// (default [`SnapshotMode::Full`]).
-    pub mode: SnapshotMode,
-    /// The factory's backends restore handles they wrote themselves from a
-    /// local copy (local recovery), so damage done to the storage copy of
-    /// such a handle goes unnoticed by design (default false).
-    pub local_copies: bool,
-}
-
-impl<F: BackendFactory> Setup<F> {
-    /// A setup with nothing to keep alive.
-    pub fn new(factory: F, storage: Arc<dyn CheckpointStorage>) -> Self {
-        Setup {
-            factory,
-            storage,
-            guard: Box::new(()),
-            mode: SnapshotMode::Full,
-            local_copies: false,
-        }
-    }
-
-    /// The same setup, declaring that its backends restore from local copies.
-    pub fn with_local_copies(mut self) -> Self {
-        self.local_copies = true;
-        self
-    }
-
-    /// The same setup taking snapshots in `mode`.
-    pub fn with_mode(mut self, mode: SnapshotMode) -> Self {
-        self.mode = mode;
-        self
-    }
-
-    /// The same setup keeping `guard` alive.
-    pub fn with_guard(mut self, guard: impl std::any::Any) -> Self {
-        self.guard = Box::new(guard);
-        self
-    }
-}
-
-impl<F: BackendFactory> std::fmt::Debug for Setup<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Setup")
-            .field("factory", &self.factory)
-            .field("storage", &self.storage.describe())
-            .field("mode", &self.mode)
-            .field("local_copies", &self.local_copies)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The `backend` name in the handles the model backend writes.
 pub const MODEL_BACKEND_NAME: &str = "model";
@@ -120,26 +56,20 @@ pub struct ModelBackend {
     max: MaxParallelism,
     clock: Arc<dyn Clock>,
     stream_prefix: String,
-    states: Vec<StateDescriptor>,
+    states: StateCatalog<StateDescriptor>,
     data: Vec<Table>,
 }
 
 impl ModelBackend {
     /// An empty backend for the subtask described by `context`.
     pub fn new(context: &BackendContext) -> Result<Self> {
-        let op: String = context
-            .operator_id
-            .0
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(64)
-            .collect();
+        let op = file_name_part(&context.operator_id.0, 64, false);
         Ok(ModelBackend {
             range: context.key_group_range()?,
             max: context.max_parallelism,
             clock: Arc::clone(&context.clock),
             stream_prefix: format!("model-{op}-{}", context.subtask),
-            states: Vec::new(),
+            states: StateCatalog::new("model"),
             data: Vec::new(),
         })
     }
@@ -196,26 +126,15 @@ impl KeyedStateBackend for ModelBackend {
     }
 
     fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId> {
-        if let Some(i) = self.states.iter().position(|d| d.name == descriptor.name) {
-            let Some(existing) = self.states.get_mut(i) else {
-                return Err(StateError::invalid("state table out of sync"));
-            };
-            if existing.kind != descriptor.kind {
-                return Err(StateError::invalid(format!(
-                    "state '{}' is registered as {:?}, cannot register it as {:?}",
-                    descriptor.name, existing.kind, descriptor.kind
-                )));
-            }
-            existing.ttl = descriptor.ttl;
-            return state_id(i);
+        let (id, new) = self.states.register(descriptor, Clone::clone)?;
+        if new {
+            self.data.push(BTreeMap::new());
         }
-        self.states.push(descriptor.clone());
-        self.data.push(BTreeMap::new());
-        state_id(self.states.len() - 1)
+        Ok(id)
     }
 
     fn states(&self) -> Vec<StateDescriptor> {
-        self.states.clone()
+        self.states.descriptors()
     }
 
     fn get(&self, state: StateId, key: &EntryKey<'_>) -> Result<Option<Bytes>> {
@@ -364,12 +283,6 @@ impl KeyedStateBackend for ModelBackend {
     }
 }
 
-fn state_id(index: usize) -> Result<StateId> {
-    u32::try_from(index)
-        .map(StateId)
-        .map_err(|_| StateError::invalid("too many states"))
-}
-
 /// Creates [`ModelBackend`]s.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ModelBackendFactory;
@@ -395,7 +308,7 @@ pub fn test_context(
     clock: Arc<dyn Clock>,
 ) -> Result<BackendContext> {
     Ok(BackendContext {
-        operator_id: crate::ids::OperatorId("op".to_string()),
+        operator_id: state_core::OperatorId("op".to_string()),
         subtask,
         parallelism,
         max_parallelism: MaxParallelism::new(max_parallelism)?,
@@ -408,10 +321,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::backend::Checkpointable;
-    use crate::ids::CheckpointId;
-    use crate::memory_storage::MemoryCheckpointStorage;
-    use crate::metadata::KeyedStateHandle;
+    use crate::Setup;
+    use state_core::CheckpointId;
+    use state_core::Checkpointable;
+    use state_core::KeyedStateHandle;
+    use state_core::MemoryCheckpointStorage;
+    use state_core::{CheckpointStorage, SnapshotMode};
 
     fn setup() -> Setup<ModelBackendFactory> {
         Setup::new(
@@ -420,24 +335,17 @@ mod tests {
         )
     }
 
-    // With the `test-suite` feature the whole conformance suite (which
-    // includes the model test) runs on the model backend.
-    #[cfg(feature = "test-suite")]
+    // The whole conformance suite (which includes the model test) runs on
+    // the model backend.
     crate::conformance_tests!(setup);
-
-    #[cfg(not(feature = "test-suite"))]
-    #[test]
-    fn model_backend_matches_the_model() {
-        sequences::check_model(setup);
-    }
 
     #[test]
     fn foreign_handles_are_incompatible() {
-        let clock: Arc<dyn Clock> = Arc::new(crate::ManualClock::new(0));
+        let clock: Arc<dyn Clock> = Arc::new(state_core::ManualClock::new(0));
         let ctx = test_context(0, 1, 8, clock).unwrap();
         let mut b = ModelBackend::new(&ctx).unwrap();
         let id = b
-            .register_state(&StateDescriptor::new("v", crate::StateKind::Value))
+            .register_state(&StateDescriptor::new("v", state_core::StateKind::Value))
             .unwrap();
         let entry = EntryKey {
             key_group: KeyGroup(0),
@@ -455,7 +363,7 @@ mod tests {
         let err = b
             .restore(&[KeyedStateHandle::KeyGroups(h)], &storage)
             .unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::IncompatibleFormat);
+        assert_eq!(err.kind(), state_core::ErrorKind::IncompatibleFormat);
         assert_eq!(b.get(id, &entry).unwrap(), None, "left empty");
     }
 }

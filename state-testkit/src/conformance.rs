@@ -2,31 +2,27 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use state_core::conformance::Setup;
-//! use state_core::memory_storage::MemoryCheckpointStorage;
-//! use state_core::model::ModelBackendFactory;
+//! use state_core::MemoryCheckpointStorage;
+//! use state_testkit::{ModelBackendFactory, Setup};
 //!
 //! // In a backend crate's tests/conformance.rs, with that crate's factory:
 //! fn setup() -> Setup<ModelBackendFactory> {
 //!     Setup::new(ModelBackendFactory, Arc::new(MemoryCheckpointStorage::default()))
 //! }
-//! state_core::conformance_tests!(setup);
+//! state_testkit::conformance_tests!(setup);
 //! # fn main() {}
 //! ```
 //!
 //! The macro expands to a `mod conformance` with one `#[test]` per pub test
-//! function of this module (each on a fresh [`Setup`]) plus the proptest model
-//! test ([`crate::model::sequences`]). The tests go through the typed layer and
+//! function of this module (each on a fresh [`Setup`](crate::Setup)) plus the proptest model
+//! test ([`crate::sequences`]). The tests go through the typed layer and
 //! the byte-level traits only, so they hold for any backend and storage.
-//! Every snapshot asks for [`Setup::mode`]: a backend with incremental
+//! Every snapshot asks for [`Setup::mode`](crate::Setup::mode): a backend with incremental
 //! snapshots runs the suite once per mode
 //! (`Setup::new(..).with_mode(SnapshotMode::Incremental)`); the two tests
 //! about full snapshots only (`corrupt_bytes_never_panic_or_half_restore`,
 //! `ttl_expired_entries_dropped_by_full_snapshot`) check the incremental
 //! counterpart of their claim.
-//!
-//! Test support: a failed check panics, which fails the calling test.
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a test failure
 
 mod fixture;
 mod snapshots;
@@ -34,7 +30,6 @@ mod state_ops;
 mod timers;
 mod ttl;
 
-pub use crate::model::Setup;
 pub use fixture::{MAX_PARALLELISM, create_subtask, keys_in_range, restore_subtask, snapshot_all};
 pub use snapshots::{
     corrupt_bytes_never_panic_or_half_restore, corrupt_stream_restore_fails_and_leaves_empty,
@@ -54,7 +49,7 @@ pub use ttl::{
 };
 
 /// Expands to `mod conformance` with one `#[test]` per conformance test,
-/// each calling `$setup()` for a fresh [`Setup`], plus the model test.
+/// each calling `$setup()` for a fresh [`Setup`](crate::Setup), plus the model test.
 #[macro_export]
 macro_rules! conformance_tests {
     ($setup:path) => {
@@ -91,7 +86,7 @@ macro_rules! conformance_tests {
 
             #[test]
             fn model_sequences() {
-                $crate::model::sequences::check_model(|| $setup());
+                $crate::sequences::check_model(|| $setup());
             }
         }
     };

@@ -2,7 +2,7 @@
 //! restores and rescales run against a backend and against a `BTreeMap`
 //! model, which must agree at every read.
 //!
-//! Runs through the typed layer ([`crate::typed`]) so that it checks what a
+//! Runs through the typed layer ([`state_core::typed`]) so that it checks what a
 //! job sees. Cases default to 64 and honour `PROPTEST_CASES`; the random
 //! source is seeded, so a failure reproduces.
 
@@ -13,17 +13,16 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
-use super::Setup;
-use crate::backend::{BackendContext, BackendFactory, Checkpointable, EntryKey, handles_for_range};
-use crate::clock::{Clock, ManualClock};
-use crate::ids::{CheckpointId, OperatorId, StateId};
-use crate::key_group::MaxParallelism;
-use crate::metadata::KeyedStateHandle;
-use crate::typed::{
+use crate::Setup;
+use state_core::typed::{
     KeyedState, ListState, ListStateDescriptor, MapState, MapStateDescriptor, ReducingState,
     ReducingStateDescriptor, StateHandle, ValueState, ValueStateDescriptor,
 };
-use crate::{KeyedStateBackend, StateError};
+use state_core::{
+    BackendContext, BackendFactory, CheckpointId, Checkpointable, Clock, EntryKey,
+    KeyedStateBackend, KeyedStateHandle, ManualClock, MaxParallelism, OperatorId, StateError,
+    StateId, handles_for_range,
+};
 
 /// The number of key groups of the model test.
 pub const MODEL_MAX_PARALLELISM: u32 = 16;

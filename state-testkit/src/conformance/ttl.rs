@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use super::Setup;
 use super::fixture::{Avg, clock, create_subtask, restore_subtask, snapshot_all};
-use crate::backend::{BackendFactory, SnapshotMode};
-use crate::ids::CheckpointId;
-use crate::ttl::{TtlConfig, TtlUpdateType, TtlVisibility};
-use crate::typed::{
+use crate::Setup;
+use state_core::typed::{
     AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
     ValueStateDescriptor,
+};
+use state_core::{
+    BackendFactory, CheckpointId, SnapshotMode, TtlConfig, TtlUpdateType, TtlVisibility,
 };
 
 const TTL_MS: u64 = 100;

@@ -1,16 +1,17 @@
-//! Unit tests of the typed layer on the model backend.
+//! Tests of state-core's typed layer on the model backend.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic here is a test failure
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::*;
-use crate::backend::StateKind;
-use crate::clock::ManualClock;
-use crate::model::{ModelBackend, test_context};
-use crate::ttl::{TtlConfig, TtlUpdateType, TtlVisibility};
-use crate::{ErrorKind, KeyGroupRange};
+use state_core::typed::*;
+use state_core::{
+    EntryKey, ErrorKind, KeyGroupRange, KeyedStateBackend, ManualClock, StateKind, TtlConfig,
+    TtlUpdateType, TtlVisibility,
+};
+use state_testkit::{ModelBackend, test_context};
 
 fn state_at(subtask: u32, parallelism: u32) -> (KeyedState<ModelBackend>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(1_000));
@@ -262,7 +263,7 @@ fn undecodable_value_is_corrupted_naming_the_state() {
         .unwrap();
     st.set_current_key(&1u8).unwrap();
     let key = st.current_key_bytes().unwrap().to_vec();
-    let entry = crate::EntryKey {
+    let entry = EntryKey {
         key_group: st.current_key_group().unwrap(),
         key: &key,
         namespace: &[],
@@ -289,13 +290,13 @@ fn ttl(update: TtlUpdateType, visibility: TtlVisibility) -> TtlConfig {
 /// The stored timestamp of the current key's value of `v`.
 fn stored_ts<T>(st: &KeyedState<ModelBackend>, v: &ValueState<T>) -> Option<u64> {
     let key = st.current_key_bytes()?.to_vec();
-    let entry = crate::EntryKey {
+    let entry = EntryKey {
         key_group: st.current_key_group()?,
         key: &key,
         namespace: st.namespace_bytes(),
     };
     let raw = st.backend().get(v.state_id(), &entry).ok()??;
-    crate::ttl::unwrap_ttl(&raw).map(|(ts, _)| ts)
+    state_core::backend_support::unwrap_ttl(&raw).map(|(ts, _)| ts)
 }
 
 #[test]
@@ -362,7 +363,7 @@ fn list_ttl_expires_elements_one_by_one() {
     assert_eq!(l.get(&mut st).unwrap(), vec![2]);
     // The expired element was removed from the backend by the read.
     let key = st.current_key_bytes().unwrap().to_vec();
-    let entry = crate::EntryKey {
+    let entry = EntryKey {
         key_group: st.current_key_group().unwrap(),
         key: &key,
         namespace: &[],
@@ -391,7 +392,7 @@ fn list_ttl_on_read_refreshes_and_return_expired_returns() {
     assert_eq!(l.get(&mut st).unwrap(), vec![1, 2]);
     clock.set(5_099);
     let key = st.current_key_bytes().unwrap().to_vec();
-    let entry = crate::EntryKey {
+    let entry = EntryKey {
         key_group: st.current_key_group().unwrap(),
         key: &key,
         namespace: &[],
@@ -438,7 +439,7 @@ fn map_ttl_expires_entries_one_by_one() {
     assert_eq!(m.keys(&mut st).unwrap(), vec![1]); // expired, returned, refreshed
     clock.set(2_099);
     let key = st.current_key_bytes().unwrap().to_vec();
-    let entry = crate::EntryKey {
+    let entry = EntryKey {
         key_group: st.current_key_group().unwrap(),
         key: &key,
         namespace: &[],
@@ -502,13 +503,13 @@ fn stored_bytes_of_every_kind_match_the_ttl_contract() {
     l.add_all(&mut st, &[1, 2]).unwrap();
     m.put(&mut st, &7, &8).unwrap();
     let key = st.current_key_bytes().unwrap().to_vec();
-    let entry = crate::EntryKey {
+    let entry = EntryKey {
         key_group: st.current_key_group().unwrap(),
         key: &key,
         namespace: &[],
     };
     let b = st.backend();
-    let expect = |payload: Vec<u8>| crate::ttl::wrap_ttl(1_000, &payload);
+    let expect = |payload: Vec<u8>| state_core::backend_support::wrap_ttl(1_000, &payload);
     assert_eq!(
         b.get(v.state_id(), &entry).unwrap().unwrap().to_vec(),
         expect(postcard::to_stdvec(&300u32).unwrap())

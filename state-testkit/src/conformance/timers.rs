@@ -1,10 +1,8 @@
 //! Conformance: timers survive snapshot and restore.
 
-use super::Setup;
 use super::fixture::{clock, create_subtask, restore_subtask};
-use crate::backend::{BackendFactory, Checkpointable};
-use crate::ids::CheckpointId;
-use crate::timers::{Timer, TimerService};
+use crate::Setup;
+use state_core::{BackendFactory, CheckpointId, Checkpointable, Timer, TimerService};
 
 fn key(t: &Timer) -> u32 {
     postcard::from_bytes(&t.key).unwrap()

@@ -7,19 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 
-use super::Setup;
 use super::fixture::{
     Fixture, MAX_PARALLELISM, clock, create_subtask, fixture_ttl, restore_subtask, snapshot_all,
     total_entries,
 };
-use crate::backend::{BackendFactory, Checkpointable, StateKind};
-use crate::ids::CheckpointId;
-use crate::key_group::MaxParallelism;
-use crate::metadata::{CheckpointMetadata, KeyedStateHandle};
-use crate::storage::{CheckpointOutput, CheckpointStorage, StateScope, StreamHandle};
-use crate::timers::TimerService;
-use crate::typed::{KeyedState, StateHandle};
-use crate::{ErrorKind, KeyedStateBackend, Result};
+use crate::Setup;
+use state_core::typed::{KeyedState, StateHandle};
+use state_core::{
+    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage,
+    Checkpointable, ErrorKind, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Result,
+    StateKind, StateScope, StreamHandle, TimerService,
+};
 
 /// The synchronous part captures the state as of its call: writes made
 /// while the asynchronous part runs on another thread are not in the snapshot.
@@ -162,7 +160,7 @@ pub fn restore_replaces_existing_state<F: BackendFactory>(setup: Setup<F>) {
         .unwrap();
     other.list.add(&mut target, &12345).unwrap();
     let extra = target
-        .value_state(&crate::typed::ValueStateDescriptor::<u8>::new(
+        .value_state(&state_core::typed::ValueStateDescriptor::<u8>::new(
             "not-in-snapshot",
         ))
         .unwrap();
@@ -180,7 +178,7 @@ pub fn restore_replaces_existing_state<F: BackendFactory>(setup: Setup<F>) {
         fx.verify_absent(&mut target, k);
     }
     let extra = target
-        .value_state(&crate::typed::ValueStateDescriptor::<u8>::new(
+        .value_state(&state_core::typed::ValueStateDescriptor::<u8>::new(
             "not-in-snapshot",
         ))
         .unwrap();

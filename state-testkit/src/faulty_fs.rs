@@ -1,22 +1,5 @@
 //! [`FaultyFs`]: an [`Fs`] wrapper that fails or "crashes" at a chosen
 //! mutating operation, for crash-consistency tests of checkpoint storage.
-//!
-//! Every mutating operation (directory creation, file creation, each write,
-//! `sync_all`, `sync_dir`, rename, removal, hard link) is counted. A test runs
-//! its workload once to learn how many operations it performs
-//! ([`FaultyFs::op_count`]), then runs it again for every `n` in `1..=count`
-//! with the `n`-th operation armed to:
-//!
-//! - **fail** ([`FaultyFs::fail_at`]): that one operation returns an
-//!   `io::Error`, later ones succeed — a transient I/O error;
-//! - **crash** ([`FaultyFs::crash_at`]): that operation and every later one,
-//!   reads included, fail — the process died there. At the crash, every file
-//!   holding bytes written since its last `sync_all` is cut back to its synced
-//!   length (zero if never synced), as a power loss would leave it. Directory
-//!   entries are not rolled back: a rename or removal that returned is kept.
-//!
-//! Afterwards the test opens a fresh storage on the same directory with a real
-//! file system and checks that recovery reaches the last completed checkpoint.
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -25,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
-use crate::fs::{FileInfo, Fs, FsFile};
+use state_core::backend_support::{FileInfo, Fs, FsFile};
 
 /// The kinds of mutating operation [`FaultyFs`] counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -195,7 +178,23 @@ fn crashed_error(path: &Path) -> io::Error {
 }
 
 /// An [`Fs`] that counts mutating operations and fails or crashes at a chosen one.
-/// See the [module docs](self).
+///
+/// Every mutating operation (directory creation, file creation, each write,
+/// `sync_all`, `sync_dir`, rename, removal, hard link) is counted. A test runs
+/// its workload once to learn how many operations it performs
+/// ([`FaultyFs::op_count`]), then runs it again for every `n` in `1..=count`
+/// with the `n`-th operation armed to:
+///
+/// - **fail** ([`FaultyFs::fail_at`]): that one operation returns an
+///   `io::Error`, later ones succeed — a transient I/O error;
+/// - **crash** ([`FaultyFs::crash_at`]): that operation and every later one,
+///   reads included, fail — the process died there. At the crash, every file
+///   holding bytes written since its last `sync_all` is cut back to its synced
+///   length (zero if never synced), as a power loss would leave it. Directory
+///   entries are not rolled back: a rename or removal that returned is kept.
+///
+/// Afterwards the test opens a fresh storage on the same directory with a real
+/// file system and checks that recovery reaches the last completed checkpoint.
 #[derive(Debug)]
 pub struct FaultyFs {
     shared: Arc<Shared>,
@@ -378,7 +377,7 @@ impl Fs for FaultyFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::{StdFs, write_atomic};
+    use state_core::backend_support::{StdFs, write_atomic};
 
     fn faulty() -> (tempfile::TempDir, FaultyFs) {
         (tempfile::tempdir().unwrap(), FaultyFs::new(Arc::new(StdFs)))

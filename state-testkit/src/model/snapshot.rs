@@ -6,13 +6,14 @@ use std::io::Write;
 
 use serde::{Deserialize, Serialize};
 
+use state_core::backend_support::{StateCatalog, read_verified};
+
 use super::{Address, Entry, MODEL_BACKEND_NAME, ModelBackend, Table};
-use crate::backend::{AsyncSnapshot, Checkpointable, SnapshotMode, StateDescriptor};
-use crate::ids::CheckpointId;
-use crate::key_group::{KeyGroup, KeyGroupRange};
-use crate::metadata::{KeyGroupsHandle, KeyedStateHandle};
-use crate::storage::{CheckpointStorage, StateScope, read_verified};
-use crate::{Result, StateError};
+use state_core::{
+    AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, KeyGroup, KeyGroupRange,
+    KeyGroupsHandle, KeyedStateHandle, Result, SnapshotMode, StateDescriptor, StateError,
+    StateScope,
+};
 
 const SNAPSHOT_MAGIC: [u8; 8] = *b"CAIRNMDL";
 
@@ -31,7 +32,7 @@ impl ModelBackend {
         &self,
         handles: &[KeyedStateHandle],
         storage: &dyn CheckpointStorage,
-    ) -> Result<(Vec<StateDescriptor>, Vec<Table>)> {
+    ) -> Result<(StateCatalog<StateDescriptor>, Vec<Table>)> {
         let mut states = self.states.clone();
         let mut data: Vec<Table> = vec![BTreeMap::new(); states.len()];
         for handle in handles {
@@ -71,20 +72,20 @@ impl ModelBackend {
                 ));
             }
             for (desc, entries) in body.states.iter().zip(body.data) {
-                let index = match states.iter().position(|d| d.name == desc.name) {
-                    Some(i) => {
-                        if states.get(i).map(|d| d.kind) != Some(desc.kind) {
+                let index = match states.id_of(&desc.name) {
+                    Some(id) => {
+                        if states.get(id.index()).map(|d| d.kind) != Some(desc.kind) {
                             return Err(StateError::incompatible(
                                 what,
                                 format!("state '{}' has another kind than registered", desc.name),
                             ));
                         }
-                        i
+                        id.index()
                     }
                     None => {
-                        states.push(desc.clone());
+                        let (id, _) = states.register(desc, Clone::clone)?;
                         data.push(BTreeMap::new());
-                        states.len() - 1
+                        id.index()
                     }
                 };
                 let Some(table) = data.get_mut(index) else {
@@ -192,7 +193,7 @@ impl Checkpointable for ModelBackend {
             name: format!("{}-kg{}-{end}", self.stream_prefix, self.range.start()),
             body: SnapshotBody {
                 range: self.range,
-                states: self.states.clone(),
+                states: self.states.descriptors(),
                 data,
             },
         }))
