@@ -21,7 +21,9 @@ use std::process::{Child, Output, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use support::{assert_bad_input, assert_code, cairn, command, completed, p, stderr, stdout};
+use support::{
+    assert_bad_input, assert_code, cairn, cairn_with_stdin, command, completed, p, stderr, stdout,
+};
 
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -123,26 +125,19 @@ fn bounded_wordcount_on_fs_with_checkpoints_counts_every_word_once() {
             format!("{a} {b}")
         })
         .collect();
-    let mut child = command(&[
-        "log",
-        "append",
-        p(&log),
-        "words",
-        "--partitions",
-        "3",
-        "--quiet",
-    ])
-    .stdin(Stdio::piped())
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(lines.join("\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    let out = cairn_with_stdin(
+        &[
+            "log",
+            "append",
+            p(&log),
+            "words",
+            "--partitions",
+            "3",
+            "--quiet",
+        ],
+        &lines.join("\n"),
+    );
+    assert_code(&out, 0);
 
     let ck = dir.path().join("ck");
     let out_dir = dir.path().join("out");
