@@ -17,7 +17,9 @@ use super::coordinator::{AckOutcome, CheckpointCoordinator};
 use super::events::{JobEvent, JobStatus};
 use super::graph::{AttemptShared, RestoreState, TaskEnv};
 use super::job_state::{AttemptEnd, HandleCommand, JobState, elapsed_millis};
-use super::task::{AckedState, Task, TaskCommand, TaskReport, TaskRuntime, panic_message};
+use super::task::{
+    AckedState, SnapshotThreads, Task, TaskCommand, TaskReport, TaskRuntime, panic_message,
+};
 use crate::error::{ExecutorError, Result};
 
 pub(super) struct Attempt {
@@ -25,6 +27,8 @@ pub(super) struct Attempt {
     tasks: Vec<(usize, String, Sender<TaskCommand>)>,
     sources: Vec<usize>,
     threads: Vec<JoinHandle<()>>,
+    /// The asynchronous snapshot threads the tasks started.
+    snapshots: SnapshotThreads,
     /// One message from each task thread once it stopped processing; it
     /// frees its state (chain, backends, channels) after sending it.
     stopped: Receiver<()>,
@@ -44,6 +48,7 @@ impl Attempt {
         let cancel = Arc::new(AtomicBool::new(false));
         let (report_tx, report_rx) = crossbeam_channel::unbounded();
         let (stopped_tx, stopped_rx) = crossbeam_channel::unbounded();
+        let snapshots = SnapshotThreads::default();
         let shared = AttemptShared {
             clock: spec.clock.clone(),
             storage: spec.storage.clone(),
@@ -113,6 +118,7 @@ impl Attempt {
                     cancel: cancel.clone(),
                     storage: spec.storage.clone(),
                     clock: spec.clock.clone(),
+                    snapshots: snapshots.clone(),
                 };
                 let make = make.clone();
                 let stopped = stopped_tx.clone();
@@ -173,6 +179,7 @@ impl Attempt {
             tasks,
             sources,
             threads,
+            snapshots,
             stopped: stopped_rx,
             reports: report_rx,
             cancel,
@@ -323,6 +330,16 @@ impl Attempt {
         AttemptEnd::Failed(error)
     }
 
+    /// The snapshot threads started so far; call once the tasks stopped
+    /// processing (a stopped task starts none).
+    fn take_snapshot_threads(&self) -> Vec<JoinHandle<()>> {
+        let mut threads = self
+            .snapshots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::take(&mut *threads)
+    }
+
     /// Cancels every task and waits until each stopped processing, and
     /// aborts the checkpoints in flight. When the job is failing over, the
     /// task threads free their state in the background (see [`REAPERS`]);
@@ -343,8 +360,16 @@ impl Attempt {
             // restores meanwhile. Forget the ones already done.
             job.reapers.retain(|t| !t.is_finished());
             job.reapers.extend(threads);
+            job.reapers.extend(self.take_snapshot_threads());
         } else {
+            // The tasks first: a task that is snapshotting starts no new
+            // snapshot thread once it has stopped.
             for thread in threads {
+                let _ = thread.join();
+            }
+            // Then every snapshot still writing, before the checkpoints in
+            // flight are aborted and their files removed below.
+            for thread in self.take_snapshot_threads() {
                 let _ = thread.join();
             }
             job.join_reapers();

@@ -1,8 +1,9 @@
 //! Tasks: one thread per subtask of a stage, reading a source or the
 //! stage's input exchange and pushing into its chain of operators.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
@@ -58,6 +59,12 @@ pub(crate) enum TaskReport {
     Exited { task: usize, result: Result<()> },
 }
 
+/// The threads writing the asynchronous parts of an attempt's snapshots.
+/// The attempt joins them when the job ends (or hands them to the job's
+/// reapers on failover), so no snapshot writes into checkpoint storage
+/// after the job has returned.
+pub(crate) type SnapshotThreads = Arc<Mutex<Vec<JoinHandle<()>>>>;
+
 /// What a running task talks to.
 pub(crate) struct TaskRuntime {
     pub task: usize,
@@ -67,6 +74,7 @@ pub(crate) struct TaskRuntime {
     pub cancel: Arc<AtomicBool>,
     pub storage: Arc<dyn CheckpointStorage>,
     pub clock: Arc<dyn Clock>,
+    pub snapshots: SnapshotThreads,
 }
 
 impl TaskRuntime {
@@ -122,12 +130,20 @@ impl TaskRuntime {
                 };
                 let _ = reports.send((attempt, report));
             });
-        if let Err(e) = spawned {
-            self.report(TaskReport::Decline {
+        match spawned {
+            Ok(thread) => {
+                let mut threads = self
+                    .snapshots
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                threads.retain(|t| !t.is_finished());
+                threads.push(thread);
+            }
+            Err(e) => self.report(TaskReport::Decline {
                 id,
                 reason: format!("cannot start the snapshot thread: {e}"),
                 counted: true,
-            });
+            }),
         }
     }
 }
