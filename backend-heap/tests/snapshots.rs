@@ -16,11 +16,12 @@ use backend_heap::{HeapBackend, HeapBackendFactory, HeapBackendOptions};
 use bytes::Bytes;
 use state_core::backend_support::wrap_ttl;
 use state_core::{
-    BackendContext, BackendFactory, CheckpointId, CheckpointMetadata, CheckpointOutput,
-    CheckpointStorage, Checkpointable, EntryKey, ErrorKind, KeyedStateBackend, KeyedStateHandle,
-    ManualClock, MaxParallelism, MemoryCheckpointStorage, OperatorId, Result, SnapshotMode,
-    StateDescriptor, StateKind, StateScope, StreamHandle, TtlConfig, handles_for_range,
+    BackendContext, BackendFactory, CheckpointId, CheckpointOutput, CheckpointStorage,
+    Checkpointable, EntryKey, ErrorKind, KeyedStateBackend, KeyedStateHandle, ManualClock,
+    MaxParallelism, MemoryCheckpointStorage, OperatorId, Result, SnapshotMode, StateDescriptor,
+    StateKind, StateScope, StreamHandle, TtlConfig, handles_for_range,
 };
+use state_testkit::{Intercept, InterceptStorage};
 
 const MAX: u32 = 32;
 
@@ -132,10 +133,8 @@ fn writes_after_the_synchronous_part_are_not_in_the_snapshot() {
     assert_eq!(r.entry_count(), 300);
 }
 
-/// A storage whose outputs block inside `write` until the test releases them.
-#[derive(Debug)]
-struct GatedStorage {
-    inner: MemoryCheckpointStorage,
+/// Outputs that block inside `write` until the test releases them.
+struct Gate {
     entered: Mutex<Sender<()>>,
     release: Arc<Mutex<Receiver<()>>>,
 }
@@ -170,43 +169,20 @@ impl CheckpointOutput for GatedOutput {
     }
 }
 
-impl CheckpointStorage for GatedStorage {
-    fn describe(&self) -> String {
-        "gated memory".into()
-    }
-    fn initialize_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        self.inner.initialize_checkpoint(id)
-    }
+impl Intercept for Gate {
     fn create_output(
         &self,
+        inner: &dyn CheckpointStorage,
         id: CheckpointId,
         scope: StateScope,
         name: &str,
     ) -> Result<Box<dyn CheckpointOutput>> {
         Ok(Box::new(GatedOutput {
-            inner: self.inner.create_output(id, scope, name)?,
+            inner: inner.create_output(id, scope, name)?,
             entered: self.entered.lock().unwrap().clone(),
             release: Arc::clone(&self.release),
             waited: false,
         }))
-    }
-    fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
-        self.inner.read(handle)
-    }
-    fn discard_stream(&self, handle: &StreamHandle) -> Result<()> {
-        self.inner.discard_stream(handle)
-    }
-    fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {
-        self.inner.write_metadata(metadata)
-    }
-    fn read_metadata(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
-        self.inner.read_metadata(id)
-    }
-    fn list_checkpoints(&self) -> Result<Vec<CheckpointId>> {
-        self.inner.list_checkpoints()
-    }
-    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        self.inner.discard_checkpoint(id)
     }
 }
 
@@ -214,11 +190,13 @@ impl CheckpointStorage for GatedStorage {
 fn processing_continues_while_the_asynchronous_part_is_blocked() {
     let (entered_tx, entered_rx) = channel();
     let (release_tx, release_rx) = channel();
-    let storage = Arc::new(GatedStorage {
-        inner: MemoryCheckpointStorage::default(),
-        entered: Mutex::new(entered_tx),
-        release: Arc::new(Mutex::new(release_rx)),
-    });
+    let storage = Arc::new(InterceptStorage::new(
+        Arc::new(MemoryCheckpointStorage::default()),
+        Gate {
+            entered: Mutex::new(entered_tx),
+            release: Arc::new(Mutex::new(release_rx)),
+        },
+    ));
     let mut b = backend(1, 0);
     let v = value_state(&mut b);
     for i in 0..1_000 {
@@ -253,7 +231,7 @@ fn processing_continues_while_the_asynchronous_part_is_blocked() {
     release_tx.send(()).unwrap();
     let handle = writer.join().unwrap().unwrap().unwrap();
     let mut r = backend(1, 0);
-    r.restore(&[handle], &storage.inner).unwrap();
+    r.restore(&[handle], storage.as_ref()).unwrap();
     let v = value_state(&mut r);
     assert_eq!(r.entry_count(), 1_000);
     assert_eq!(

@@ -14,23 +14,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backend_heap::HeapBackendFactory;
-use bytes::Bytes;
 use crossbeam_channel::Sender;
 use executor::{CheckpointConfig, JobConfig, JobStatus, RestartStrategyConfig, StreamEnv};
 use job_support::{Collect, NumberLog};
 use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage, JobId,
-    MemoryCheckpointStorage, Result, StateScope, StreamHandle,
+    CheckpointId, CheckpointOutput, CheckpointStorage, JobId, MemoryCheckpointStorage, Result,
+    StateScope, StreamHandle,
 };
+use state_testkit::{Intercept, InterceptStorage};
 
 /// Only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// Memory storage whose streams take a while to open, counting the streams
-/// being written.
-#[derive(Debug)]
-struct SlowStorage {
-    inner: MemoryCheckpointStorage,
+/// Streams that take a while to open, counted while they are written.
+struct Slow {
     writing: Arc<AtomicUsize>,
     opened: Mutex<Sender<()>>,
 }
@@ -62,17 +59,10 @@ impl CheckpointOutput for SlowOutput {
     }
 }
 
-impl CheckpointStorage for SlowStorage {
-    fn describe(&self) -> String {
-        "slow memory".to_owned()
-    }
-
-    fn initialize_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        self.inner.initialize_checkpoint(id)
-    }
-
+impl Intercept for Slow {
     fn create_output(
         &self,
+        inner: &dyn CheckpointStorage,
         id: CheckpointId,
         scope: StateScope,
         name: &str,
@@ -81,35 +71,10 @@ impl CheckpointStorage for SlowStorage {
         let _ = self.opened.lock().unwrap().send(());
         // Long enough for the job to be cancelled meanwhile.
         std::thread::sleep(Duration::from_millis(200));
-        let inner = self.inner.create_output(id, scope, name)?;
         Ok(Box::new(SlowOutput {
-            inner,
+            inner: inner.create_output(id, scope, name)?,
             writing: self.writing.clone(),
         }))
-    }
-
-    fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
-        self.inner.read(handle)
-    }
-
-    fn discard_stream(&self, handle: &StreamHandle) -> Result<()> {
-        self.inner.discard_stream(handle)
-    }
-
-    fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {
-        self.inner.write_metadata(metadata)
-    }
-
-    fn read_metadata(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
-        self.inner.read_metadata(id)
-    }
-
-    fn list_checkpoints(&self) -> Result<Vec<CheckpointId>> {
-        self.inner.list_checkpoints()
-    }
-
-    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        self.inner.discard_checkpoint(id)
     }
 }
 
@@ -120,11 +85,13 @@ fn a_cancelled_job_returns_after_its_snapshot_threads() {
     config.restart = Some(RestartStrategyConfig::None);
     let (opened_tx, opened) = crossbeam_channel::unbounded();
     let writing = Arc::new(AtomicUsize::new(0));
-    let storage = Arc::new(SlowStorage {
-        inner: MemoryCheckpointStorage::default(),
-        writing: writing.clone(),
-        opened: Mutex::new(opened_tx),
-    });
+    let storage = Arc::new(InterceptStorage::new(
+        Arc::new(MemoryCheckpointStorage::default()),
+        Slow {
+            writing: writing.clone(),
+            opened: Mutex::new(opened_tx),
+        },
+    ));
     let env = StreamEnv::new(config, HeapBackendFactory::default(), storage);
     let log = NumberLog::with_range(100);
     let out = Collect::<(u64, u64)>::new();

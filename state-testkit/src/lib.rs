@@ -11,6 +11,8 @@
 //! - [`FaultyFs`]: an [`Fs`](state_core::backend_support::Fs) that fails or
 //!   "crashes" at a chosen write, fsync or rename, for crash-consistency tests
 //!   of checkpoint storage.
+//! - [`InterceptStorage`]: a checkpoint storage over another one whose stream
+//!   opens and reads a test can hold, slow down or alter.
 //!
 //! # Example
 //!
@@ -42,10 +44,12 @@
 
 pub mod conformance;
 mod faulty_fs;
+mod intercept;
 mod model;
 pub mod sequences;
 mod setup;
 
 pub use faulty_fs::{FaultMode, FaultyFs, FsOp};
+pub use intercept::{Intercept, InterceptStorage};
 pub use model::{MODEL_BACKEND_NAME, ModelBackend, ModelBackendFactory, test_context};
 pub use setup::Setup;

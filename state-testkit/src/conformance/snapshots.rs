@@ -1,7 +1,6 @@
 //! Conformance: snapshot isolation, restore, corrupt snapshots, rescaling.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,12 +10,11 @@ use super::fixture::{
     Fixture, MAX_PARALLELISM, clock, create_subtask, fixture_ttl, restore_subtask, snapshot_all,
     total_entries,
 };
-use crate::Setup;
+use crate::{Intercept, InterceptStorage, Setup};
 use state_core::typed::{KeyedState, StateHandle};
 use state_core::{
-    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage,
-    Checkpointable, ErrorKind, KeyedStateBackend, KeyedStateHandle, MaxParallelism, Result,
-    StateKind, StateScope, StreamHandle, TimerService,
+    BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, ErrorKind, KeyedStateBackend,
+    KeyedStateHandle, MaxParallelism, Result, StateKind, StreamHandle, TimerService,
 };
 
 /// The synchronous part captures the state as of its call: writes made
@@ -220,58 +218,20 @@ pub fn empty_backend_snapshot_restores_empty<F: BackendFactory>(setup: Setup<F>)
 /// to return instead.
 type Mutation = dyn Fn(usize, &StreamHandle, &[u8]) -> Option<Vec<u8>> + Send + Sync;
 
-/// A storage that changes the bytes `read` returns.
+/// Changes the bytes `read` returns.
 struct Tamper {
-    inner: Arc<dyn CheckpointStorage>,
     reads: AtomicUsize,
     mutate: Box<Mutation>,
 }
 
-impl fmt::Debug for Tamper {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tamper")
-            .field("inner", &self.inner.describe())
-            .finish_non_exhaustive()
-    }
-}
-
-impl CheckpointStorage for Tamper {
-    fn describe(&self) -> String {
-        format!("tampered {}", self.inner.describe())
-    }
-    fn initialize_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        self.inner.initialize_checkpoint(id)
-    }
-    fn create_output(
-        &self,
-        id: CheckpointId,
-        scope: StateScope,
-        name: &str,
-    ) -> Result<Box<dyn CheckpointOutput>> {
-        self.inner.create_output(id, scope, name)
-    }
-    fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
-        let bytes = self.inner.read(handle)?;
+impl Intercept for Tamper {
+    fn read(&self, inner: &dyn CheckpointStorage, handle: &StreamHandle) -> Result<Bytes> {
+        let bytes = inner.read(handle)?;
         let n = self.reads.fetch_add(1, Ordering::SeqCst);
         Ok(match (self.mutate)(n, handle, &bytes) {
             Some(changed) => Bytes::from(changed),
             None => bytes,
         })
-    }
-    fn discard_stream(&self, handle: &StreamHandle) -> Result<()> {
-        self.inner.discard_stream(handle)
-    }
-    fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {
-        self.inner.write_metadata(metadata)
-    }
-    fn read_metadata(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
-        self.inner.read_metadata(id)
-    }
-    fn list_checkpoints(&self) -> Result<Vec<CheckpointId>> {
-        self.inner.list_checkpoints()
-    }
-    fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
-        self.inner.discard_checkpoint(id)
     }
 }
 
@@ -309,13 +269,15 @@ pub fn corrupt_stream_restore_fails_and_leaves_empty<F: BackendFactory>(setup: S
     assert_eq!(handles.len(), 2);
 
     for corrupt_from in [0usize, 1] {
-        let tamper = Tamper {
-            inner: Arc::clone(&setup.storage),
-            reads: AtomicUsize::new(0),
-            mutate: Box::new(move |n, _, bytes| {
-                (n >= corrupt_from).then(|| flip(bytes, bytes.len() / 2))
-            }),
-        };
+        let tamper = InterceptStorage::new(
+            Arc::clone(&setup.storage),
+            Tamper {
+                reads: AtomicUsize::new(0),
+                mutate: Box::new(move |n, _, bytes| {
+                    (n >= corrupt_from).then(|| flip(bytes, bytes.len() / 2))
+                }),
+            },
+        );
         let mut target = create_subtask(&setup, 0, 1, &clock).unwrap();
         let fx = Fixture::register(&mut target);
         for k in 1000..1010 {
@@ -389,13 +351,15 @@ pub fn corrupt_bytes_never_panic_or_half_restore<F: BackendFactory>(setup: Setup
     // error if it failed, after checking that it left the backend empty.
     let restore_changed = |index: usize, changed: Vec<u8>, patched: KeyedStateHandle| {
         let target_location = streams[index].location.clone();
-        let tamper = Tamper {
-            inner: Arc::clone(&setup.storage),
-            reads: AtomicUsize::new(0),
-            mutate: Box::new(move |_, read, _| {
-                (read.location == target_location).then(|| changed.clone())
-            }),
-        };
+        let tamper = InterceptStorage::new(
+            Arc::clone(&setup.storage),
+            Tamper {
+                reads: AtomicUsize::new(0),
+                mutate: Box::new(move |_, read, _| {
+                    (read.location == target_location).then(|| changed.clone())
+                }),
+            },
+        );
         let mut target = create_subtask(&setup, 0, 1, &clock).unwrap();
         let other = Fixture::register(&mut target);
         other.populate(&mut target, 77);
