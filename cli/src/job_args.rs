@@ -87,6 +87,12 @@ pub struct JobArgs {
     #[arg(long, value_name = "CHK_DIR|_METADATA")]
     pub from: Option<PathBuf>,
 
+    /// With --from: start even if the checkpoint holds state of an operator
+    /// uid this job lacks, and drop that state (Flink's
+    /// `--allowNonRestoredState`); without it such a start fails naming the uid
+    #[arg(long)]
+    pub allow_non_restored_state: bool,
+
     /// Directory for checkpoints, `<dir>/<job-id>/chk-<n>/`
     /// (Flink's `state.checkpoints.dir`).
     #[arg(long, value_name = "DIR")]
@@ -223,6 +229,7 @@ impl Default for JobArgs {
     fn default() -> Self {
         JobArgs {
             from: None,
+            allow_non_restored_state: false,
             checkpoint_dir: None,
             backend: BackendKind::Heap,
             incremental: false,

@@ -442,3 +442,48 @@ fn bad_input_exits_2_with_one_line_naming_it() {
         "--retained",
     );
 }
+
+#[test]
+fn from_a_checkpoint_of_other_operators_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_code(&cairn(&["example", "--dir", p(dir.path())]), 0);
+    let log = dir.path().join("log");
+    append(&log, "words", &["a", "b", "a"]);
+    // `cairn example`'s job has operators "source" and "wordcount";
+    // `cairn run wordcount` has neither.
+    let chk = dir.path().join("example").join("chk-3");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "wordcount",
+            "--input",
+            p(&log),
+            "--topic",
+            "words",
+            "--bounded",
+            "--from",
+            p(&chk),
+        ];
+        args.extend_from_slice(extra);
+        cairn(&args)
+    };
+
+    let out = run(&[]);
+    assert_bad_input(&out, "\"wordcount\"");
+    assert!(
+        stderr(&out).contains("--allow-non-restored-state"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = run(&["--allow-non-restored-state"]);
+    assert_code(&out, 0);
+    assert!(stderr(&out).contains("Skipping the state of operator uid \"wordcount\""));
+    // Nothing was restored: every word counted from the start of the log.
+    assert_eq!(
+        counts(&stdout(&out)),
+        vec![("a".into(), 1), ("b".into(), 1), ("a".into(), 2)]
+    );
+    // The checkpoint it started from is untouched.
+    assert_code(&cairn(&["checkpoints", "verify", p(&chk)]), 0);
+}

@@ -125,6 +125,13 @@ pub struct JobConfig {
     pub batch_size: usize,
     /// Batches buffered per channel before the sender blocks (backpressure).
     pub channel_capacity: usize,
+    /// Start even when the checkpoint given to
+    /// [`StreamEnv::restore_from`](crate::StreamEnv::restore_from) holds
+    /// state of an operator uid the job does not have, dropping that state
+    /// (Flink's `--allowNonRestoredState`). Off by default: the start fails
+    /// and names the uid, because a renamed or removed operator would lose
+    /// its state silently.
+    pub allow_non_restored_state: bool,
 }
 
 impl JobConfig {
@@ -138,6 +145,7 @@ impl JobConfig {
             restart: None,
             batch_size: 256,
             channel_capacity: 16,
+            allow_non_restored_state: false,
         }
     }
 

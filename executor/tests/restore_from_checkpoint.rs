@@ -165,3 +165,81 @@ fn keyed_state_restores_at_another_parallelism() {
         .collect();
     assert_eq!(outputs, expected);
 }
+
+/// The keyed-count job with its keyed operator under uid `count_uid`.
+fn build_with_count_uid(
+    env: &StreamEnv<HeapBackendFactory>,
+    log: &NumberLog,
+    collect: &Collect<(u64, u64)>,
+    count_uid: &str,
+) {
+    env.source("numbers", log.source(true, 0))
+        .map("pair", |v| Ok((v % KEYS, 1u64)))
+        .key_by(|(k, _)| *k)
+        .sum(count_uid, |t| t.1 as i64, |t, v| t.1 = v as u64)
+        .sink("collect", collect.sink());
+}
+
+#[test]
+fn state_of_a_uid_the_job_lacks_is_refused_unless_allowed() {
+    let storage: Arc<dyn CheckpointStorage> =
+        Arc::new(state_core::MemoryCheckpointStorage::default());
+    let log = NumberLog::with_range(100);
+    let collect = Collect::new();
+    let mut first = config();
+    first.parallelism = 1;
+    let env = StreamEnv::new(
+        first.clone(),
+        HeapBackendFactory::default(),
+        storage.clone(),
+    );
+    env.source("numbers", log.source(false, 0))
+        .map("pair", |v| Ok((v % KEYS, 1u64)))
+        .key_by(|(k, _)| *k)
+        .sum("count", |t| t.1 as i64, |t, v| t.1 = v as u64)
+        .sink("collect", collect.sink());
+    let job = env.start().unwrap();
+    collect.wait_for(100);
+    let id = job.trigger_checkpoint().unwrap();
+    job.wait_for_checkpoint(id).unwrap();
+    job.cancel();
+    job.wait().unwrap();
+    let metadata = storage.read_metadata(id).unwrap();
+
+    // The keyed operator was renamed: its state has nowhere to go.
+    let env = StreamEnv::new(
+        first.clone(),
+        HeapBackendFactory::default(),
+        storage.clone(),
+    )
+    .restore_from(metadata.clone());
+    build_with_count_uid(
+        &env,
+        &NumberLog::with_range(100),
+        &Collect::new(),
+        "count-v2",
+    );
+    let err = env.start().unwrap_err().to_string();
+    assert!(err.contains("\"count\""), "{err}");
+    assert!(err.contains(&format!("checkpoint {id}")), "{err}");
+    assert!(err.contains("allow_non_restored_state"), "{err}");
+
+    // Allowed: the job starts, the source resumes at the checkpoint's
+    // offset (its uid is unchanged) and the renamed operator counts from
+    // zero: records 100..150 only, 5 per key, not 15.
+    let mut allowed = first;
+    allowed.allow_non_restored_state = true;
+    let log2 = NumberLog::with_range(150);
+    let collect2 = Collect::new();
+    let env = StreamEnv::new(allowed, HeapBackendFactory::default(), storage.clone())
+        .restore_from(metadata);
+    build_with_count_uid(&env, &log2, &collect2, "count-v2");
+    let result = env.start().unwrap().wait().unwrap();
+    assert_eq!(result.status, JobStatus::Finished, "{:?}", result.failure);
+    let mut last: BTreeMap<u64, u64> = BTreeMap::new();
+    for (k, n) in collect2.snapshot() {
+        last.insert(k, n);
+    }
+    assert_eq!(last.len() as u64, KEYS);
+    assert!(last.values().all(|&n| n == 5), "{last:?}");
+}

@@ -63,6 +63,12 @@ impl JobArgs {
         config.validate_parallelism().map_err(out_of_range)?;
         config.checkpointing = self.checkpoint_config()?;
         config.restart = self.restart_config()?;
+        if self.allow_non_restored_state && self.from.is_none() {
+            return Err(invalid(
+                "--allow-non-restored-state needs --from: it only applies to a restore".to_owned(),
+            ));
+        }
+        config.allow_non_restored_state = self.allow_non_restored_state;
         Ok(config)
     }
 

@@ -310,3 +310,12 @@ fn durations() {
         assert!(parse_duration(bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn allow_non_restored_state_goes_with_from() {
+    assert!(!config(&[]).unwrap().allow_non_restored_state);
+    let c = config(&["--from", "ckpt/job/chk-3", "--allow-non-restored-state"]).unwrap();
+    assert!(c.allow_non_restored_state);
+    let e = err(&["--allow-non-restored-state"]);
+    assert!(e.contains("--allow-non-restored-state needs --from"), "{e}");
+}

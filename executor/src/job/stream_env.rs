@@ -6,8 +6,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use state_core::{
-    BackendFactory, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, SnapshotMode,
-    SystemClock,
+    BackendFactory, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, OperatorId,
+    SnapshotMode, SystemClock,
 };
 
 use super::env_core::EnvCore;
@@ -193,6 +193,9 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
             }
         }
         crate::restart::validate(&self.config.effective_restart_strategy())?;
+        if let Some(metadata) = &self.restore_from {
+            check_restored_operators(&graph, metadata, self.config.allow_non_restored_state)?;
+        }
         let max_p = graph
             .stages
             .iter()
@@ -276,4 +279,51 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
     pub fn execute(self) -> Result<JobResult> {
         self.start()?.wait()
     }
+}
+
+/// Every operator uid with state in `metadata` must be one of the job's,
+/// unless `allow` (Flink's `--allowNonRestoredState`): state the job cannot
+/// place is dropped only when the user said so, with a warning per uid.
+fn check_restored_operators(
+    graph: &JobGraph,
+    metadata: &CheckpointMetadata,
+    allow: bool,
+) -> Result<()> {
+    let unknown: Vec<&OperatorId> = metadata
+        .operators
+        .iter()
+        .filter(|op| {
+            op.subtasks
+                .iter()
+                .any(|s| !s.keyed.is_empty() || s.operator.is_some())
+        })
+        .map(|op| &op.operator_id)
+        .filter(|uid| !graph.operators.iter().any(|(known, _)| known == *uid))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let names = unknown
+        .iter()
+        .map(|uid| format!("{:?}", uid.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if allow {
+        for uid in &unknown {
+            tracing::warn!(
+                checkpoint_id = metadata.checkpoint_id.get(),
+                uid = %uid.0,
+                "Skipping the state of operator uid {:?} in checkpoint {}: the job has no such operator (allow_non_restored_state).",
+                uid.0,
+                metadata.checkpoint_id
+            );
+        }
+        return Ok(());
+    }
+    Err(ExecutorError::InvalidJob(format!(
+        "checkpoint {} holds state of operator uid {names}, which this job does not have \
+         (renamed or removed?); start with allow_non_restored_state \
+         (--allow-non-restored-state) to drop that state",
+        metadata.checkpoint_id
+    )))
 }
