@@ -49,6 +49,16 @@ pub enum ExecutorError {
         /// Why.
         reason: String,
     },
+    /// The state of a checkpoint could not be restored: a file is damaged
+    /// or missing. The job master never restores that checkpoint again.
+    #[error("restoring checkpoint {checkpoint} failed: {source}")]
+    Restore {
+        /// The checkpoint restored from.
+        checkpoint: CheckpointId,
+        /// What is wrong; it names the file.
+        #[source]
+        source: StateError,
+    },
     /// The job was cancelled.
     #[error("job was cancelled")]
     Canceled,

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
-use state_core::{CheckpointId, KeyedStateHandle};
+use state_core::{CheckpointId, ErrorKind, KeyedStateHandle};
 
 use super::coordinator::{AckOutcome, CheckpointCoordinator};
 use super::events::{JobEvent, JobStatus};
@@ -128,7 +128,8 @@ impl Attempt {
                     .spawn(move || {
                         let mut task: Option<Box<dyn Task>> = None;
                         let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                            task.insert(make(&mut env)?).run(&rt)
+                            let made = make(&mut env).map_err(|e| restore_error(&env, e))?;
+                            task.insert(made).run(&rt)
                         }));
                         let result = match run {
                             Ok(result) => result,
@@ -397,6 +398,28 @@ impl Attempt {
             }
         }
         job.next_id = self.coordinator.next_checkpoint_id();
+    }
+}
+
+/// A task's set-up error while restoring a checkpoint, as
+/// [`ExecutorError::Restore`] when the checkpoint itself is at fault (a
+/// damaged or missing file, a foreign format): the master then never
+/// restores that checkpoint again. Other errors (I/O, user code) stay as
+/// they are and a restart may try the same checkpoint again.
+fn restore_error(env: &TaskEnv, error: ExecutorError) -> ExecutorError {
+    match (error, &env.shared.restore) {
+        (ExecutorError::State(source), Some(restore))
+            if matches!(
+                source.kind(),
+                ErrorKind::Corrupted | ErrorKind::IncompatibleFormat
+            ) =>
+        {
+            ExecutorError::Restore {
+                checkpoint: restore.metadata.checkpoint_id,
+                source,
+            }
+        }
+        (error, _) => error,
     }
 }
 

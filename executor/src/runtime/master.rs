@@ -1,11 +1,12 @@
 //! The job master: runs attempts of a job, drives the checkpoint coordinator
 //! with a real clock, and fails over and restarts per the restart strategy.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use state_core::CheckpointId;
+use state_core::{CheckpointId, CheckpointMetadata};
 use state_core::{CompletedCheckpointStore, JobTerminalStatus};
 
 use super::attempt::Attempt;
@@ -71,6 +72,9 @@ impl Master {
         let mut strategy = RestartStrategy::new(&strategy_config, seed);
         let mut restarts = 0u32;
         let mut restore = self.job.spec.restore_from.clone();
+        // Checkpoints whose restore found a damaged or missing file, with
+        // what is wrong: never restored again.
+        let mut corrupt: BTreeMap<CheckpointId, String> = BTreeMap::new();
         let mut failure = None;
         let terminal = loop {
             if let Some(metadata) = &restore {
@@ -92,8 +96,27 @@ impl Master {
                 AttemptEnd::Canceled => break JobStatus::Canceled,
                 AttemptEnd::Failed(err) => {
                     let message = err.to_string();
+                    if let ExecutorError::Restore { checkpoint, source } = &err {
+                        tracing::warn!(
+                            job = %self.job.spec.config.job_id,
+                            checkpoint_id = checkpoint.get(),
+                            error = %source,
+                            "Checkpoint {checkpoint} cannot be restored and is skipped from now on: {source}"
+                        );
+                        corrupt.insert(*checkpoint, source.to_string());
+                    }
                     match strategy.on_failure(self.job.spec.clock.now_millis()) {
                         RestartDecision::Restart { delay } => {
+                            // A restart needs something to restore (or
+                            // never had anything): decide before counting it.
+                            match self.restore_target(&corrupt) {
+                                Ok(target) => restore = target,
+                                Err(reason) => {
+                                    tracing::warn!(job = %self.job.spec.config.job_id, %reason, error = %message, "job failed for good");
+                                    failure = Some(format!("{message} ({reason})"));
+                                    break JobStatus::Failed;
+                                }
+                            }
                             restarts += 1;
                             self.job.shared.metrics.update(|m| m.restarts = restarts);
                             self.job.set_status(JobStatus::Restarting);
@@ -112,12 +135,6 @@ impl Master {
                             if self.wait_or_cancel(delay) {
                                 break JobStatus::Canceled;
                             }
-                            restore = self
-                                .job
-                                .store
-                                .latest()
-                                .cloned()
-                                .or_else(|| self.job.spec.restore_from.clone());
                         }
                         RestartDecision::Fail { reason } => {
                             tracing::warn!(job = %self.job.spec.config.job_id, %reason, error = %message, "job failed for good");
@@ -147,6 +164,52 @@ impl Master {
             checkpoints: self.job.completed,
             metrics: self.job.shared.metrics.snapshot(),
         })
+    }
+
+    /// The checkpoint a restart restores: the newest retained one, then the
+    /// one the job started from, passing over those found `corrupt`. `None`
+    /// when there was never a checkpoint (the job starts empty again); an
+    /// error naming each damaged checkpoint when all of them are.
+    fn restore_target(
+        &self,
+        corrupt: &BTreeMap<CheckpointId, String>,
+    ) -> std::result::Result<Option<CheckpointMetadata>, String> {
+        let candidates: Vec<&CheckpointMetadata> = self
+            .job
+            .store
+            .retained()
+            .iter()
+            .rev()
+            .chain(self.job.spec.restore_from.as_ref())
+            .collect();
+        if let Some(intact) = candidates
+            .iter()
+            .find(|m| !corrupt.contains_key(&m.checkpoint_id))
+        {
+            if let Some(newest) = candidates.first() {
+                if newest.checkpoint_id != intact.checkpoint_id {
+                    tracing::warn!(
+                        job = %self.job.spec.config.job_id,
+                        checkpoint_id = intact.checkpoint_id.get(),
+                        "Restoring checkpoint {} instead of the newer damaged ones.",
+                        intact.checkpoint_id
+                    );
+                }
+            }
+            return Ok(Some((*intact).clone()));
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        let damaged = corrupt
+            .iter()
+            .rev()
+            .map(|(id, why)| format!("checkpoint {id}: {why}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Err(format!(
+            "no intact checkpoint left to restore from: {damaged}"
+        ))
     }
 
     /// Waits `delay`, serving handle commands; true if the job was cancelled.
