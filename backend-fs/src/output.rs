@@ -95,10 +95,10 @@ impl FsOutput {
 
     fn remove(&mut self) {
         self.file = None;
-        if let Err(e) = self.fs.remove_file(&self.path) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::debug!(path = %self.path.display(), error = %e, "could not remove abandoned checkpoint stream");
-            }
+        if let Err(e) = self.fs.remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::debug!(path = %self.path.display(), error = %e, "could not remove abandoned checkpoint stream");
         }
     }
 }

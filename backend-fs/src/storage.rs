@@ -197,10 +197,10 @@ impl FsCheckpointStorage {
                 continue;
             };
             let path = self.resolve(relative)?;
-            if let Some(dir) = path.parent() {
-                if !dirs.iter().any(|d| d == dir) {
-                    dirs.push(dir.to_path_buf());
-                }
+            if let Some(dir) = path.parent()
+                && !dirs.iter().any(|d| d == dir)
+            {
+                dirs.push(dir.to_path_buf());
             }
         }
         Ok(dirs)

@@ -200,10 +200,10 @@ impl BlockSizer {
                 };
                 let expected = (expected + expected / 8).min(raw);
                 let table = ids.get(i).and_then(|id| states.get_mut(id.index()));
-                if let (Some(s), Ok(n)) = (table, usize::try_from(expected)) {
-                    if n > 0 {
-                        s.table.reserve(off, n);
-                    }
+                if let (Some(s), Ok(n)) = (table, usize::try_from(expected))
+                    && n > 0
+                {
+                    s.table.reserve(off, n);
                 }
             }
         }

@@ -178,13 +178,13 @@ impl CompletedCheckpointStore {
             bytes = metadata.checkpointed_size()
         );
         let _entered = span.enter();
-        if let Some(latest) = self.latest() {
-            if id <= latest.checkpoint_id {
-                return Err(StateError::invalid(format!(
-                    "checkpoint {id} cannot complete: checkpoint {} already completed and ids must increase",
-                    latest.checkpoint_id
-                )));
-            }
+        if let Some(latest) = self.latest()
+            && id <= latest.checkpoint_id
+        {
+            return Err(StateError::invalid(format!(
+                "checkpoint {id} cannot complete: checkpoint {} already completed and ids must increase",
+                latest.checkpoint_id
+            )));
         }
         if let Err(err) = self.storage.write_metadata(&metadata) {
             tracing::warn!(

@@ -120,10 +120,10 @@ impl SharedStateRegistry {
             if let Ok(pos) = entry.checkpoints.binary_search(&id) {
                 entry.checkpoints.remove(pos);
             }
-            if entry.checkpoints.is_empty() {
-                if let Some(entry) = self.entries.remove(&path) {
-                    unreferenced.push(entry.handle);
-                }
+            if entry.checkpoints.is_empty()
+                && let Some(entry) = self.entries.remove(&path)
+            {
+                unreferenced.push(entry.handle);
             }
         }
         tracing::debug!(

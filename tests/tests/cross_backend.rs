@@ -173,7 +173,7 @@ impl States {
 
 /// Keys written at `T0` (their TTL entry expires before the snapshot).
 fn written_early(key: u32) -> bool {
-    key % 2 == 0
+    key.is_multiple_of(2)
 }
 
 fn owner(key: u32, parallelism: u32) -> u32 {

@@ -185,10 +185,10 @@ fn import_edges(src: &Path) -> BTreeMap<ModPath, BTreeSet<ModPath>> {
                 _ => continue,
             };
             let mut target = file_module(&files, &absolute);
-            if target.is_empty() {
-                if let Some(from) = absolute.first().and_then(|n| reexports.get(n)) {
-                    target = file_module(&files, from);
-                }
+            if target.is_empty()
+                && let Some(from) = absolute.first().and_then(|n| reexports.get(n))
+            {
+                target = file_module(&files, from);
             }
             let related = target.starts_with(module) || module.starts_with(&target);
             if !related {

@@ -26,7 +26,11 @@ pub(crate) fn range() -> KeyGroupRange {
 /// The keyed state checkpoint `id` holds; large enough to be memory-mapped
 /// for some ids.
 pub(crate) fn keyed_payload(id: u64) -> Vec<u8> {
-    let len = if id % 2 == 0 { 100 * 1024 } else { 300 };
+    let len = if id.is_multiple_of(2) {
+        100 * 1024
+    } else {
+        300
+    };
     format!("keyed state of checkpoint {id};")
         .into_bytes()
         .into_iter()

@@ -140,10 +140,10 @@ impl Attempt {
                                 message: format!("panicked: {}", panic_message(payload.as_ref())),
                             }),
                         };
-                        if let Err(e) = &result {
-                            if !matches!(e, ExecutorError::Canceled) {
-                                tracing::warn!(task = %task_name, error = %e, "task failed");
-                            }
+                        if let Err(e) = &result
+                            && !matches!(e, ExecutorError::Canceled)
+                        {
+                            tracing::warn!(task = %task_name, error = %e, "task failed");
                         }
                         rt.report(TaskReport::Exited {
                             task: index,
@@ -196,12 +196,11 @@ impl Attempt {
         let mut any_finished = false;
         loop {
             let now = elapsed_millis(job.started);
-            if !any_finished {
-                if let Some(id) = self.coordinator.trigger_due(now) {
-                    if let Some(e) = self.trigger(job, id) {
-                        return self.fail(job, e);
-                    }
-                }
+            if !any_finished
+                && let Some(id) = self.coordinator.trigger_due(now)
+                && let Some(e) = self.trigger(job, id)
+            {
+                return self.fail(job, e);
             }
             for failed in self.coordinator.check_timeouts(now) {
                 if let Some(e) = self.failed_checkpoint(job, failed) {
@@ -249,11 +248,10 @@ impl Attempt {
                             } else {
                                 self.coordinator.abort(id, reason)
                             };
-                            if let Some(failed) = failed {
-                                if let Some(e) = self.failed_checkpoint(job, failed) {
+                            if let Some(failed) = failed
+                                && let Some(e) = self.failed_checkpoint(job, failed) {
                                     return self.fail(job, e);
                                 }
-                            }
                         }
                         TaskReport::Exited { task, result } => {
                             running = running.saturating_sub(1);

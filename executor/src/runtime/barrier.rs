@@ -173,10 +173,10 @@ impl BarrierHandler {
         *e = true;
         match self.mode {
             CheckpointingMode::ExactlyOnce => {
-                if let Some((_, seen)) = &mut self.aligning {
-                    if let Some(s) = seen.get_mut(channel) {
-                        *s = true;
-                    }
+                if let Some((_, seen)) = &mut self.aligning
+                    && let Some(s) = seen.get_mut(channel)
+                {
+                    *s = true;
                 }
                 combine(Vec::new(), self.finish_alignment_if_complete())
             }

@@ -186,15 +186,15 @@ impl Master {
             .iter()
             .find(|m| !corrupt.contains_key(&m.checkpoint_id))
         {
-            if let Some(newest) = candidates.first() {
-                if newest.checkpoint_id != intact.checkpoint_id {
-                    tracing::warn!(
-                        job = %self.job.spec.config.job_id,
-                        checkpoint_id = intact.checkpoint_id.get(),
-                        "Restoring checkpoint {} instead of the newer damaged ones.",
-                        intact.checkpoint_id
-                    );
-                }
+            if let Some(newest) = candidates.first()
+                && newest.checkpoint_id != intact.checkpoint_id
+            {
+                tracing::warn!(
+                    job = %self.job.spec.config.job_id,
+                    checkpoint_id = intact.checkpoint_id.get(),
+                    "Restoring checkpoint {} instead of the newer damaged ones.",
+                    intact.checkpoint_id
+                );
             }
             return Ok(Some((*intact).clone()));
         }

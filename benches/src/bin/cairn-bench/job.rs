@@ -144,13 +144,13 @@ pub(crate) struct RecoveryPhases {
 
 /// Runs `cairn-bench job`.
 pub(crate) fn run(args: &JobBenchArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    if let Some(at) = args.fail_at {
-        if at >= args.records {
-            anyhow::bail!(
-                "--fail-at {at} must be a record index below --records {}",
-                args.records
-            );
-        }
+    if let Some(at) = args.fail_at
+        && at >= args.records
+    {
+        anyhow::bail!(
+            "--fail-at {at} must be a record index below --records {}",
+            args.records
+        );
     }
     if args.checkpoint_interval.is_zero() {
         anyhow::bail!("--checkpoint-interval must be positive");

@@ -125,12 +125,11 @@ impl Drop for Scratch {
         let mut registered = REGISTERED.lock().unwrap_or_else(PoisonError::into_inner);
         registered.retain(|p| p != &self.path);
         drop(registered);
-        if !self.keep {
-            if let Err(err) = std::fs::remove_dir_all(&self.path) {
-                if err.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(path = %self.path.display(), error = %err, "cannot remove bench data");
-                }
-            }
+        if !self.keep
+            && let Err(err) = std::fs::remove_dir_all(&self.path)
+            && err.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %err, "cannot remove bench data");
         }
     }
 }

@@ -179,10 +179,10 @@ pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
             write_one(report, out)?;
         }
     }
-    if let Some(path) = &args.plot {
-        if !args.json {
-            writeln!(out, "plot written to {}", path.display())?;
-        }
+    if let Some(path) = &args.plot
+        && !args.json
+    {
+        writeln!(out, "plot written to {}", path.display())?;
     }
     Ok(())
 }
