@@ -83,12 +83,14 @@
 #![deny(unsafe_code)]
 
 mod locate;
+mod lock;
 #[allow(unsafe_code)]
 mod mmap;
 mod output;
 mod storage;
 
 pub use locate::looks_like_job_dir;
+pub use lock::{JobLock, LOCK_FILE_NAME, LockOwner};
 pub use mmap::{MAP_THRESHOLD, MappedFs};
 pub use output::FsOutput;
 pub use storage::{

@@ -32,7 +32,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use backend_fs::FsCheckpointStorage;
+use backend_fs::{FsCheckpointStorage, JobLock, LockOwner};
 use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
 use executor::sink::file::FileSink;
 use executor::sink::print::PrintSink;
@@ -40,7 +40,8 @@ use executor::{JobResult, JobStatus, StreamEnv};
 use state_core::METADATA_FILE_NAME;
 use state_core::load_verified;
 use state_core::{
-    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, JobId, SnapshotMode,
+    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, JobId,
+    SnapshotMode, SystemClock,
 };
 
 use crate::backend::{self, BackendVisitor};
@@ -132,6 +133,13 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("--input {} --topic {}", args.input.display(), args.topic))?;
 
     let (storage, job_dir) = job_storage(&args.job, &config.job_id, restore.as_ref())?;
+    // One process per job directory, held until the job ended: taken before
+    // anything in the directory is removed or written.
+    let _lock = job_dir
+        .as_deref()
+        .map(|dir| JobLock::acquire(dir, &LockOwner::this_process(SystemClock.now_millis())))
+        .transpose()
+        .map_err(crate::human::anyhow)?;
     if let Some(dir) = &job_dir {
         let restored = restore
             .as_ref()

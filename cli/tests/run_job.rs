@@ -487,3 +487,68 @@ fn from_a_checkpoint_of_other_operators_is_refused_unless_allowed() {
     // The checkpoint it started from is untouched.
     assert_code(&cairn(&["checkpoints", "verify", p(&chk)]), 0);
 }
+
+#[test]
+fn one_process_per_job_directory_and_a_killed_ones_lock_is_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    append(&log, "words", &["a", "b", "a"]);
+    let ck = dir.path().join("ck");
+    let args = [
+        "run",
+        "wordcount",
+        "--input",
+        p(&log),
+        "--topic",
+        "words",
+        "--backend",
+        "fs",
+        "--checkpoint-dir",
+        p(&ck),
+        "--job-id",
+        "wc",
+        "--checkpoint-interval",
+        "20ms",
+    ];
+    let mut first = command(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id();
+    // The lock is taken before the job starts: once it checkpoints, it holds it.
+    let deadline = Instant::now() + PATIENCE;
+    while completed(&ck.join("wc")).is_empty() {
+        assert!(first.try_wait().unwrap().is_none(), "the first run exited");
+        assert!(Instant::now() < deadline, "no checkpoint completed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let second = cairn(&args);
+    assert_bad_input(&second, &format!("is in use by pid {pid} on host"));
+    assert_eq!(
+        first.try_wait().unwrap(),
+        None,
+        "the refused run disturbed the first"
+    );
+
+    // Killed, the first run cannot release the lock; the kernel does, and
+    // the next run takes the stale lock file over.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut bounded = args.to_vec();
+    bounded.push("--bounded");
+    let third = cairn(&bounded);
+    assert_code(&third, 0);
+    assert!(
+        stderr(&third).contains(&format!("taking over the stale lock of pid {pid}")),
+        "{}",
+        stderr(&third)
+    );
+    // Released cleanly at the end: empty, so the next run sees no stale owner.
+    assert_eq!(
+        std::fs::read_to_string(ck.join("wc").join("_lock")).unwrap(),
+        ""
+    );
+}
