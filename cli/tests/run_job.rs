@@ -510,33 +510,23 @@ fn one_process_per_job_directory_and_a_killed_ones_lock_is_taken_over() {
         "--checkpoint-interval",
         "20ms",
     ];
-    let mut first = command(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = first.id();
+    let mut first = Running::start(&args);
+    let pid = first.child.id();
     // The lock is taken before the job starts: once it checkpoints, it holds it.
-    let deadline = Instant::now() + PATIENCE;
-    while completed(&ck.join("wc")).is_empty() {
-        assert!(first.try_wait().unwrap().is_none(), "the first run exited");
-        assert!(Instant::now() < deadline, "no checkpoint completed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    checkpoint_after_now(&ck.join("wc"), &mut first.child);
 
     let second = cairn(&args);
     assert_bad_input(&second, &format!("is in use by pid {pid} on host"));
     assert_eq!(
-        first.try_wait().unwrap(),
+        first.child.try_wait().unwrap(),
         None,
         "the refused run disturbed the first"
     );
 
     // Killed, the first run cannot release the lock; the kernel does, and
     // the next run takes the stale lock file over.
-    first.kill().unwrap();
-    first.wait().unwrap();
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
     let mut bounded = args.to_vec();
     bounded.push("--bounded");
     let third = cairn(&bounded);
