@@ -215,6 +215,20 @@ mod tests {
     }
 
     #[test]
+    fn a_job_directory_that_cannot_be_created_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("not-a-dir");
+        std::fs::write(&file, b"x").unwrap();
+        let job = file.join("job");
+        let err = JobLock::acquire(&job, &owner(1)).unwrap_err();
+        assert_eq!(err.kind(), state_core::ErrorKind::Io);
+        assert!(
+            err.to_string().contains(&job.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn an_unreleased_lock_file_is_stale_and_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         // What a killed owner leaves: its record, and no lock held.

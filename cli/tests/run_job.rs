@@ -43,6 +43,27 @@ fn append(log: &Path, topic: &str, lines: &[&str]) {
     assert!(child.wait().unwrap().success());
 }
 
+/// `cairn run wordcount` over topic `words` of `log` on the fs backend,
+/// checkpointing job `wc` into `ck` every `interval`.
+fn fs_wordcount<'a>(log: &'a Path, ck: &'a Path, interval: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "wordcount",
+        "--input",
+        p(log),
+        "--topic",
+        "words",
+        "--backend",
+        "fs",
+        "--checkpoint-dir",
+        p(ck),
+        "--job-id",
+        "wc",
+        "--checkpoint-interval",
+        interval,
+    ]
+}
+
 /// The summary line: the last line of stderr.
 fn summary(out: &Output) -> String {
     stderr(out).lines().last().unwrap_or_default().to_owned()
@@ -279,24 +300,8 @@ fn from_a_chosen_older_retained_checkpoint_restores_its_state_and_offsets() {
     let ck = dir.path().join("ck");
     let job_dir = ck.join("wc");
     append(&log, "words", &["a", "b", "a"]);
-    let run1 = [
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--backend",
-        "fs",
-        "--checkpoint-dir",
-        p(&ck),
-        "--job-id",
-        "wc",
-        "--checkpoint-interval",
-        "50ms",
-        "--retained",
-        "1000",
-    ];
+    let mut run1 = fs_wordcount(&log, &ck, "50ms");
+    run1.extend(["--retained", "1000"]);
     let mut job = Running::start(&run1);
     assert_eq!(job.next_lines(3), ["(a,1)", "(b,1)", "(a,2)"]);
     // Checkpoint A: a=2, b=1, offset 3.
@@ -319,25 +324,10 @@ fn from_a_chosen_older_retained_checkpoint_restores_its_state_and_offsets() {
 
     // From the older checkpoint A, in the same job directory: only the
     // records after A are read and the counts continue from A's state.
-    let out = cairn(&[
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--bounded",
-        "--backend",
-        "fs",
-        "--checkpoint-dir",
-        p(&ck),
-        "--job-id",
-        "wc",
-        "--checkpoint-interval",
-        "50ms",
-        "--from",
-        p(&job_dir.join(format!("chk-{a}"))),
-    ]);
+    let from = job_dir.join(format!("chk-{a}"));
+    let mut run2 = fs_wordcount(&log, &ck, "50ms");
+    run2.extend(["--bounded", "--from", p(&from)]);
+    let out = cairn(&run2);
     assert_code(&out, 0);
     assert_eq!(stdout(&out), "(a,3)\n(c,1)\n");
     // The torn directory was removed, no completed checkpoint was touched.
@@ -494,22 +484,7 @@ fn one_process_per_job_directory_and_a_killed_ones_lock_is_taken_over() {
     let log = dir.path().join("log");
     append(&log, "words", &["a", "b", "a"]);
     let ck = dir.path().join("ck");
-    let args = [
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--backend",
-        "fs",
-        "--checkpoint-dir",
-        p(&ck),
-        "--job-id",
-        "wc",
-        "--checkpoint-interval",
-        "20ms",
-    ];
+    let args = fs_wordcount(&log, &ck, "20ms");
     let mut first = Running::start(&args);
     let pid = first.child.id();
     // The lock is taken before the job starts: once it checkpoints, it holds it.
@@ -527,7 +502,7 @@ fn one_process_per_job_directory_and_a_killed_ones_lock_is_taken_over() {
     // the next run takes the stale lock file over.
     first.child.kill().unwrap();
     first.child.wait().unwrap();
-    let mut bounded = args.to_vec();
+    let mut bounded = args.clone();
     bounded.push("--bounded");
     let third = cairn(&bounded);
     assert_code(&third, 0);
