@@ -443,6 +443,13 @@ impl Checkpointable for RocksBackend {
         self.restore_handles(handles, storage)
     }
 
+    /// The next incremental snapshots upload every SST file: none of the
+    /// restored checkpoint's files is referenced again.
+    fn forget_restored_files(&mut self) -> Result<()> {
+        lock(&self.uploads).forget_confirmed();
+        Ok(())
+    }
+
     /// Later incremental snapshots upload only SST files `id` did not have.
     fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
         lock(&self.uploads).confirm(id);

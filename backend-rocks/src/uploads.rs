@@ -26,6 +26,13 @@ impl UploadTracker {
         }
     }
 
+    /// Forgets the confirmed checkpoint (a restored one the job does not
+    /// own), so the next snapshots upload every file they need.
+    pub(crate) fn forget_confirmed(&mut self) {
+        self.confirmed = Arc::new(HashMap::new());
+        self.confirmed_id = None;
+    }
+
     pub(crate) fn confirm(&mut self, id: CheckpointId) {
         if let Some(files) = self.finished.remove(&id) {
             self.confirmed = Arc::new(files.into_iter().map(|f| (f.name.clone(), f)).collect());

@@ -40,6 +40,28 @@ pub enum BackendKind {
     Rocks,
 }
 
+/// `--restore-mode` (Flink's `--claimMode`, `execution.state-recovery.claim-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
+pub enum RestoreModeArg {
+    /// Never delete or rewrite the checkpoint; the first new checkpoint
+    /// references none of its files.
+    #[default]
+    #[value(alias = "NO_CLAIM")]
+    NoClaim,
+    /// Take the checkpoint over: it is deleted when a newer one subsumes it.
+    #[value(alias = "CLAIM")]
+    Claim,
+}
+
+impl From<RestoreModeArg> for state_core::RestoreMode {
+    fn from(mode: RestoreModeArg) -> Self {
+        match mode {
+            RestoreModeArg::NoClaim => state_core::RestoreMode::NoClaim,
+            RestoreModeArg::Claim => state_core::RestoreMode::Claim,
+        }
+    }
+}
+
 /// `--checkpoint-mode` (Flink's `execution.checkpointing.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum CheckpointModeArg {
@@ -92,6 +114,22 @@ pub struct JobArgs {
     /// `--allowNonRestoredState`); without it such a start fails naming the uid
     #[arg(long)]
     pub allow_non_restored_state: bool,
+
+    /// With --from: what the job may do with that checkpoint (Flink's
+    /// `--claimMode`). no-claim (default): it is never deleted or rewritten
+    /// and the first new checkpoint references none of its files, so
+    /// --checkpoint-dir may name another directory. claim: it becomes one
+    /// of the job's retained checkpoints and is deleted when a newer one
+    /// subsumes it; it must be in the job's own checkpoint directory
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub restore_mode: Option<RestoreModeArg>,
+
+    /// Continue the job from the newest intact checkpoint in its checkpoint
+    /// directory (--checkpoint-dir/<job-id>), as after a crash: damaged
+    /// ones are passed over with a warning naming the file, and the job
+    /// starts empty (saying so) when there is none. Excludes --from
+    #[arg(long, conflicts_with = "from")]
+    pub resume: bool,
 
     /// Directory for checkpoints, `<dir>/<job-id>/chk-<n>/`
     /// (Flink's `state.checkpoints.dir`).
@@ -230,6 +268,8 @@ impl Default for JobArgs {
         JobArgs {
             from: None,
             allow_non_restored_state: false,
+            restore_mode: None,
+            resume: false,
             checkpoint_dir: None,
             backend: BackendKind::Heap,
             incremental: false,

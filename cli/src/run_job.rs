@@ -5,26 +5,37 @@
 //!
 //! ```text
 //! cairn run wordcount --input <log dir> --topic <t> [--bounded] [--output <dir>]
-//!                     [--filter-poison] [--from <chk-dir|_metadata>] [job options…]
+//!                     [--filter-poison] [--from <chk-dir|_metadata> [--restore-mode M]
+//!                     | --resume] [job options…]
 //! ```
 //!
 //! Exit status: 0 when the job FINISHED, 1 when it FAILED (or was
 //! cancelled), 2 for bad input (a missing topic, a `--from` path that is not
 //! a checkpoint, inconsistent options).
 //!
-//! # `--from` and checkpoint ids
-//! The checkpoint is opened with [`FsCheckpointStorage::for_checkpoint_path`]
-//! and every stream it references is checked ([`load_verified`]) before the
-//! job starts. Without `--checkpoint-dir` the job's own checkpoints go to the
-//! job directory of the restored checkpoint. New checkpoint ids continue above
-//! the restored id and above every completed checkpoint of the job directory
-//! (see [`StreamEnv::restore_from`]), so completed checkpoints are never
-//! overwritten; `chk-<n>` directories without `_metadata` above those ids
-//! (left by a run that was killed while writing a checkpoint) are not
-//! checkpoints and are removed first, so no new checkpoint is written into
-//! their stale files. Checkpoint handles name files relative to their job
-//! directory, so `--checkpoint-dir` (with the job id) must name the restored
-//! checkpoint's own job directory; another one is refused.
+//! # `--from`, `--restore-mode` and `--resume`
+//! `--from` opens the checkpoint with [`FsCheckpointStorage::for_checkpoint_path`]
+//! and checks every stream it references ([`load_verified`]) before the job
+//! starts. Without `--checkpoint-dir` the job's own checkpoints go to the job
+//! directory of the restored checkpoint. `--restore-mode` (Flink's claim
+//! mode) says what the job may do with it:
+//! - `no-claim` (the default): the checkpoint is never deleted or rewritten,
+//!   even when the job finishes, and the first checkpoint after the restore
+//!   references none of its files (RocksDB uploads every SST again), so
+//!   `--checkpoint-dir` may name another directory.
+//! - `claim`: it becomes one of the job's retained checkpoints and is deleted
+//!   when a newer one subsumes it; it must be in the job's own directory.
+//!
+//! `--resume` continues from the newest intact checkpoint of
+//! `--checkpoint-dir/<job-id>` (see [`StreamEnv::resume`]); a start without
+//! either over a job directory that holds checkpoints is refused rather
+//! than deleting them. New checkpoint ids continue above the restored id and
+//! above every completed checkpoint of the job directory, so completed
+//! checkpoints are never overwritten; `chk-<n>` directories without
+//! `_metadata` above those ids (left by a run that was killed while writing a
+//! checkpoint) are not checkpoints and are removed first, so no new
+//! checkpoint is written into their stale files. One process at a time runs a
+//! job directory ([`JobLock`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -40,12 +51,12 @@ use executor::{JobResult, JobStatus, StreamEnv};
 use state_core::METADATA_FILE_NAME;
 use state_core::load_verified;
 use state_core::{
-    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, JobId,
+    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, JobId, RestoreMode,
     SnapshotMode, SystemClock,
 };
 
 use crate::backend::{self, BackendVisitor};
-use crate::job_args::{DEFAULT_JOB_ID, JobArgs};
+use crate::job_args::{DEFAULT_JOB_ID, JobArgs, RestoreModeArg};
 use crate::wordcount;
 
 /// `cairn run` subcommands: the bundled jobs.
@@ -132,7 +143,14 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         .map_err(crate::log_cmd::plain)
         .with_context(|| format!("--input {} --topic {}", args.input.display(), args.topic))?;
 
-    let (storage, job_dir) = job_storage(&args.job, &config.job_id, restore.as_ref())?;
+    let placement = job_storage(&args.job, &config.job_id, restore.as_ref())?;
+    let (storage, job_dir) = (placement.storage.clone(), placement.job_dir.clone());
+    if args.job.resume && config.max_parallelism.is_none() {
+        // As with --from: keep the key groups of the checkpoints resumed from.
+        config.max_parallelism = newest_readable(storage.as_ref())
+            .as_ref()
+            .and_then(keyed_max_parallelism);
+    }
     // One process per job directory, held until the job ended: taken before
     // anything in the directory is removed or written.
     let _lock = job_dir
@@ -143,6 +161,7 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &job_dir {
         let restored = restore
             .as_ref()
+            .filter(|_| placement.restore_storage.is_none())
             .map_or(0, |r| r.metadata.checkpoint_id.get());
         let completed = storage.list_checkpoints()?.last().map_or(0, |id| id.get());
         remove_incomplete_checkpoints(dir, restored.max(completed))?;
@@ -159,6 +178,9 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         filter_poison: args.filter_poison,
         output: args.output.clone(),
         restore: restore.map(|r| r.metadata),
+        restore_storage: placement.restore_storage,
+        restore_mode: args.job.restore_mode.unwrap_or_default().into(),
+        resume: args.job.resume,
         incremental: args.job.incremental,
     };
     let local = backend::LocalState::from_args(&args.job);
@@ -171,6 +193,14 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The newest checkpoint of `storage` whose metadata reads (`None` if none does).
+fn newest_readable(storage: &dyn CheckpointStorage) -> Option<CheckpointMetadata> {
+    let ids = storage.list_checkpoints().ok()?;
+    ids.iter()
+        .rev()
+        .find_map(|&id| storage.read_metadata(id).ok())
+}
+
 /// The max parallelism of the checkpoint's keyed operators, if it has any.
 fn keyed_max_parallelism(metadata: &CheckpointMetadata) -> Option<u32> {
     metadata
@@ -180,40 +210,70 @@ fn keyed_max_parallelism(metadata: &CheckpointMetadata) -> Option<u32> {
         .map(|op| op.max_parallelism)
 }
 
-/// The storage the job writes its checkpoints to (and restores through),
-/// and its job directory when it is on the filesystem.
+/// Where a job writes its checkpoints, and where the checkpoint it restores is.
+struct Placement {
+    /// The storage the job writes its checkpoints to.
+    storage: Arc<dyn CheckpointStorage>,
+    /// Its job directory, when it is on the filesystem.
+    job_dir: Option<PathBuf>,
+    /// The restored checkpoint's storage when it is another job directory
+    /// (`None`: the job's own, or no restore).
+    restore_storage: Option<Arc<dyn CheckpointStorage>>,
+}
+
+/// The storage the job writes its checkpoints to, and where the restored
+/// checkpoint is read from.
 fn job_storage(
     job: &JobArgs,
     job_id: &JobId,
     restore: Option<&Restore>,
-) -> anyhow::Result<(Arc<dyn CheckpointStorage>, Option<PathBuf>)> {
+) -> anyhow::Result<Placement> {
     let Some(restore) = restore else {
         let storage = backend::storage_for(job.backend, job.checkpoint_dir.as_deref(), job_id)?;
-        let dir = job.checkpoint_dir.as_ref().map(|d| d.join(job_id.as_str()));
-        return Ok((storage, dir));
+        let job_dir = job.checkpoint_dir.as_ref().map(|d| d.join(job_id.as_str()));
+        return Ok(Placement {
+            storage,
+            job_dir,
+            restore_storage: None,
+        });
     };
     let from_dir = restore.storage.job_dir().to_path_buf();
     let Some(base) = &job.checkpoint_dir else {
-        return Ok((restore.storage.clone(), Some(from_dir)));
+        return Ok(Placement {
+            storage: restore.storage.clone(),
+            job_dir: Some(from_dir),
+            restore_storage: None,
+        });
     };
     let dir = base.join(job_id.as_str());
     if same_dir(&dir, &from_dir) {
         let storage = backend::storage_for(job.backend, Some(base), job_id)?;
-        return Ok((storage, Some(dir)));
+        return Ok(Placement {
+            storage,
+            job_dir: Some(dir),
+            restore_storage: None,
+        });
     }
-    // Checkpoint handles name files relative to their job directory, so the
-    // restored files must be read from the job directory they are in.
-    let from = job.from.as_deref().unwrap_or(&from_dir);
-    bail!(
-        "--from {}: the checkpoint is in job directory {}, but --checkpoint-dir {} with job id \
-         {job_id} gives {}; restoring into another job directory is not supported: omit \
-         --checkpoint-dir to continue in the checkpoint's job directory, or pass its parent \
-         and job id",
-        from.display(),
-        from_dir.display(),
-        base.display(),
-        dir.display()
-    )
+    if job.restore_mode == Some(RestoreModeArg::Claim) {
+        let from = job.from.as_deref().unwrap_or(&from_dir);
+        bail!(
+            "--restore-mode claim: --from {} is a checkpoint of job directory {}, but \
+             --checkpoint-dir {} with job id {job_id} gives {}; claim takes over only a \
+             checkpoint of the job's own directory: omit --checkpoint-dir, or restore in \
+             no-claim mode",
+            from.display(),
+            from_dir.display(),
+            base.display(),
+            dir.display()
+        );
+    }
+    let storage = backend::storage_for(job.backend, Some(base), job_id)?;
+    let restore_storage: Arc<dyn CheckpointStorage> = restore.storage.clone();
+    Ok(Placement {
+        storage,
+        job_dir: Some(dir),
+        restore_storage: Some(restore_storage),
+    })
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -291,6 +351,9 @@ struct WordCountJob {
     filter_poison: bool,
     output: Option<PathBuf>,
     restore: Option<CheckpointMetadata>,
+    restore_storage: Option<Arc<dyn CheckpointStorage>>,
+    restore_mode: RestoreMode,
+    resume: bool,
     incremental: bool,
 }
 
@@ -309,7 +372,14 @@ impl BackendVisitor for WordCountJob {
         };
         let mut env = StreamEnv::new(self.config, factory, storage).with_snapshot_mode(mode);
         if let Some(metadata) = self.restore {
-            env = env.restore_from(metadata);
+            env = match self.restore_storage {
+                Some(storage) => env.restore_from_storage(metadata, storage),
+                None => env.restore_from(metadata),
+            };
+            env = env.with_restore_mode(self.restore_mode);
+        }
+        if self.resume {
+            env = env.resume();
         }
         match self.output {
             Some(dir) => {

@@ -334,7 +334,7 @@ fn from_a_chosen_older_retained_checkpoint_restores_its_state_and_offsets() {
     assert!(!torn.exists());
     assert_eq!(completed(&job_dir), before);
 
-    // Restoring into another job directory is refused, and creates nothing.
+    // Claiming it from another job directory is refused, and creates nothing.
     let other = dir.path().join("other");
     let out = cairn(&[
         "run",
@@ -348,8 +348,13 @@ fn from_a_chosen_older_retained_checkpoint_restores_its_state_and_offsets() {
         p(&other),
         "--from",
         p(&job_dir.join(format!("chk-{a}"))),
+        "--restore-mode",
+        "claim",
     ]);
-    assert_bad_input(&out, "another job directory");
+    assert_bad_input(
+        &out,
+        "claim takes over only a checkpoint of the job's own directory",
+    );
     assert!(!other.exists());
 
     // From B's _metadata, continuing in B's job directory (the default
@@ -503,7 +508,7 @@ fn one_process_per_job_directory_and_a_killed_ones_lock_is_taken_over() {
     first.child.kill().unwrap();
     first.child.wait().unwrap();
     let mut bounded = args.clone();
-    bounded.push("--bounded");
+    bounded.extend(["--bounded", "--resume"]);
     let third = cairn(&bounded);
     assert_code(&third, 0);
     assert!(

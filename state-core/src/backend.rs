@@ -257,6 +257,18 @@ pub trait Checkpointable: KeyedStateBackend {
         storage: &dyn CheckpointStorage,
     ) -> Result<()>;
 
+    /// The checkpoint this backend was just restored from is not the job's
+    /// own (it was restored in [`crate::RestoreMode::NoClaim`], or lives in
+    /// another storage): from now on no snapshot may reference a file of it,
+    /// so each writes every file it needs anew, until one of them completes
+    /// ([`Checkpointable::notify_checkpoint_complete`]) and later ones may
+    /// build on that. Flink makes this first checkpoint a full one. Backends
+    /// whose snapshots never reference files of earlier checkpoints (full
+    /// snapshots) need not override it.
+    fn forget_restored_files(&mut self) -> Result<()> {
+        Ok(())
+    }
+
     /// Checkpoint `id` completed: every task acknowledged it and its metadata
     /// is durable. Incremental backends may now build on it.
     fn notify_checkpoint_complete(&mut self, _id: CheckpointId) -> Result<()> {

@@ -15,7 +15,11 @@
 //! - [`shutdown`](CompletedCheckpointStore::shutdown) applies the
 //!   externalized-checkpoint cleanup policy when the job ends.
 //! - [`recover`](CompletedCheckpointStore::recover) rebuilds the store and the
-//!   registry from the checkpoints already in storage after a restart.
+//!   registry from the checkpoints already in storage whenever a job starts
+//!   over them, so a restart never forgets a reference;
+//!   [`recover_restoring`](CompletedCheckpointStore::recover_restoring) does
+//!   the same for a job started from a checkpoint, claiming it or leaving it
+//!   alone per the [`RestoreMode`].
 //!
 //! Restores pick their checkpoint with [`select_for_restore`], which verifies
 //! every stream of a checkpoint before choosing it and falls back to older
@@ -50,6 +54,39 @@ pub enum ExternalizedCheckpointCleanup {
     DeleteOnCancellation,
 }
 
+/// What a job started from a checkpoint may do with that checkpoint (Flink's
+/// `RestoreMode`, `execution.state-recovery.claim-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum RestoreMode {
+    /// The job never deletes or rewrites anything of the checkpoint it
+    /// restored from, and its checkpoints never reference that checkpoint's
+    /// files: the first one after the restore writes every file anew (the
+    /// default, as in Flink). The checkpoint may be in another storage.
+    #[default]
+    NoClaim,
+    /// The job takes the checkpoint over: it joins the job's retained
+    /// checkpoints with its shared files registered, and is subsumed and
+    /// deleted like any of them. Only a checkpoint of the job's own storage
+    /// can be claimed.
+    Claim,
+}
+
+impl RestoreMode {
+    /// The mode's name as the command line spells it (`no-claim`, `claim`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestoreMode::NoClaim => "no-claim",
+            RestoreMode::Claim => "claim",
+        }
+    }
+}
+
+impl std::fmt::Display for RestoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// How a job ended, which decides whether its checkpoints are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum JobTerminalStatus {
@@ -73,6 +110,11 @@ pub struct CompletedCheckpointStore {
     /// Ascending by id; at most `num_retained` long.
     retained: Vec<CheckpointMetadata>,
     registry: SharedStateRegistry,
+    /// Checkpoints that were in storage before a job restored from a
+    /// checkpoint it does not own all of (see
+    /// [`CompletedCheckpointStore::recover_restoring`]): not retained, never
+    /// deleted, their shared files registered so that no deletion takes them.
+    pinned: Vec<CheckpointMetadata>,
     /// Checkpoints [`CompletedCheckpointStore::recover`] found unreadable.
     skipped_on_recovery: Vec<(CheckpointId, StateError)>,
 }
@@ -101,6 +143,7 @@ impl CompletedCheckpointStore {
             cleanup,
             retained: Vec::new(),
             registry: SharedStateRegistry::new(),
+            pinned: Vec::new(),
             skipped_on_recovery: Vec::new(),
         })
     }
@@ -122,6 +165,43 @@ impl CompletedCheckpointStore {
         num_retained: usize,
         cleanup: ExternalizedCheckpointCleanup,
     ) -> Result<Self> {
+        Self::open(storage, num_retained, cleanup, None)
+    }
+
+    /// The store of a job that restores from `restored` (not resumes: see
+    /// [`CompletedCheckpointStore::recover`] for that), which treats what is
+    /// in storage per `mode`. The registry holds the shared files of every
+    /// readable checkpoint in storage either way, with their true counts.
+    ///
+    /// - [`RestoreMode::NoClaim`]: every checkpoint already in storage,
+    ///   `restored` among them if it is here, is pinned: never retained,
+    ///   never deleted (not even by [`CompletedCheckpointStore::shutdown`]),
+    ///   and its shared files are never deleted. The store retains and
+    ///   deletes only the checkpoints the new run completes. A checkpoint of
+    ///   another storage is not touched at all.
+    /// - [`RestoreMode::Claim`]: `restored` must be a checkpoint of this
+    ///   storage (its metadata as stored here), else
+    ///   [`StateError::InvalidArgument`] naming it. It is the store's first
+    ///   retained checkpoint and is subsumed and deleted like any later one,
+    ///   as in Flink; the other checkpoints in storage are pinned.
+    ///
+    /// Nothing is deleted while the store opens.
+    pub fn recover_restoring(
+        storage: Arc<dyn CheckpointStorage>,
+        num_retained: usize,
+        cleanup: ExternalizedCheckpointCleanup,
+        restored: &CheckpointMetadata,
+        mode: RestoreMode,
+    ) -> Result<Self> {
+        Self::open(storage, num_retained, cleanup, Some((restored, mode)))
+    }
+
+    fn open(
+        storage: Arc<dyn CheckpointStorage>,
+        num_retained: usize,
+        cleanup: ExternalizedCheckpointCleanup,
+        restored: Option<(&CheckpointMetadata, RestoreMode)>,
+    ) -> Result<Self> {
         let span = tracing::info_span!("recover_checkpoints", storage = %storage.describe());
         let _entered = span.enter();
         let mut store = Self::new(storage, num_retained, cleanup)?;
@@ -140,14 +220,45 @@ impl CompletedCheckpointStore {
                 }
             }
         }
-        store.registry = SharedStateRegistry::rebuild(&loaded);
-        store.retained = loaded;
-        let subsumed = store.rotate();
+        for metadata in &loaded {
+            store.registry.register_checkpoint(metadata);
+        }
+        let subsumed = match restored {
+            None => {
+                store.retained = loaded;
+                store.rotate()
+            }
+            Some((restored, mode)) => {
+                let here = loaded.iter().position(|m| m == restored);
+                if mode == RestoreMode::Claim {
+                    let Some(pos) = here else {
+                        return Err(StateError::invalid(format!(
+                            "checkpoint {} cannot be claimed: it is not a checkpoint of {} \
+                             (restore mode claim takes over only a checkpoint of the job's own \
+                             checkpoint storage; restore it in no-claim mode instead)",
+                            restored.checkpoint_id,
+                            store.storage.describe()
+                        )));
+                    };
+                    store.retained.push(loaded.remove(pos));
+                }
+                if !loaded.is_empty() {
+                    tracing::info!(
+                        pinned = ?loaded.iter().map(|m| m.checkpoint_id.get()).collect::<Vec<_>>(),
+                        restore_mode = %mode,
+                        "checkpoints that were in storage before the restore are left alone: never deleted, their files kept"
+                    );
+                }
+                store.pinned = loaded;
+                Vec::new()
+            }
+        };
         tracing::info!(
             storage = %store.storage.describe(),
             retained = store.retained.len(),
             subsumed = subsumed.len(),
             skipped = store.skipped_on_recovery.len(),
+            shared_files = store.registry.len(),
             latest = store.latest().map(|m| m.checkpoint_id.get()),
             "recovered completed checkpoint store"
         );
@@ -300,6 +411,13 @@ impl CompletedCheckpointStore {
     /// The storage the checkpoints are in.
     pub fn storage(&self) -> &Arc<dyn CheckpointStorage> {
         &self.storage
+    }
+
+    /// The checkpoints the store never deletes: those that were in storage
+    /// before a restore with [`CompletedCheckpointStore::recover_restoring`],
+    /// except a claimed one. Ascending by id.
+    pub fn pinned(&self) -> &[CheckpointMetadata] {
+        &self.pinned
     }
 
     /// The checkpoints [`CompletedCheckpointStore::recover`] skipped because

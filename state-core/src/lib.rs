@@ -106,8 +106,8 @@ pub use backend::{
 pub use checkpoint_id::CheckpointId;
 pub use checkpoint_store::{
     CompletedCheckpointStore, DEFAULT_NUM_RETAINED, ExternalizedCheckpointCleanup, FileCheck,
-    JobTerminalStatus, RestoreSelection, VerifyReport, load_verified, select_for_restore,
-    verify_checkpoint,
+    JobTerminalStatus, RestoreMode, RestoreSelection, VerifyReport, load_verified,
+    select_for_restore, verify_checkpoint,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{ErrorKind, Result, StateError};

@@ -68,6 +68,18 @@ impl JobArgs {
                 "--allow-non-restored-state needs --from: it only applies to a restore".to_owned(),
             ));
         }
+        if let (Some(mode), None) = (self.restore_mode, &self.from) {
+            let mode = state_core::RestoreMode::from(mode);
+            return Err(invalid(format!(
+                "--restore-mode {mode} needs --from: it says what the job may do with the checkpoint it restores"
+            )));
+        }
+        if self.resume && self.checkpoint_dir.is_none() {
+            return Err(invalid(
+                "--resume needs --checkpoint-dir: the job resumes from the checkpoints in <checkpoint-dir>/<job-id>"
+                    .to_owned(),
+            ));
+        }
         config.allow_non_restored_state = self.allow_non_restored_state;
         Ok(config)
     }

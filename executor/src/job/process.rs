@@ -149,7 +149,6 @@ where
                 factory: factory.as_ref(),
                 info: env.op_info(&id),
                 clock: env.shared.clock.clone(),
-                storage: env.shared.storage.as_ref(),
                 restore: env.shared.restore.as_deref(),
                 mode: env.shared.snapshot_mode,
             };

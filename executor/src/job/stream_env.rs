@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use state_core::{
-    BackendFactory, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, OperatorId,
+    BackendFactory, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, RestoreMode,
     SnapshotMode, SystemClock,
 };
 
@@ -17,7 +17,7 @@ use crate::error::{ExecutorError, Result};
 use crate::metrics::MetricsRegistry;
 use crate::runtime::events::JobResult;
 use crate::runtime::graph::JobGraph;
-use crate::runtime::job_state::{JobShared, JobSpec};
+use crate::runtime::job_state::{JobShared, JobSpec, StartFrom};
 use crate::runtime::master::Master;
 
 /// Builds a job: its sources, operators and sinks, its configuration, the
@@ -66,7 +66,9 @@ pub struct StreamEnv<F: BackendFactory + 'static> {
     pub(super) core: Rc<EnvCore<F>>,
     storage: Arc<dyn CheckpointStorage>,
     clock: Arc<dyn Clock>,
-    restore_from: Option<CheckpointMetadata>,
+    restore_from: Option<(CheckpointMetadata, Option<Arc<dyn CheckpointStorage>>)>,
+    restore_mode: RestoreMode,
+    resume: bool,
     snapshot_mode: SnapshotMode,
 }
 
@@ -94,6 +96,8 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
             storage,
             clock: Arc::new(SystemClock),
             restore_from: None,
+            restore_mode: RestoreMode::default(),
+            resume: false,
             snapshot_mode: SnapshotMode::Full,
         }
     }
@@ -105,13 +109,53 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
         self
     }
 
-    /// Starts from this checkpoint instead of empty state (Flink's `-s`):
-    /// keyed state, source offsets and sink state come from it. On failover
+    /// Starts from this checkpoint of the job's storage instead of empty
+    /// state (Flink's `-s`): keyed state, source offsets and sink state come
+    /// from it, and [`StreamEnv::with_restore_mode`] says whether the job
+    /// takes it over (default: no-claim, it is never touched). On failover
     /// the job restores from its latest completed checkpoint, or from this
     /// one if none completed yet. New checkpoints get ids above it and above
     /// every checkpoint already in storage.
     pub fn restore_from(mut self, metadata: CheckpointMetadata) -> Self {
-        self.restore_from = Some(metadata);
+        self.restore_from = Some((metadata, None));
+        self
+    }
+
+    /// [`StreamEnv::restore_from`] a checkpoint in another storage than the
+    /// job's (a checkpoint directory of another job, a copy): its files are
+    /// read from `storage`, and the job writes its own checkpoints to its own
+    /// storage, none of them referencing a file of `storage`. Only
+    /// [`RestoreMode::NoClaim`] is possible (the job cannot own files of
+    /// another storage): with [`RestoreMode::Claim`] the job does not start.
+    pub fn restore_from_storage(
+        mut self,
+        metadata: CheckpointMetadata,
+        storage: Arc<dyn CheckpointStorage>,
+    ) -> Self {
+        self.restore_from = Some((metadata, Some(storage)));
+        self
+    }
+
+    /// What the job may do with the checkpoint of [`StreamEnv::restore_from`]
+    /// (Flink's `execution.state-recovery.claim-mode`): [`RestoreMode::NoClaim`]
+    /// (the default) never deletes or rewrites it and makes the first
+    /// checkpoint after the restore reference none of its files;
+    /// [`RestoreMode::Claim`] makes it one of the job's retained checkpoints,
+    /// subsumed and deleted like the others.
+    pub fn with_restore_mode(mut self, mode: RestoreMode) -> Self {
+        self.restore_mode = mode;
+        self
+    }
+
+    /// Continues the job where its last run stopped, as Flink's high
+    /// availability does after a crash: restores from the newest intact
+    /// completed checkpoint in the job's storage, passing over damaged ones
+    /// (each logged, naming the file) by the rule of
+    /// [`state_core::select_for_restore`], and starts empty, saying so in the
+    /// log, only when the storage holds no checkpoint. The job does not start
+    /// when every checkpoint is damaged. Excludes [`StreamEnv::restore_from`].
+    pub fn resume(mut self) -> Self {
+        self.resume = true;
         self
     }
 
@@ -193,9 +237,22 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
             }
         }
         crate::restart::validate(&self.config.effective_restart_strategy())?;
-        if let Some(metadata) = &self.restore_from {
-            check_restored_operators(&graph, metadata, self.config.allow_non_restored_state)?;
-        }
+        let start = match (self.restore_from, self.resume) {
+            (Some(_), true) => {
+                return Err(ExecutorError::InvalidJob(
+                    "resume and restore_from exclude each other: resume picks the newest \
+                     intact checkpoint of the job's storage itself"
+                        .into(),
+                ));
+            }
+            (Some((metadata, storage)), false) => StartFrom::Checkpoint {
+                metadata,
+                storage,
+                mode: self.restore_mode,
+            },
+            (None, true) => StartFrom::Resume,
+            (None, false) => StartFrom::Empty,
+        };
         let max_p = graph
             .stages
             .iter()
@@ -225,7 +282,7 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
             config: self.config,
             storage: self.storage,
             clock: self.clock,
-            restore_from: self.restore_from,
+            start,
             snapshot_mode: self.snapshot_mode,
             max_parallelism,
         };
@@ -279,51 +336,4 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
     pub fn execute(self) -> Result<JobResult> {
         self.start()?.wait()
     }
-}
-
-/// Every operator uid with state in `metadata` must be one of the job's,
-/// unless `allow` (Flink's `--allowNonRestoredState`): state the job cannot
-/// place is dropped only when the user said so, with a warning per uid.
-fn check_restored_operators(
-    graph: &JobGraph,
-    metadata: &CheckpointMetadata,
-    allow: bool,
-) -> Result<()> {
-    let unknown: Vec<&OperatorId> = metadata
-        .operators
-        .iter()
-        .filter(|op| {
-            op.subtasks
-                .iter()
-                .any(|s| !s.keyed.is_empty() || s.operator.is_some())
-        })
-        .map(|op| &op.operator_id)
-        .filter(|uid| !graph.operators.iter().any(|(known, _)| known == *uid))
-        .collect();
-    if unknown.is_empty() {
-        return Ok(());
-    }
-    let names = unknown
-        .iter()
-        .map(|uid| format!("{:?}", uid.0))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if allow {
-        for uid in &unknown {
-            tracing::warn!(
-                checkpoint_id = metadata.checkpoint_id.get(),
-                uid = %uid.0,
-                "Skipping the state of operator uid {:?} in checkpoint {}: the job has no such operator (allow_non_restored_state).",
-                uid.0,
-                metadata.checkpoint_id
-            );
-        }
-        return Ok(());
-    }
-    Err(ExecutorError::InvalidJob(format!(
-        "checkpoint {} holds state of operator uid {names}, which this job does not have \
-         (renamed or removed?); start with allow_non_restored_state \
-         (--allow-non-restored-state) to drop that state",
-        metadata.checkpoint_id
-    )))
 }

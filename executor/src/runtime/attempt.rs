@@ -51,7 +51,6 @@ impl Attempt {
         let snapshots = SnapshotThreads::default();
         let shared = AttemptShared {
             clock: spec.clock.clone(),
-            storage: spec.storage.clone(),
             restore,
             max_parallelism: spec.max_parallelism,
             batch_size: spec.config.batch_size.max(1),

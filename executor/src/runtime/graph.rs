@@ -23,6 +23,13 @@ use crate::metrics::MetricsRegistry;
 #[derive(Debug)]
 pub(crate) struct RestoreState {
     pub metadata: CheckpointMetadata,
+    /// Where its files are: the job's storage, or another one (restore mode
+    /// no-claim from another checkpoint directory).
+    pub storage: Arc<dyn CheckpointStorage>,
+    /// Whether the checkpoint is one of the job's retained checkpoints
+    /// (resume, failover, claim mode). When it is not, backends are told to
+    /// reference none of its files in their next checkpoints.
+    pub owned: bool,
 }
 
 impl RestoreState {
@@ -83,6 +90,53 @@ impl RestoreState {
             subtask,
         )?))
     }
+}
+
+/// Every operator uid with state in `metadata` must be one of the job's,
+/// unless `allow` (Flink's `--allowNonRestoredState`): state the job cannot
+/// place is dropped only when the user said so, with a warning per uid.
+pub(crate) fn check_restored_operators(
+    graph: &JobGraph,
+    metadata: &CheckpointMetadata,
+    allow: bool,
+) -> Result<()> {
+    let unknown: Vec<&OperatorId> = metadata
+        .operators
+        .iter()
+        .filter(|op| {
+            op.subtasks
+                .iter()
+                .any(|s| !s.keyed.is_empty() || s.operator.is_some())
+        })
+        .map(|op| &op.operator_id)
+        .filter(|uid| !graph.operators.iter().any(|(known, _)| known == *uid))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let names = unknown
+        .iter()
+        .map(|uid| format!("{:?}", uid.0))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if allow {
+        for uid in &unknown {
+            tracing::warn!(
+                checkpoint_id = metadata.checkpoint_id.get(),
+                uid = %uid.0,
+                "Skipping the state of operator uid {:?} in checkpoint {}: the job has no such operator (allow_non_restored_state).",
+                uid.0,
+                metadata.checkpoint_id
+            );
+        }
+        return Ok(());
+    }
+    Err(ExecutorError::InvalidJob(format!(
+        "checkpoint {} holds state of operator uid {names}, which this job does not have \
+         (renamed or removed?); start with allow_non_restored_state \
+         (--allow-non-restored-state) to drop that state",
+        metadata.checkpoint_id
+    )))
 }
 
 /// Builds a subtask's task.
@@ -213,7 +267,6 @@ impl JobGraph {
 #[derive(Clone)]
 pub(crate) struct AttemptShared {
     pub clock: Arc<dyn Clock>,
-    pub storage: Arc<dyn CheckpointStorage>,
     pub restore: Option<Arc<RestoreState>>,
     pub max_parallelism: MaxParallelism,
     pub batch_size: usize,
@@ -250,12 +303,7 @@ impl TaskEnv {
         uid: &OperatorId,
     ) -> Result<Option<OperatorStateStore>> {
         match &self.shared.restore {
-            Some(r) => r.operator_state(
-                uid,
-                self.parallelism,
-                self.subtask,
-                self.shared.storage.as_ref(),
-            ),
+            Some(r) => r.operator_state(uid, self.parallelism, self.subtask, r.storage.as_ref()),
             None => Ok(None),
         }
     }

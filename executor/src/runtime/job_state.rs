@@ -10,7 +10,8 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, Sender};
 use state_core::CompletedCheckpointStore;
 use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, SnapshotMode,
+    CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, MaxParallelism, RestoreMode,
+    SnapshotMode,
 };
 
 use super::events::{CompletedCheckpointInfo, JobEvent, JobStatus};
@@ -70,9 +71,25 @@ pub(crate) struct JobSpec {
     pub config: JobConfig,
     pub storage: Arc<dyn CheckpointStorage>,
     pub clock: Arc<dyn Clock>,
-    pub restore_from: Option<CheckpointMetadata>,
+    pub start: StartFrom,
     pub snapshot_mode: SnapshotMode,
     pub max_parallelism: MaxParallelism,
+}
+
+/// What state a job starts with.
+pub(crate) enum StartFrom {
+    /// Empty state; refused when the job's storage already holds checkpoints.
+    Empty,
+    /// A checkpoint the user named: in the job's storage (`storage` `None`)
+    /// or in another one.
+    Checkpoint {
+        metadata: CheckpointMetadata,
+        storage: Option<Arc<dyn CheckpointStorage>>,
+        mode: RestoreMode,
+    },
+    /// The newest intact retained checkpoint of the job's storage, or empty
+    /// state when there is none.
+    Resume,
 }
 
 /// How an attempt ended.

@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use state_core::typed::{KeyedState, ValueState, ValueStateDescriptor};
 use state_core::{
-    BackendContext, BackendFactory, CheckpointStorage, Checkpointable, Clock, KeyedStateBackend,
-    SnapshotMode, handles_for_range,
+    BackendContext, BackendFactory, Checkpointable, Clock, KeyedStateBackend, SnapshotMode,
+    handles_for_range,
 };
 use state_core::{Timer, TimerService};
 
@@ -39,7 +39,6 @@ pub(crate) struct KeyedOpSetup<'a, F: BackendFactory> {
     pub factory: &'a F,
     pub info: OpInfo,
     pub clock: Arc<dyn Clock>,
-    pub storage: &'a dyn CheckpointStorage,
     pub restore: Option<&'a RestoreState>,
     pub mode: SnapshotMode,
 }
@@ -65,7 +64,10 @@ impl<B: Checkpointable, P: KeyedProcessFunction<B>> KeyedOp<B, P> {
             let handles = restore.keyed_handles(&info.uid, info.max_parallelism)?;
             let mine = handles_for_range(&handles, context.key_group_range()?);
             if !mine.is_empty() {
-                backend.restore(&mine, setup.storage)?;
+                backend.restore(&mine, restore.storage.as_ref())?;
+                if !restore.owned {
+                    backend.forget_restored_files()?;
+                }
             }
         }
         let mut state = KeyedState::new(backend, setup.clock.clone());

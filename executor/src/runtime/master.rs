@@ -6,13 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use state_core::{CheckpointId, CheckpointMetadata};
-use state_core::{CompletedCheckpointStore, JobTerminalStatus};
+use state_core::CheckpointId;
+use state_core::{CompletedCheckpointStore, JobTerminalStatus, RestoreMode, load_verified};
 
 use super::attempt::Attempt;
 use super::events::{JobEvent, JobResult, JobStatus};
-use super::graph::RestoreState;
-use super::job_state::{AttemptEnd, HandleCommand, JobShared, JobSpec, JobState};
+use super::graph::{RestoreState, check_restored_operators};
+use super::job_state::{AttemptEnd, HandleCommand, JobShared, JobSpec, JobState, StartFrom};
 use crate::config::CheckpointConfig;
 use crate::error::{ExecutorError, Result};
 use crate::restart::{RestartDecision, RestartStrategy};
@@ -21,6 +21,14 @@ use crate::restart::{RestartDecision, RestartStrategy};
 /// time.
 pub(crate) struct Master {
     job: JobState,
+    /// What the first attempt restores.
+    first: Option<Arc<RestoreState>>,
+    /// A checkpoint the job restored from that is not one of its retained
+    /// ones (no-claim mode): the fallback for failover until one completes.
+    unowned: Option<Arc<RestoreState>>,
+    /// Checkpoints whose restore found a damaged or missing file, with what
+    /// is wrong: never restored again.
+    corrupt: BTreeMap<CheckpointId, String>,
 }
 
 impl Master {
@@ -34,23 +42,21 @@ impl Master {
             spec.config.checkpointing.clone().unwrap_or_else(|| {
                 CheckpointConfig::every(Duration::from_secs(u64::from(u32::MAX)))
             });
-        let store = CompletedCheckpointStore::new(
-            spec.storage.clone(),
-            checkpoint_config.retained,
-            checkpoint_config.cleanup,
-        )?;
-        let listed = spec
-            .storage
-            .list_checkpoints()?
-            .last()
-            .map_or(0, |id| id.get());
-        let restored = spec
-            .restore_from
-            .as_ref()
-            .map_or(0, |m| m.checkpoint_id.get());
+        let listed = spec.storage.list_checkpoints()?;
+        let (store, first, corrupt) = open_store(&spec, &checkpoint_config, &listed)?;
+        if let Some(restore) = &first {
+            check_restored_operators(
+                &spec.graph,
+                &restore.metadata,
+                spec.config.allow_non_restored_state,
+            )?;
+        }
+        let newest_listed = listed.last().map_or(0, |id| id.get());
+        let restored = first.as_ref().map_or(0, |r| r.metadata.checkpoint_id.get());
+        let unowned = first.clone().filter(|r| !r.owned);
         Ok(Master {
             job: JobState {
-                next_id: CheckpointId(listed.max(restored) + 1),
+                next_id: CheckpointId(newest_listed.max(restored) + 1),
                 spec,
                 shared,
                 events,
@@ -62,6 +68,9 @@ impl Master {
                 checkpoint_config,
                 reapers: Vec::new(),
             },
+            first,
+            unowned,
+            corrupt,
         })
     }
 
@@ -71,27 +80,21 @@ impl Master {
         let seed = self.job.spec.clock.now_millis();
         let mut strategy = RestartStrategy::new(&strategy_config, seed);
         let mut restarts = 0u32;
-        let mut restore = self.job.spec.restore_from.clone();
-        // Checkpoints whose restore found a damaged or missing file, with
-        // what is wrong: never restored again.
-        let mut corrupt: BTreeMap<CheckpointId, String> = BTreeMap::new();
+        let mut restore = self.first.take();
         let mut failure = None;
         let terminal = loop {
-            if let Some(metadata) = &restore {
+            if let Some(r) = &restore {
                 tracing::info!(
                     job = %self.job.spec.config.job_id,
                     "Restoring job {} from checkpoint {}.",
                     self.job.spec.config.job_id,
-                    metadata.checkpoint_id
+                    r.metadata.checkpoint_id
                 );
                 self.job.emit(JobEvent::Restored {
-                    checkpoint: metadata.checkpoint_id,
+                    checkpoint: r.metadata.checkpoint_id,
                 });
             }
-            let restore_state = restore
-                .clone()
-                .map(|metadata| Arc::new(RestoreState { metadata }));
-            match self.run_attempt(restore_state) {
+            match self.run_attempt(restore.clone()) {
                 AttemptEnd::Finished => break JobStatus::Finished,
                 AttemptEnd::Canceled => break JobStatus::Canceled,
                 AttemptEnd::Failed(err) => {
@@ -103,13 +106,13 @@ impl Master {
                             error = %source,
                             "Checkpoint {checkpoint} cannot be restored and is skipped from now on: {source}"
                         );
-                        corrupt.insert(*checkpoint, source.to_string());
+                        self.corrupt.insert(*checkpoint, source.to_string());
                     }
                     match strategy.on_failure(self.job.spec.clock.now_millis()) {
                         RestartDecision::Restart { delay } => {
                             // A restart needs something to restore (or
                             // never had anything): decide before counting it.
-                            match self.restore_target(&corrupt) {
+                            match self.restore_target() {
                                 Ok(target) => restore = target,
                                 Err(reason) => {
                                     tracing::warn!(job = %self.job.spec.config.job_id, %reason, error = %message, "job failed for good");
@@ -167,48 +170,49 @@ impl Master {
     }
 
     /// The checkpoint a restart restores: the newest retained one, then the
-    /// one the job started from, passing over those found `corrupt`. `None`
-    /// when there was never a checkpoint (the job starts empty again); an
-    /// error naming each damaged checkpoint when all of them are.
-    fn restore_target(
-        &self,
-        corrupt: &BTreeMap<CheckpointId, String>,
-    ) -> std::result::Result<Option<CheckpointMetadata>, String> {
-        let candidates: Vec<&CheckpointMetadata> = self
+    /// unowned one the job started from (no-claim), passing over those found
+    /// corrupt. `None` when there was never a checkpoint (the job starts
+    /// empty again); an error naming each damaged checkpoint when all of
+    /// them are.
+    fn restore_target(&self) -> std::result::Result<Option<Arc<RestoreState>>, String> {
+        let storage = &self.job.spec.storage;
+        let candidates: Vec<Arc<RestoreState>> = self
             .job
             .store
             .retained()
             .iter()
             .rev()
-            .chain(self.job.spec.restore_from.as_ref())
+            .map(|metadata| {
+                Arc::new(RestoreState {
+                    metadata: metadata.clone(),
+                    storage: storage.clone(),
+                    owned: true,
+                })
+            })
+            .chain(self.unowned.clone())
             .collect();
         if let Some(intact) = candidates
             .iter()
-            .find(|m| !corrupt.contains_key(&m.checkpoint_id))
+            .find(|r| !self.corrupt.contains_key(&r.metadata.checkpoint_id))
         {
             if let Some(newest) = candidates.first()
-                && newest.checkpoint_id != intact.checkpoint_id
+                && newest.metadata.checkpoint_id != intact.metadata.checkpoint_id
             {
                 tracing::warn!(
                     job = %self.job.spec.config.job_id,
-                    checkpoint_id = intact.checkpoint_id.get(),
+                    checkpoint_id = intact.metadata.checkpoint_id.get(),
                     "Restoring checkpoint {} instead of the newer damaged ones.",
-                    intact.checkpoint_id
+                    intact.metadata.checkpoint_id
                 );
             }
-            return Ok(Some((*intact).clone()));
+            return Ok(Some(intact.clone()));
         }
         if candidates.is_empty() {
             return Ok(None);
         }
-        let damaged = corrupt
-            .iter()
-            .rev()
-            .map(|(id, why)| format!("checkpoint {id}: {why}"))
-            .collect::<Vec<_>>()
-            .join("; ");
         Err(format!(
-            "no intact checkpoint left to restore from: {damaged}"
+            "no intact checkpoint left to restore from: {}",
+            describe_damaged(&self.corrupt)
         ))
     }
 
@@ -250,5 +254,162 @@ impl Master {
         let end = attempt.drive(&mut self.job);
         attempt.stop(&mut self.job);
         end
+    }
+}
+
+/// `checkpoint 9: <why>; checkpoint 8: <why>`, newest first.
+fn describe_damaged(corrupt: &BTreeMap<CheckpointId, String>) -> String {
+    corrupt
+        .iter()
+        .rev()
+        .map(|(id, why)| format!("checkpoint {id}: {why}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The completed-checkpoint store of a starting job, recovered from what
+/// its storage holds, with what the first attempt restores and the
+/// checkpoints found damaged on the way.
+type OpenedStore = (
+    CompletedCheckpointStore,
+    Option<Arc<RestoreState>>,
+    BTreeMap<CheckpointId, String>,
+);
+
+/// Opens the job's store over its storage (the registry then holds every
+/// retained checkpoint's shared files) per how the job starts.
+fn open_store(
+    spec: &JobSpec,
+    config: &CheckpointConfig,
+    listed: &[CheckpointId],
+) -> Result<OpenedStore> {
+    let job = &spec.config.job_id;
+    let storage = &spec.storage;
+    let recover =
+        || CompletedCheckpointStore::recover(storage.clone(), config.retained, config.cleanup);
+    match &spec.start {
+        StartFrom::Empty => {
+            if !listed.is_empty() {
+                let ids = listed
+                    .iter()
+                    .map(|id| id.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(ExecutorError::InvalidJob(format!(
+                    "{} already holds completed checkpoints of job {job} ({ids}): resume from the \
+                     newest (resume, `--resume`), restore one (restore_from, `--from`), or start \
+                     in another checkpoint directory or under another job id; starting empty \
+                     would delete them",
+                    storage.describe()
+                )));
+            }
+            Ok((recover()?, None, BTreeMap::new()))
+        }
+        StartFrom::Checkpoint {
+            metadata,
+            storage: from,
+            mode,
+        } => {
+            let (store, restore_storage, owned) = match from {
+                None => {
+                    let store = CompletedCheckpointStore::recover_restoring(
+                        storage.clone(),
+                        config.retained,
+                        config.cleanup,
+                        metadata,
+                        *mode,
+                    )?;
+                    (store, storage.clone(), *mode == RestoreMode::Claim)
+                }
+                Some(from) => {
+                    if *mode == RestoreMode::Claim {
+                        return Err(ExecutorError::InvalidJob(format!(
+                            "checkpoint {} is in {}, not in the job's checkpoint storage {}: \
+                             restore mode claim takes over only a checkpoint of the job's own \
+                             storage; restore it in no-claim mode",
+                            metadata.checkpoint_id,
+                            from.describe(),
+                            storage.describe()
+                        )));
+                    }
+                    // What is already in the job's own storage is left alone too.
+                    let store = CompletedCheckpointStore::recover_restoring(
+                        storage.clone(),
+                        config.retained,
+                        config.cleanup,
+                        metadata,
+                        RestoreMode::NoClaim,
+                    )?;
+                    (store, from.clone(), false)
+                }
+            };
+            tracing::info!(
+                job = %job,
+                checkpoint_id = metadata.checkpoint_id.get(),
+                restore_mode = %mode,
+                "Restoring job {job} from checkpoint {} in restore mode {mode}.",
+                metadata.checkpoint_id
+            );
+            let restore = Arc::new(RestoreState {
+                metadata: metadata.clone(),
+                storage: restore_storage,
+                owned,
+            });
+            Ok((store, Some(restore), BTreeMap::new()))
+        }
+        StartFrom::Resume => {
+            let store = recover()?;
+            let mut corrupt = BTreeMap::new();
+            for (id, err) in store.skipped_on_recovery() {
+                corrupt.insert(*id, err.to_string());
+            }
+            let mut chosen = None;
+            for metadata in store.retained().iter().rev() {
+                let id = metadata.checkpoint_id;
+                match load_verified(storage.as_ref(), id) {
+                    Ok(metadata) => {
+                        chosen = Some(metadata);
+                        break;
+                    }
+                    Err(err) => {
+                        tracing::warn!(
+                            job = %job,
+                            checkpoint_id = id.get(),
+                            error = %err,
+                            "Checkpoint {id} is damaged and is passed over: {err}"
+                        );
+                        corrupt.insert(id, err.to_string());
+                    }
+                }
+            }
+            let Some(metadata) = chosen else {
+                if corrupt.is_empty() {
+                    tracing::info!(
+                        job = %job,
+                        "No completed checkpoint of job {job} in {}: starting with empty state.",
+                        storage.describe()
+                    );
+                    return Ok((store, None, corrupt));
+                }
+                return Err(ExecutorError::InvalidJob(format!(
+                    "cannot resume job {job} from {}: no intact checkpoint left to restore from: {}",
+                    storage.describe(),
+                    describe_damaged(&corrupt)
+                )));
+            };
+            tracing::info!(
+                job = %job,
+                checkpoint_id = metadata.checkpoint_id.get(),
+                passed_over = corrupt.len(),
+                "Resuming job {job} from checkpoint {}.",
+                metadata.checkpoint_id
+            );
+            let restore = Arc::new(RestoreState {
+                metadata,
+                storage: storage.clone(),
+                owned: true,
+            });
+            Ok((store, Some(restore), corrupt))
+        }
     }
 }

@@ -459,3 +459,191 @@ fn verify_reports_every_file() {
     let err = verify_checkpoint(storage.as_ref(), CheckpointId(9)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
 }
+
+/// Three completed incremental checkpoints sharing files, written by a run
+/// with `num_retained = 3`: 1 {a, b}, 2 {b, c}, 3 {c, d}.
+fn three_incremental(storage: &Arc<PathStorage>) -> Vec<CheckpointMetadata> {
+    let mut s = store(storage, 3);
+    let ckpts = vec![
+        metadata(1, vec![incremental(storage, 1, &[("a", 1), ("b", 1)])]),
+        metadata(2, vec![incremental(storage, 2, &[("b", 1), ("c", 2)])]),
+        metadata(3, vec![incremental(storage, 3, &[("c", 2), ("d", 3)])]),
+    ];
+    for m in &ckpts {
+        s.complete(m.clone()).unwrap();
+    }
+    ckpts
+}
+
+fn shared_paths(storage: &PathStorage) -> Vec<String> {
+    storage
+        .paths()
+        .into_iter()
+        .filter(|p| p.starts_with("shared/"))
+        .collect()
+}
+
+#[test]
+fn recover_rebuilds_the_registry_with_true_counts() {
+    let storage = Arc::new(PathStorage::default());
+    three_incremental(&storage);
+    let mut s = CompletedCheckpointStore::recover(
+        storage.clone(),
+        3,
+        ExternalizedCheckpointCleanup::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        s.registry().references("shared/c"),
+        [CheckpointId(2), CheckpointId(3)]
+    );
+    // New checkpoints after the restart share `d` with 3: each subsumption
+    // deletes exactly the files no retained checkpoint needs any more.
+    let h4 = incremental(&storage, 4, &[("d", 3), ("e", 4)]);
+    s.complete(metadata(4, vec![h4])).unwrap(); // subsumes 1: `a`
+    assert_eq!(
+        shared_paths(&storage),
+        ["shared/b", "shared/c", "shared/d", "shared/e"]
+    );
+    let h5 = incremental(&storage, 5, &[("e", 4)]);
+    s.complete(metadata(5, vec![h5])).unwrap(); // subsumes 2: `b`
+    assert_eq!(shared_paths(&storage), ["shared/c", "shared/d", "shared/e"]);
+    let h6 = incremental(&storage, 6, &[("e", 4)]);
+    s.complete(metadata(6, vec![h6])).unwrap(); // subsumes 3: `c`; 4 keeps `d`
+    assert_eq!(shared_paths(&storage), ["shared/d", "shared/e"]);
+}
+
+#[test]
+fn no_claim_leaves_every_earlier_checkpoint_alone_through_every_deletion() {
+    let storage = Arc::new(PathStorage::default());
+    let ckpts = three_incremental(&storage);
+    let restored = &ckpts[1]; // checkpoint 2 {b, c}
+    let mut s = CompletedCheckpointStore::recover_restoring(
+        storage.clone(),
+        1,
+        ExternalizedCheckpointCleanup::default(),
+        restored,
+        RestoreMode::NoClaim,
+    )
+    .unwrap();
+    let ids =
+        |ms: &[CheckpointMetadata]| ms.iter().map(|m| m.checkpoint_id.get()).collect::<Vec<_>>();
+    assert_eq!(ids(s.pinned()), [1, 2, 3]);
+    assert!(s.retained().is_empty());
+    // Abort of a checkpoint that (wrongly) lists `c`: `c` stays.
+    let h4 = incremental(&storage, 4, &[("c", 2), ("x", 4)]);
+    s.abort(CheckpointId(4), &[h4]).unwrap();
+    // Subsumption and the FINISHED cleanup take only the new run's own.
+    let h5 = incremental(&storage, 5, &[("y", 5)]);
+    s.complete(metadata(5, vec![h5])).unwrap();
+    let h6 = incremental(&storage, 6, &[("y", 5), ("z", 6)]);
+    assert_eq!(
+        s.complete(metadata(6, vec![h6])).unwrap(),
+        [CheckpointId(5)]
+    );
+    assert_eq!(
+        s.shutdown(JobTerminalStatus::Finished).unwrap(),
+        [CheckpointId(6)]
+    );
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(1), CheckpointId(2), CheckpointId(3)]
+    );
+    for id in 1..=3 {
+        assert!(
+            load_verified(storage.as_ref(), CheckpointId(id)).is_ok(),
+            "checkpoint {id}"
+        );
+    }
+    assert_eq!(
+        shared_paths(&storage),
+        ["shared/a", "shared/b", "shared/c", "shared/d"]
+    );
+}
+
+#[test]
+fn claim_keeps_the_restored_checkpoint_until_a_new_one_subsumes_it() {
+    let storage = Arc::new(PathStorage::default());
+    let ckpts = three_incremental(&storage);
+    let mut s = CompletedCheckpointStore::recover_restoring(
+        storage.clone(),
+        1,
+        ExternalizedCheckpointCleanup::default(),
+        &ckpts[1],
+        RestoreMode::Claim,
+    )
+    .unwrap();
+    assert_eq!(s.retained(), &ckpts[1..2]);
+    assert_eq!(s.pinned().len(), 2);
+    assert_eq!(
+        s.registry().references("shared/c"),
+        [CheckpointId(2), CheckpointId(3)]
+    );
+    // The new run builds on 2's `b` and `c`; when 4 completes, 2 goes and
+    // only what nobody references any more: 2's own exclusive files.
+    let h4 = incremental(&storage, 4, &[("b", 1), ("e", 4)]);
+    assert_eq!(
+        s.complete(metadata(4, vec![h4])).unwrap(),
+        [CheckpointId(2)]
+    );
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(1), CheckpointId(3), CheckpointId(4)]
+    );
+    assert!(!storage.paths().iter().any(|p| p.starts_with("chk-2/")));
+    for id in [1, 3, 4] {
+        assert!(
+            load_verified(storage.as_ref(), CheckpointId(id)).is_ok(),
+            "checkpoint {id}"
+        );
+    }
+    // A claim over a store whose only checkpoint is the claimed one: the
+    // FINISHED cleanup deletes it, as the job owns it.
+    let alone = Arc::new(PathStorage::default());
+    let only = full(&alone, 7);
+    store(&alone, 1).complete(only.clone()).unwrap();
+    let mut s = CompletedCheckpointStore::recover_restoring(
+        alone.clone(),
+        1,
+        ExternalizedCheckpointCleanup::default(),
+        &only,
+        RestoreMode::Claim,
+    )
+    .unwrap();
+    assert_eq!(
+        s.shutdown(JobTerminalStatus::Finished).unwrap(),
+        [CheckpointId(7)]
+    );
+    assert!(alone.paths().is_empty(), "{:?}", alone.paths());
+}
+
+#[test]
+fn claim_refuses_a_checkpoint_of_another_storage() {
+    let storage = Arc::new(PathStorage::default());
+    let elsewhere = Arc::new(PathStorage::default());
+    let ckpts = three_incremental(&elsewhere);
+    let err = CompletedCheckpointStore::recover_restoring(
+        storage.clone(),
+        1,
+        ExternalizedCheckpointCleanup::default(),
+        &ckpts[2],
+        RestoreMode::Claim,
+    )
+    .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    assert!(
+        err.to_string().contains("checkpoint 3 cannot be claimed"),
+        "{err}"
+    );
+    // No claim over another storage touches neither.
+    let s = CompletedCheckpointStore::recover_restoring(
+        storage.clone(),
+        1,
+        ExternalizedCheckpointCleanup::default(),
+        &ckpts[2],
+        RestoreMode::NoClaim,
+    )
+    .unwrap();
+    assert!(s.pinned().is_empty() && s.retained().is_empty());
+    assert_eq!(elsewhere.list_checkpoints().unwrap().len(), 3);
+}
