@@ -153,11 +153,8 @@ where
                 mode: env.shared.snapshot_mode,
             };
             let op = KeyedOp::create(setup, function.clone(), key.clone(), next)?;
-            Ok(Box::new(ExchangeTask {
-                barriers: BarrierHandler::new(env.shared.mode, inputs.len()),
-                inputs,
-                head: Box::new(op),
-            }))
+            let barriers = BarrierHandler::new(env.shared.mode, inputs.len());
+            Ok(Box::new(ExchangeTask::new(inputs, barriers, Box::new(op))))
         });
         DataStream {
             core,

@@ -3,7 +3,7 @@
 
 mod checkpoints;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,7 +37,31 @@ pub(super) struct Attempt {
     coordinator: CheckpointCoordinator<Vec<AckedState>>,
     timestamps: BTreeMap<CheckpointId, u64>,
     commands_open: bool,
+    /// The sources whose input ended (each waits for `TaskCommand::Finish`).
+    ended_sources: BTreeSet<usize>,
+    /// The final checkpoint of a bounded job.
+    final_checkpoint: FinalCheckpoint,
 }
+
+/// Where a job whose sources all ended stands with its final checkpoint
+/// (Flink 1.14+'s checkpoint after the end of data): it is taken after every
+/// record went through, so two-phase-commit sinks commit their last
+/// transactions before the job is FINISHED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FinalCheckpoint {
+    /// Some source still has input: periodic checkpoints go on.
+    NotYet,
+    /// Every input ended; the next try is due at this job time (ms).
+    Wanted { at: u64 },
+    /// This checkpoint is the final one, in flight.
+    InFlight(CheckpointId),
+    /// Completed (or not needed: checkpointing is off); the sources were
+    /// told to end the stream.
+    Done,
+}
+
+/// How long after a failed final checkpoint the next one is tried.
+const FINAL_CHECKPOINT_RETRY_MS: u64 = 100;
 
 static NEXT_ATTEMPT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
@@ -186,6 +210,8 @@ impl Attempt {
             coordinator,
             timestamps: BTreeMap::new(),
             commands_open: true,
+            ended_sources: BTreeSet::new(),
+            final_checkpoint: FinalCheckpoint::NotYet,
         })
     }
 
@@ -196,8 +222,15 @@ impl Attempt {
         loop {
             let now = elapsed_millis(job.started);
             if !any_finished
+                && self.final_checkpoint == FinalCheckpoint::NotYet
                 && let Some(id) = self.coordinator.trigger_due(now)
                 && let Some(e) = self.trigger(job, id)
+            {
+                return self.fail(job, e);
+            }
+            if let FinalCheckpoint::Wanted { at } = self.final_checkpoint
+                && now >= at
+                && let Some(e) = self.trigger_final(job, now)
             {
                 return self.fail(job, e);
             }
@@ -210,6 +243,10 @@ impl Attempt {
                 .coordinator
                 .next_wakeup()
                 .map_or(50, |at| at.saturating_sub(now))
+                .min(match self.final_checkpoint {
+                    FinalCheckpoint::Wanted { at } => at.saturating_sub(now),
+                    _ => 50,
+                })
                 .clamp(1, 50);
             let commands = if self.commands_open {
                 job.commands.clone()
@@ -228,8 +265,14 @@ impl Attempt {
                             match self.coordinator.acknowledge(id, task, states, now) {
                                 AckOutcome::Pending => {}
                                 AckOutcome::Completed(done) => {
-                                    if let Some(e) = self.finalize(job, done.id, done.acks, done.duration) {
+                                    let id = done.id;
+                                    if let Some(e) = self.finalize(job, id, done.acks, done.duration) {
                                         return self.fail(job, e);
+                                    }
+                                    if self.final_checkpoint == FinalCheckpoint::InFlight(id)
+                                        && job.store.latest().is_some_and(|m| m.checkpoint_id == id)
+                                    {
+                                        self.finish_sources(job);
                                     }
                                 }
                                 AckOutcome::Unknown(states) => {
@@ -251,6 +294,21 @@ impl Attempt {
                                 && let Some(e) = self.failed_checkpoint(job, failed) {
                                     return self.fail(job, e);
                                 }
+                        }
+                        TaskReport::InputEnded { task } => {
+                            self.ended_sources.insert(task);
+                            if self.ended_sources.len() == self.sources.len()
+                                && self.final_checkpoint == FinalCheckpoint::NotYet
+                            {
+                                if job.spec.config.checkpointing.is_some() {
+                                    let now = elapsed_millis(job.started);
+                                    if let Some(e) = self.trigger_final(job, now) {
+                                        return self.fail(job, e);
+                                    }
+                                } else {
+                                    self.finish_sources(job);
+                                }
+                            }
                         }
                         TaskReport::Exited { task, result } => {
                             running = running.saturating_sub(1);
@@ -280,7 +338,11 @@ impl Attempt {
                 recv(commands) -> cmd => {
                     match cmd {
                         Ok(HandleCommand::Trigger(reply)) => {
-                            if any_finished {
+                            if self.final_checkpoint != FinalCheckpoint::NotYet {
+                                let _ = reply.send(Err(ExecutorError::InvalidJob(
+                                    "cannot trigger a checkpoint: every input ended and the job is taking its final checkpoint".into(),
+                                )));
+                            } else if any_finished {
                                 let _ = reply.send(Err(ExecutorError::InvalidJob(
                                     "cannot trigger a checkpoint: some tasks already finished".into(),
                                 )));

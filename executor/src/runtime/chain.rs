@@ -95,8 +95,12 @@ pub(crate) enum ChainEvent {
     Tick { now_millis: u64 },
     /// The input has nothing now: flush buffered records.
     Flush,
-    /// The input ended: fire what is left, flush and finish.
+    /// The input ended (Flink's end of data): fire what is left, flush and
+    /// finish. A final checkpoint may still pass through after it.
     End,
+    /// Nothing more comes, not even a barrier: the final checkpoint is done
+    /// (Flink's end of partition). Downstream tasks may exit.
+    EndOfPartition,
 }
 
 /// One step of a chain.
@@ -205,6 +209,7 @@ impl<T: Send> Output<T> for SinkOp<T> {
             ChainEvent::End => self.sink.finish(),
             ChainEvent::Aborted(_)
             | ChainEvent::Subsumed(_)
+            | ChainEvent::EndOfPartition
             | ChainEvent::Tick { .. }
             | ChainEvent::Flush => Ok(()),
         }
@@ -215,7 +220,13 @@ impl<T: Send> Output<T> for SinkOp<T> {
 #[derive(Debug)]
 pub(crate) enum Message<T> {
     Records(Vec<T>),
-    Barrier { id: CheckpointId, timestamp: u64 },
+    Barrier {
+        id: CheckpointId,
+        timestamp: u64,
+    },
+    /// No more records from this channel; barriers still come.
+    EndOfData,
+    /// Nothing more at all from this channel.
     End,
 }
 
@@ -303,7 +314,8 @@ impl<T: Send> Output<T> for ExchangeOut<T> {
                 let (id, timestamp) = (*id, *timestamp);
                 self.broadcast(|| Message::Barrier { id, timestamp })
             }
-            ChainEvent::End => self.broadcast(|| Message::End),
+            ChainEvent::End => self.broadcast(|| Message::EndOfData),
+            ChainEvent::EndOfPartition => self.broadcast(|| Message::End),
             ChainEvent::Flush | ChainEvent::Tick { .. } => self.flush(),
             ChainEvent::Complete(_) | ChainEvent::Aborted(_) | ChainEvent::Subsumed(_) => Ok(()),
         }

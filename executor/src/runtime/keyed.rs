@@ -162,7 +162,7 @@ impl<B: Checkpointable, P: KeyedProcessFunction<B>> Output<P::In> for KeyedOp<B,
                 let fired = self.timers.advance_watermark(&mut self.state, u64::MAX)?;
                 self.fire(fired, TimeDomain::EventTime)?;
             }
-            ChainEvent::Flush => {}
+            ChainEvent::Flush | ChainEvent::EndOfPartition => {}
         }
         self.next.event(event, parts)
     }

@@ -30,6 +30,9 @@ pub(crate) enum TaskCommand {
     Abort(CheckpointId),
     /// Checkpoint `id` was subsumed: no longer retained.
     Subsumed(CheckpointId),
+    /// Sources only, after their input ended: the final checkpoint (if any)
+    /// completed; end the stream so every task can exit.
+    Finish,
 }
 
 /// One operator subtask's part of an acknowledgement.
@@ -55,6 +58,8 @@ pub(crate) enum TaskReport {
         /// Whether it counts towards the tolerable failed checkpoints.
         counted: bool,
     },
+    /// A source's input ended; it waits for [`TaskCommand::Finish`].
+    InputEnded { task: usize },
     /// The task ended: `Ok` when its input ended, else why it stopped.
     Exited { task: usize, result: Result<()> },
 }
@@ -200,6 +205,8 @@ impl<T: Send> SourceTask<T> {
     fn command(&mut self, rt: &TaskRuntime, command: TaskCommand) -> Result<()> {
         let mut parts = Vec::new();
         match command {
+            // Only sent after the input ended, to `wait_for_finish`.
+            TaskCommand::Finish => {}
             TaskCommand::Trigger { id, timestamp } => {
                 self.source.snapshot_state(&mut self.state)?;
                 parts.push(OperatorPart {
@@ -219,6 +226,27 @@ impl<T: Send> SourceTask<T> {
             TaskCommand::Subsumed(id) => self.head.event(&ChainEvent::Subsumed(id), &mut parts)?,
         }
         Ok(())
+    }
+}
+
+impl<T: Send> SourceTask<T> {
+    /// After the input ended: keeps serving checkpoints (the final one
+    /// among them) until the master says [`TaskCommand::Finish`], then ends
+    /// the stream.
+    fn wait_for_finish(&mut self, rt: &TaskRuntime) -> Result<()> {
+        rt.report(TaskReport::InputEnded { task: rt.task });
+        loop {
+            rt.check_cancel()?;
+            match rt.control.recv_timeout(TICK) {
+                Ok(TaskCommand::Finish) => {
+                    let mut parts = Vec::new();
+                    return self.head.event(&ChainEvent::EndOfPartition, &mut parts);
+                }
+                Ok(command) => self.command(rt, command)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(ExecutorError::Canceled),
+            }
+        }
     }
 }
 
@@ -268,7 +296,7 @@ impl<T: Send> Task for SourceTask<T> {
                 }
                 SourcePoll::End => {
                     self.head.event(&ChainEvent::End, &mut parts)?;
-                    return Ok(());
+                    return self.wait_for_finish(rt);
                 }
             }
         }
@@ -280,6 +308,42 @@ pub(crate) struct ExchangeTask<T> {
     pub inputs: Vec<Receiver<Message<T>>>,
     pub barriers: BarrierHandler,
     pub head: Box<dyn Output<T>>,
+    /// Channels that sent [`Message::EndOfData`] (or [`Message::End`]).
+    pub data_ended: Vec<bool>,
+    /// Whether [`ChainEvent::End`] went down the chain.
+    pub end_signalled: bool,
+}
+
+impl<T: Send> ExchangeTask<T> {
+    /// A task reading `inputs`, aligning with `barriers`, into `head`.
+    pub(crate) fn new(
+        inputs: Vec<Receiver<Message<T>>>,
+        barriers: BarrierHandler,
+        head: Box<dyn Output<T>>,
+    ) -> Self {
+        let data_ended = vec![false; inputs.len()];
+        ExchangeTask {
+            inputs,
+            barriers,
+            head,
+            data_ended,
+            end_signalled: false,
+        }
+    }
+
+    /// Channel `channel` sent its last record: once every channel did, the
+    /// chain's input ended.
+    fn end_of_data(&mut self, channel: usize) -> Result<()> {
+        if let Some(ended) = self.data_ended.get_mut(channel) {
+            *ended = true;
+        }
+        if !self.end_signalled && self.data_ended.iter().all(|&e| e) {
+            self.end_signalled = true;
+            let mut parts = Vec::new();
+            self.head.event(&ChainEvent::End, &mut parts)?;
+        }
+        Ok(())
+    }
 }
 
 impl<T: Send> ExchangeTask<T> {
@@ -311,7 +375,7 @@ impl<T: Send> ExchangeTask<T> {
     fn command(&mut self, rt: &TaskRuntime, command: TaskCommand) -> Result<()> {
         let mut parts = Vec::new();
         match command {
-            TaskCommand::Trigger { .. } => Ok(()),
+            TaskCommand::Trigger { .. } | TaskCommand::Finish => Ok(()),
             TaskCommand::Complete(id) => self.head.event(&ChainEvent::Complete(id), &mut parts),
             TaskCommand::Subsumed(id) => self.head.event(&ChainEvent::Subsumed(id), &mut parts),
             TaskCommand::Abort(id) => {
@@ -375,11 +439,19 @@ impl<T: Send> Task for ExchangeTask<T> {
                     let action = self.barriers.on_barrier(channel, id);
                     self.act(rt, action, timestamp)?;
                 }
+                Message::EndOfData => self.end_of_data(channel)?,
                 Message::End => {
+                    self.end_of_data(channel)?;
                     let action = self.barriers.on_end_of_input(channel);
                     self.act(rt, action, rt.clock.now_millis())?;
                     if self.barriers.all_ended() {
-                        self.head.event(&ChainEvent::End, &mut parts)?;
+                        // Notifications sent before the stream ended (the
+                        // final checkpoint's completion: sinks commit) are
+                        // handled before the task exits.
+                        while let Ok(command) = rt.control.try_recv() {
+                            self.command(rt, command)?;
+                        }
+                        self.head.event(&ChainEvent::EndOfPartition, &mut parts)?;
                         return Ok(());
                     }
                 }

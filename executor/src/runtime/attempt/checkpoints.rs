@@ -6,7 +6,7 @@ use std::time::Duration;
 use state_core::OperatorSnapshot;
 use state_core::{CheckpointId, CheckpointMetadata, KeyedStateHandle, OperatorId, SnapshotKind};
 
-use super::Attempt;
+use super::{Attempt, FINAL_CHECKPOINT_RETRY_MS, FinalCheckpoint};
 use crate::error::ExecutorError;
 use crate::runtime::coordinator::FailedCheckpoint;
 use crate::runtime::events::{CompletedCheckpointInfo, JobEvent};
@@ -55,6 +55,32 @@ impl Attempt {
         None
     }
 
+    /// Every input ended: triggers the final checkpoint now.
+    pub(super) fn trigger_final(&mut self, job: &mut JobState, now: u64) -> Option<ExecutorError> {
+        let id = self.coordinator.trigger_now(now);
+        tracing::info!(
+            job = %job.spec.config.job_id,
+            checkpoint_id = id.get(),
+            "Every input of job {} ended: taking the final checkpoint {id}.",
+            job.spec.config.job_id
+        );
+        self.final_checkpoint = FinalCheckpoint::InFlight(id);
+        self.trigger(job, id)
+    }
+
+    /// Tells the sources to end the stream: the final checkpoint completed
+    /// (and its completion was sent to every task before this), or the job
+    /// takes no checkpoints.
+    pub(super) fn finish_sources(&mut self, job: &JobState) {
+        tracing::debug!(job = %job.spec.config.job_id, "ending the streams");
+        self.final_checkpoint = FinalCheckpoint::Done;
+        for &s in &self.sources {
+            if let Some((_, _, tx)) = self.tasks.get(s) {
+                let _ = tx.send(TaskCommand::Finish);
+            }
+        }
+    }
+
     /// Discards a failed checkpoint; returns the error that fails the job
     /// when too many failed in a row.
     pub(super) fn failed_checkpoint(
@@ -75,6 +101,10 @@ impl Attempt {
             tracing::warn!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} failed: {reason}", job.spec.config.job_id);
         }
         self.timestamps.remove(&id);
+        if self.final_checkpoint == FinalCheckpoint::InFlight(id) {
+            let at = elapsed_millis(job.started) + FINAL_CHECKPOINT_RETRY_MS;
+            self.final_checkpoint = FinalCheckpoint::Wanted { at };
+        }
         let handles: Vec<KeyedStateHandle> = acks
             .iter()
             .flatten()
