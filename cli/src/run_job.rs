@@ -382,9 +382,12 @@ impl BackendVisitor for WordCountJob {
             env = env.resume();
         }
         match self.output {
-            Some(dir) => {
-                wordcount::build(&env, self.source, self.filter_poison, FileSink::new(dir))
-            }
+            Some(dir) => wordcount::build(
+                &env,
+                self.source,
+                self.filter_poison,
+                FileSink::exactly_once(dir),
+            ),
             None => wordcount::build(&env, self.source, self.filter_poison, PrintSink::stdout()),
         }
         let job = env.start()?;

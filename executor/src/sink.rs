@@ -1,13 +1,15 @@
 //! Sinks: where a job's results leave it. This module holds the [`Sink`]
-//! contract; each ready-made sink is in its own module:
+//! contract the runtime drives; [`committing`] holds the two-phase-commit
+//! model (Flink's Sink V2) that exactly-once sinks are written in. Each
+//! ready-made sink is in its own module, with its guarantee:
 //!
-//! - [`print::PrintSink`]: one line per record on stdout (Flink's `print()`);
-//! - [`file::FileSink`]: one line per record in a part file per subtask;
-//! - [`collect::CollectSink`]: every record in a shared vector, for tests and demos.
-//!
-//! None of them takes part in two-phase commit: what they wrote between the
-//! last completed checkpoint and a failure is written again after the
-//! restart (at-least-once output).
+//! - [`print::PrintSink`]: one line per record on stdout (Flink's
+//!   `print()`); at-least-once: what it printed between the last completed
+//!   checkpoint and a failure is printed again after the restart.
+//! - [`file::FileSink`]: part files committed by atomic rename at each
+//!   completed checkpoint (Flink's `FileSink`); exactly-once.
+//! - [`collect::CollectSink`]: every record in a shared vector, for tests
+//!   and demos; at-least-once.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -17,6 +19,7 @@ use state_core::OperatorStateStore;
 use crate::error::Result;
 
 pub mod collect;
+pub mod committing;
 pub mod file;
 pub mod print;
 
@@ -29,11 +32,47 @@ fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Where a sink subtask runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SinkContext {
     /// This subtask's index.
     pub subtask: u32,
     /// The sink's parallelism.
     pub parallelism: u32,
+    /// Whether the job takes checkpoints (and a final one at the end of a
+    /// bounded input); without, a two-phase-commit sink commits at the end
+    /// of the input.
+    pub checkpointing: bool,
+    /// The checkpoint this attempt restored from, `None` on a fresh start.
+    pub restored: Option<CheckpointId>,
+}
+
+impl SinkContext {
+    /// Subtask `subtask` of `parallelism` of a job that takes checkpoints,
+    /// starting fresh; see the fields for the rest.
+    pub fn new(subtask: u32, parallelism: u32) -> Self {
+        SinkContext {
+            subtask,
+            parallelism,
+            checkpointing: true,
+            restored: None,
+        }
+    }
+
+    /// The same subtask after a restore from `checkpoint`.
+    pub fn restored_from(self, checkpoint: Option<CheckpointId>) -> Self {
+        SinkContext {
+            restored: checkpoint,
+            ..self
+        }
+    }
+
+    /// The same subtask in a job with (`true`) or without checkpoints.
+    pub fn with_checkpointing(self, checkpointing: bool) -> Self {
+        SinkContext {
+            checkpointing,
+            ..self
+        }
+    }
 }
 
 /// One subtask's writer (Flink's `SinkFunction` / `SinkWriter`), called from

@@ -52,10 +52,14 @@ impl<T: Send + 'static, F: BackendFactory + 'static> DataStream<T, F> {
         let prev = self.partial;
         let make: MakeTask = Arc::new(move |env| {
             let info = env.op_info(&id);
-            let context = SinkContext {
-                subtask: env.subtask,
-                parallelism: env.parallelism,
-            };
+            let context = SinkContext::new(env.subtask, env.parallelism)
+                .with_checkpointing(env.shared.checkpointing)
+                .restored_from(
+                    env.shared
+                        .restore
+                        .as_ref()
+                        .map(|r| r.metadata.checkpoint_id),
+                );
             let mut sink = factory.create(context)?;
             let restored = env.restored_operator_state(&id)?;
             sink.open(context, restored.as_ref())?;

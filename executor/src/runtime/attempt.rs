@@ -75,6 +75,7 @@ impl Attempt {
         let snapshots = SnapshotThreads::default();
         let shared = AttemptShared {
             clock: spec.clock.clone(),
+            checkpointing: spec.config.checkpointing.is_some(),
             restore,
             max_parallelism: spec.max_parallelism,
             batch_size: spec.config.batch_size.max(1),

@@ -267,6 +267,8 @@ impl JobGraph {
 #[derive(Clone)]
 pub(crate) struct AttemptShared {
     pub clock: Arc<dyn Clock>,
+    /// Whether the job takes checkpoints.
+    pub checkpointing: bool,
     pub restore: Option<Arc<RestoreState>>,
     pub max_parallelism: MaxParallelism,
     pub batch_size: usize,

@@ -109,10 +109,7 @@ mod tests {
     use super::*;
 
     fn ctx(subtask: u32, parallelism: u32) -> SinkContext {
-        SinkContext {
-            subtask,
-            parallelism,
-        }
+        SinkContext::new(subtask, parallelism)
     }
 
     #[test]
