@@ -48,6 +48,7 @@ mod job_dir;
 mod list;
 mod log_cmd;
 mod run_job;
+mod sink_arg;
 mod verify;
 mod wordcount;
 

@@ -47,6 +47,7 @@ use backend_fs::{FsCheckpointStorage, JobLock, LockOwner};
 use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
 use executor::sink::file::FileSink;
 use executor::sink::print::PrintSink;
+use executor::sink::write_ahead::WriteAheadSink;
 use executor::{JobResult, JobStatus, StreamEnv};
 use state_core::METADATA_FILE_NAME;
 use state_core::load_verified;
@@ -57,6 +58,7 @@ use state_core::{
 
 use crate::backend::{self, BackendVisitor};
 use crate::job_args::{DEFAULT_JOB_ID, JobArgs, RestoreModeArg};
+use crate::sink_arg::SinkSpec;
 use crate::wordcount;
 
 /// `cairn run` subcommands: the bundled jobs.
@@ -87,9 +89,15 @@ pub(crate) struct WordCountArgs {
     /// until the process is interrupted)
     #[arg(long)]
     bounded: bool,
-    /// Append the output to part files in this directory instead of stdout
-    #[arg(long, value_name = "DIR")]
+    /// Write the output to exactly-once part files in this directory instead
+    /// of stdout (the same as --sink file:<DIR>)
+    #[arg(long, value_name = "DIR", conflicts_with = "sink")]
     output: Option<PathBuf>,
+    /// Where the output goes: print (stdout, at-least-once; the default),
+    /// file:<dir> (part files committed at each checkpoint: exactly-once),
+    /// wal:<file> (held in the checkpoint, appended once it completed)
+    #[arg(long, value_name = "SINK")]
+    sink: Option<SinkSpec>,
     /// Drop records holding the poison word ERROR (how the demo's job is
     /// fixed before it is resumed from its retained checkpoint)
     #[arg(long)]
@@ -176,7 +184,11 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
             start: StartPosition::Earliest,
         }),
         filter_poison: args.filter_poison,
-        output: args.output.clone(),
+        sink: match (&args.output, &args.sink) {
+            (Some(dir), _) => SinkSpec::File(dir.clone()),
+            (None, Some(spec)) => spec.clone(),
+            (None, None) => SinkSpec::Print,
+        },
         restore: restore.map(|r| r.metadata),
         restore_storage: placement.restore_storage,
         restore_mode: args.job.restore_mode.unwrap_or_default().into(),
@@ -349,7 +361,7 @@ struct WordCountJob {
     config: executor::JobConfig,
     source: LogSource,
     filter_poison: bool,
-    output: Option<PathBuf>,
+    sink: SinkSpec,
     restore: Option<CheckpointMetadata>,
     restore_storage: Option<Arc<dyn CheckpointStorage>>,
     restore_mode: RestoreMode,
@@ -381,14 +393,15 @@ impl BackendVisitor for WordCountJob {
         if self.resume {
             env = env.resume();
         }
-        match self.output {
-            Some(dir) => wordcount::build(
-                &env,
-                self.source,
-                self.filter_poison,
-                FileSink::exactly_once(dir),
-            ),
-            None => wordcount::build(&env, self.source, self.filter_poison, PrintSink::stdout()),
+        let (source, filter) = (self.source, self.filter_poison);
+        match self.sink {
+            SinkSpec::Print => wordcount::build(&env, source, filter, PrintSink::stdout()),
+            SinkSpec::File(dir) => {
+                wordcount::build(&env, source, filter, FileSink::exactly_once(dir));
+            }
+            SinkSpec::WriteAhead(file) => {
+                wordcount::build(&env, source, filter, WriteAheadSink::to_file(file));
+            }
         }
         let job = env.start()?;
         // Ctrl-C cancels the job (Flink's `flink cancel`): it ends CANCELED and

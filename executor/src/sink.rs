@@ -8,6 +8,9 @@
 //!   checkpoint and a failure is printed again after the restart.
 //! - [`file::FileSink`]: part files committed by atomic rename at each
 //!   completed checkpoint (Flink's `FileSink`); exactly-once.
+//! - [`write_ahead::WriteAheadSink`]: records held in the checkpoint until
+//!   it completes, then appended to a file (Flink's `GenericWriteAheadSink`);
+//!   exactly-once except for one documented window.
 //! - [`collect::CollectSink`]: every record in a shared vector, for tests
 //!   and demos; at-least-once.
 
@@ -22,6 +25,7 @@ pub mod collect;
 pub mod committing;
 pub mod file;
 pub mod print;
+pub mod write_ahead;
 
 /// Locks a mutex shared by the subtasks of a sink. A panic in another
 /// subtask while it held the lock leaves the data usable (lines or records
