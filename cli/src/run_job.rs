@@ -23,9 +23,10 @@
 //! orphans (`chk-<n>` directories without `_metadata` left by a run that was
 //! killed while writing a checkpoint, unreferenced uploads) and what dead
 //! rocks instances left in the local directory are removed (`sweep.rs`), so
-//! no new checkpoint is written into stale files. Checkpoint handles name files relative to their job
-//! directory, so `--checkpoint-dir` (with the job id) must name the restored
-//! checkpoint's own job directory; another one is refused.
+//! no new checkpoint is written into stale files. Checkpoint handles name
+//! files relative to their job directory, so `--checkpoint-dir` (with the
+//! job id) must name the restored checkpoint's own job directory; another
+//! one is refused.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
