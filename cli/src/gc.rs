@@ -113,12 +113,18 @@ fn print(gc: &Gc, out: &mut dyn Write) -> anyhow::Result<()> {
         )?;
     }
     let size = human::size(gc.bytes);
-    match (gc.deleted, gc.orphans.len()) {
+    let n = gc.orphans.len();
+    let plural = if n == 1 { "" } else { "s" };
+    match (gc.deleted, n) {
         (_, 0) => writeln!(out, "no orphans in {}", gc.job_dir)?,
-        (true, n) => writeln!(out, "removed {n} orphans ({size}) from {}", gc.job_dir)?,
+        (true, n) => writeln!(
+            out,
+            "removed {n} orphan{plural} ({size}) from {}",
+            gc.job_dir
+        )?,
         (false, n) => writeln!(
             out,
-            "{n} orphans ({size}) in {}; dry run: pass --delete to remove",
+            "{n} orphan{plural} ({size}) in {}; dry run: pass --delete to remove",
             gc.job_dir
         )?,
     }

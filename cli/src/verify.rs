@@ -309,18 +309,19 @@ fn print(report: &Verification, out: &mut dyn Write) -> anyhow::Result<()> {
              progress may show as orphans"
         )?;
     }
-    let orphans = if report.orphans.is_empty() {
-        String::new()
-    } else {
+    if !report.orphans.is_empty() {
         let bytes: u64 = report.orphans.iter().map(|o| o.bytes).sum();
-        format!(
-            "; {} orphans ({bytes} bytes, not referenced by any checkpoint: `cairn checkpoints gc` removes them)",
-            report.orphans.len()
-        )
-    };
+        let n = report.orphans.len();
+        writeln!(
+            out,
+            "{n} orphan{} ({bytes} bytes) not referenced by any checkpoint: \
+             `cairn checkpoints gc` removes them",
+            if n == 1 { "" } else { "s" }
+        )?;
+    }
     writeln!(
         out,
-        "{} checkpoints, {} files verified, {} corrupt{orphans}",
+        "{} checkpoints, {} files verified, {} corrupt",
         report.checkpoints_verified, report.files_verified, report.corrupt_files
     )?;
     Ok(())

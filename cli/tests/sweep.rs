@@ -48,7 +48,14 @@ fn verify_lists_orphans_without_failing() {
     );
     assert!(text.contains("  ORPHAN   chk-9/torn  (4 bytes)"), "{text}");
     assert!(text.contains("  ORPHAN   chk-9/  (0 bytes)"), "{text}");
-    assert!(text.contains("; 3 orphans (13 bytes"), "{text}");
+    assert!(
+        text.contains("\n3 orphans (13 bytes) not referenced by any checkpoint"),
+        "{text}"
+    );
+    assert_eq!(
+        text.lines().last().unwrap(),
+        "2 checkpoints, 8 files verified, 0 corrupt"
+    );
     assert!(!text.contains("a job is running"), "{text}");
 
     let out = cairn(&["checkpoints", "verify", p(&job), "--json"]);
