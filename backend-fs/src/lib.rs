@@ -16,6 +16,12 @@
 //! its `_metadata` does. Restores read large state files through memory maps
 //! ([`MappedFs`]).
 //!
+//! Files that no completed checkpoint references (torn `chk-<n>`
+//! directories, uploads in `shared/` whose checkpoint never completed) are
+//! found by [`find_orphans`] and removed by [`sweep_orphans`], which needs
+//! the job directory's [`JobLock`]: files of a running checkpoint look
+//! orphaned, so sweep before the job starts.
+//!
 //! Backends write their snapshots here through the
 //! [`state_core::CheckpointStorage`] trait; retention, the shared-state
 //! registry and the choice of checkpoint to restore are state-core's
@@ -86,12 +92,14 @@ mod locate;
 mod lock;
 #[allow(unsafe_code)]
 mod mmap;
+mod orphans;
 mod output;
 mod storage;
 
 pub use locate::looks_like_job_dir;
-pub use lock::{JobLock, LOCK_FILE_NAME, LockOwner};
+pub use lock::{JobLock, LOCK_FILE_NAME, LockOwner, LockState};
 pub use mmap::{MAP_THRESHOLD, MappedFs};
+pub use orphans::{Orphan, OrphanKind, OrphanReport, find_orphans, sweep_orphans};
 pub use output::FsOutput;
 pub use storage::{
     DEFAULT_WRITE_BUFFER_SIZE, FsCheckpointStorage, FsStorageOptions, MAX_WRITE_BUFFER_SIZE,

@@ -81,6 +81,15 @@ impl std::fmt::Display for LockOwner {
     }
 }
 
+/// Whether a job directory's lock is held, as [`JobLock::probe`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockState {
+    /// No live process holds the lock (or there is no lock file).
+    Free,
+    /// A live process holds it; the owner its lock file names, if readable.
+    Held(Option<LockOwner>),
+}
+
 /// The exclusive lock on one job directory, held until dropped.
 #[derive(Debug)]
 pub struct JobLock {
@@ -130,6 +139,27 @@ impl JobLock {
         }
         write_owner(&mut file, &path, Some(owner))?;
         Ok(JobLock { file, path, stale })
+    }
+
+    /// Whether a live process holds the lock of `job_dir`, without taking
+    /// it and without creating anything: a shared lock is tried and released
+    /// at once. A `cairn run` starting in that instant is refused as if the
+    /// directory were in use, so probe for reports, not in a loop.
+    ///
+    /// Errors: [`StateError::Io`] on the lock file.
+    pub fn probe(job_dir: &Path) -> Result<LockState> {
+        let path = job_dir.join(LOCK_FILE_NAME);
+        let mut file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LockState::Free),
+            Err(e) => return Err(StateError::io(&path, e)),
+        };
+        match file.try_lock_shared() {
+            // Dropping the file releases the shared lock.
+            Ok(()) => Ok(LockState::Free),
+            Err(TryLockError::WouldBlock) => Ok(LockState::Held(read_owner(&mut file, &path)?)),
+            Err(TryLockError::Error(e)) => Err(StateError::io(&path, e)),
+        }
     }
 
     /// The previous owner, when it ended without releasing the lock.
@@ -212,6 +242,23 @@ mod tests {
             second.taken_over_from().is_none(),
             "a clean release is not stale"
         );
+    }
+
+    #[test]
+    fn probe_names_a_live_owner_and_leaves_a_free_lock_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job");
+        assert_eq!(JobLock::probe(&job).unwrap(), LockState::Free);
+        assert!(!job.exists(), "the probe created the job directory");
+        let held = JobLock::acquire(&job, &owner(5)).unwrap();
+        assert_eq!(
+            JobLock::probe(&job).unwrap(),
+            LockState::Held(Some(owner(5)))
+        );
+        drop(held);
+        assert_eq!(JobLock::probe(&job).unwrap(), LockState::Free);
+        // The probe released its shared lock: the job directory can be taken.
+        let _again = JobLock::acquire(&job, &owner(6)).unwrap();
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::cell::RefCell;
 use std::fmt;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +53,10 @@ pub struct RocksBackend {
     pub(crate) uploads: Arc<Mutex<UploadTracker>>,
     /// Local directories of other instances whose checkpoint copies this
     /// instance restored from and now prunes as checkpoints are subsumed.
-    pub(crate) adopted_local: Vec<PathBuf>,
+    pub(crate) adopted_local: Vec<Adopted>,
+    /// The OS lock on `<instance_dir>/_lock`, held for the instance's life:
+    /// how a sweep of the local directory tells it is alive.
+    _instance_lock: File,
     pub(crate) last_restore: Option<RestoreStats>,
     /// Write-back cache of value-layout entries (see [`crate::value_cache`]).
     pub(crate) cache: RefCell<ValueCache>,
@@ -67,6 +71,22 @@ impl fmt::Debug for RocksBackend {
             .field("backend_id", &self.backend_id)
             .field("states", &self.states.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Another (dead) instance's directory whose local copies a backend
+/// restored from, with that directory's lock while the backend could take it.
+#[derive(Debug)]
+pub(crate) struct Adopted {
+    pub(crate) dir: PathBuf,
+    _lock: Option<File>,
+}
+
+impl Adopted {
+    /// Adopts `dir`, taking its lock when no live instance holds it.
+    pub(crate) fn new(dir: PathBuf) -> Self {
+        let lock = crate::local_dir::try_adopt(&dir);
+        Adopted { dir, _lock: lock }
     }
 }
 
@@ -97,7 +117,7 @@ impl RocksBackend {
             std::process::id(),
         );
         let instance_dir = options.local_dir.join(&backend_id);
-        std::fs::create_dir_all(&instance_dir).map_err(|e| StateError::io(&instance_dir, e))?;
+        let instance_lock = crate::local_dir::lock_instance_dir(&instance_dir)?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         let cache = RefCell::new(ValueCache::new(
@@ -122,6 +142,7 @@ impl RocksBackend {
             operand: Vec::new(),
             uploads: Arc::new(Mutex::new(UploadTracker::default())),
             adopted_local: Vec::new(),
+            _instance_lock: instance_lock,
             last_restore: None,
             cache,
         };
@@ -379,12 +400,20 @@ impl Drop for RocksBackend {
     fn drop(&mut self) {
         drop(self.db.take());
         // The working databases go; local checkpoint copies stay for a
-        // restore after a failure when local recovery is on.
+        // restore after a failure when local recovery is on (and the
+        // directory with its released lock, so a sweep can tell it is dead).
         let result = if self.options.local_recovery {
             (1..=self.db_generation)
                 .map(|n| self.db_dir(n))
                 .filter(|p| p.exists())
                 .try_for_each(std::fs::remove_dir_all)
+                .and_then(|()| {
+                    if crate::local_dir::holds_only_its_lock(&self.instance_dir) {
+                        std::fs::remove_dir_all(&self.instance_dir)
+                    } else {
+                        Ok(())
+                    }
+                })
         } else {
             std::fs::remove_dir_all(&self.instance_dir)
         };

@@ -48,6 +48,13 @@
 //!   process already checksummed and that are unchanged since (device, inode,
 //!   length, mtime) are trusted without reading them again; the rest are
 //!   checked on up to four threads (see the `verified` module notes).
+//! - **Local directory.** Each backend instance works in
+//!   `<local_dir>/<backend_id>/` (`db-<gen>` working databases, `chk-<n>`
+//!   local copies) and holds an OS lock on its `_lock` file
+//!   ([`INSTANCE_LOCK_FILE`]) for its whole life, so the directory of a
+//!   killed process is recognised as dead: [`sweep_local_dir`] (or
+//!   [`RocksBackendFactory::sweep_dead_instances`]) removes it, keeping the
+//!   local copies of checkpoints that are still retained.
 //! - **Rescaling.** The incremental handle overlapping the new range most is
 //!   the base (clipped with `delete_range`); the other handles' key groups are
 //!   copied in.
@@ -108,6 +115,7 @@ mod backend;
 mod db;
 mod key_codec;
 mod local_copy;
+mod local_dir;
 mod meta;
 mod options;
 mod restore;
@@ -121,11 +129,12 @@ mod verified;
 use std::path::Path;
 use std::sync::Arc;
 
-use state_core::{BackendContext, BackendFactory, Result, StateError};
+use state_core::{BackendContext, BackendFactory, CheckpointId, Result, StateError};
 #[cfg(doc)]
 use state_core::{Checkpointable, KeyedStateHandle, SnapshotMode, StateScope};
 
 pub use backend::RocksBackend;
+pub use local_dir::{INSTANCE_LOCK_FILE, LocalSweep, sweep_local_dir};
 pub use options::{Compression, PredefinedProfile, RocksBackendOptions};
 /// The `rocksdb` crate this backend links, for baselines and tools that
 /// need raw RocksDB next to the backend (one native build for both).
@@ -210,6 +219,13 @@ impl RocksBackendFactory {
     /// The options backends are created with.
     pub fn options(&self) -> &RocksBackendOptions {
         &self.options
+    }
+
+    /// Removes the directories of dead backend instances under this
+    /// factory's local directory, keeping the local copies of the `retained`
+    /// checkpoints ([`sweep_local_dir`]). Call it before creating backends.
+    pub fn sweep_dead_instances(&self, retained: &[CheckpointId]) -> Result<LocalSweep> {
+        sweep_local_dir(&self.options.local_dir, retained)
     }
 }
 

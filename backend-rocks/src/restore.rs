@@ -149,10 +149,11 @@ impl RocksBackend {
             let bytes = std::fs::read(&meta_path).map_err(|e| StateError::io(&meta_path, e))?;
             tracing::info!(checkpoint_id = h.checkpoint_id.get(), dir = %local.display(), "restoring from the local copy");
             if let Some(parent) = local.parent()
-                && !self.adopted_local.iter().any(|p| p == parent)
+                && !self.adopted_local.iter().any(|a| a.dir == parent)
                 && parent != self.instance_dir
             {
-                self.adopted_local.push(parent.to_path_buf());
+                self.adopted_local
+                    .push(crate::backend::Adopted::new(parent.to_path_buf()));
             }
             return RocksMeta::decode(&bytes, &what);
         }
@@ -232,7 +233,7 @@ impl RocksBackend {
         storage: &dyn CheckpointStorage,
         stats: &mut RestoreStats,
     ) -> Result<()> {
-        let tmp = self.instance_dir.join("restore-import");
+        let tmp = self.instance_dir.join(crate::local_dir::RESTORE_IMPORT_DIR);
         let meta = self.materialize(h, &tmp, storage, stats)?;
         let what = h.meta.describe();
         self.check_max_parallelism(meta.max_parallelism, &what)?;

@@ -371,11 +371,11 @@ impl RocksBackend {
     /// the instances it restored from.
     fn remove_local_copies(&mut self, id: CheckpointId) {
         remove_dir_logged(&self.instance_dir.join(id.dir_name()));
-        self.adopted_local.retain(|dir| {
+        self.adopted_local.retain(|adopted| {
+            let dir = &adopted.dir;
             remove_dir_logged(&dir.join(id.dir_name()));
-            let empty = std::fs::read_dir(dir)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(true);
+            // Its last copy gone, the dead instance's directory goes with its lock file.
+            let empty = crate::local_dir::holds_only_its_lock(dir);
             if empty {
                 remove_dir_logged(dir);
             }

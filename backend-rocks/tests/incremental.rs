@@ -451,3 +451,81 @@ fn failed_upload_leaves_no_checkpoint_and_no_files() {
     assert_eq!(get(&r, rv, 7).as_deref(), Some("three-7"));
     assert_eq!(get(&r, rv, 8).as_deref(), Some("two-8"));
 }
+
+/// The instance names of the local directory's entries.
+fn local_entries(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[test]
+fn dead_instances_are_swept_but_for_retained_copies_and_an_adopter_protects_its_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("local");
+    let f = factory(&local, true);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let mut store =
+        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default())
+            .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut a = create(&f, 0, 1, &clock);
+    let v = value_state(&mut a);
+    let mut newest = None;
+    for id in 1..=3u64 {
+        put(&mut a, v, id as u32, &format!("v{id}"));
+        let h = checkpoint(&mut a, storage.as_ref(), id).unwrap();
+        complete(&mut a, &mut store, &h);
+        newest = Some(h);
+    }
+    // Checkpoint 4 never completes: its local copy is left over.
+    put(&mut a, v, 4, "v4");
+    checkpoint(&mut a, storage.as_ref(), 4).unwrap();
+    let a_dir = a.instance_dir().to_path_buf();
+    let swept = f.sweep_dead_instances(&[]).unwrap();
+    assert_eq!(swept.live, vec![a_dir.clone()], "a live instance was swept");
+    assert!(swept.removed.is_empty());
+
+    // Dropped (as a killed process would leave it, its lock free): dead.
+    drop(a);
+    let left = local_entries(&a_dir);
+    assert_eq!(
+        left,
+        ["_lock", "chk-2", "chk-3", "chk-4"]
+            .map(String::from)
+            .into()
+    );
+    let retained = [CheckpointId(2), CheckpointId(3)];
+    let swept = f.sweep_dead_instances(&retained).unwrap();
+    assert_eq!(swept.removed, [a_dir.join("chk-4")]);
+    assert_eq!(swept.kept, [a_dir.join("chk-2"), a_dir.join("chk-3")]);
+
+    // A backend restoring from the dead instance's copy adopts (locks) its directory.
+    let (r, rv) = restored(&f, &clock, newest.as_ref().unwrap(), storage.as_ref());
+    assert_eq!(
+        r.last_restore_stats().unwrap().source(),
+        RestoreSource::LocalCopy
+    );
+    assert_eq!(get(&r, rv, 3).as_deref(), Some("v3"));
+    let swept = f.sweep_dead_instances(&[]).unwrap();
+    assert_eq!(
+        swept.live,
+        [a_dir.clone(), r.instance_dir().to_path_buf()]
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert!(swept.removed.is_empty(), "{swept:?}");
+    // Without local copies of its own, a dropped backend leaves nothing.
+    let r_dir = r.instance_dir().to_path_buf();
+    drop(r);
+    assert!(!r_dir.exists());
+
+    // Once nothing is retained, the dead directory goes whole.
+    let swept = f.sweep_dead_instances(&[]).unwrap();
+    assert_eq!(swept.removed, vec![a_dir.clone()]);
+    assert!(!a_dir.exists());
+    assert!(local_entries(&local).is_empty());
+}

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
-use state_core::{BackendFactory, CheckpointStorage, JobId, MemoryCheckpointStorage};
+use state_core::{BackendFactory, CheckpointId, CheckpointStorage, JobId, MemoryCheckpointStorage};
 
 use crate::job_args::{BackendKind, JobArgs};
 
@@ -61,9 +61,14 @@ pub fn name(kind: BackendKind) -> &'static str {
 /// Where the rocks backend works (`--local-dir`; heap and fs ignore it) and
 /// whether backends keep local checkpoint copies (`--local-recovery`: rocks
 /// on local disk, heap and fs in memory).
+///
+/// Each job works in a directory of its own, `<local-dir>/<job-id>` (as
+/// Flink's `localState/…/jid_<job>/`), holding one directory per backend
+/// instance: two jobs sharing a `--local-dir` never sweep each other's.
 #[derive(Debug, Clone, Default)]
 pub struct LocalState {
-    /// The working directory; `None` = `<temp>/cairn-rocks/<job-id>`.
+    /// The local directory shared by jobs; `None` = `<temp>/cairn-rocks`.
+    /// The job's own is [`LocalState::job_dir`].
     pub dir: Option<PathBuf>,
     /// Keep local copies of checkpoints and restore from them when intact.
     pub recovery: bool,
@@ -81,13 +86,51 @@ impl LocalState {
         }
     }
 
-    #[cfg(feature = "rocks")]
-    fn dir_for(&self, job_id: &JobId) -> PathBuf {
-        self.dir.clone().unwrap_or_else(|| {
-            std::env::temp_dir()
-                .join("cairn-rocks")
-                .join(job_id.as_str())
-        })
+    /// The rocks backend's working directory of job `job_id`:
+    /// `<dir>/<job-id>`, `<temp>/cairn-rocks/<job-id>` without a `dir`.
+    pub fn job_dir(&self, job_id: &JobId) -> PathBuf {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| std::env::temp_dir().join("cairn-rocks"))
+            .join(job_id.as_str())
+    }
+}
+
+/// Removes the directories that dead rocks backend instances of job
+/// `job_id` (killed processes) left in its local directory
+/// ([`LocalState::job_dir`]), keeping their local copies of the `retained`
+/// checkpoints, and logs what it removed. Heap and fs keep no local files:
+/// nothing to do. Call it before the job starts, holding its job lock.
+pub fn sweep_dead_local_state(
+    kind: BackendKind,
+    local: &LocalState,
+    job_id: &JobId,
+    retained: &[CheckpointId],
+) -> anyhow::Result<()> {
+    match kind {
+        BackendKind::Heap | BackendKind::Fs => Ok(()),
+        #[cfg(feature = "rocks")]
+        BackendKind::Rocks => {
+            let dir = local.job_dir(job_id);
+            let swept = backend_rocks::sweep_local_dir(&dir, retained)
+                .map_err(crate::human::anyhow)
+                .with_context(|| format!("sweeping the rocks local directory {}", dir.display()))?;
+            if !swept.removed.is_empty() || !swept.kept.is_empty() {
+                tracing::info!(
+                    dir = %dir.display(),
+                    removed = swept.removed.len(),
+                    bytes = swept.bytes_removed,
+                    kept_local_copies = swept.kept.len(),
+                    "removed what dead rocks backend instances left in the local directory"
+                );
+            }
+            Ok(())
+        }
+        #[cfg(not(feature = "rocks"))]
+        BackendKind::Rocks => {
+            let _ = (local, job_id, retained);
+            Ok(())
+        }
     }
 }
 
@@ -108,7 +151,7 @@ pub fn with_backend_local<V: BackendVisitor>(
         }
         #[cfg(feature = "rocks")]
         BackendKind::Rocks => {
-            let dir = local.dir_for(job_id);
+            let dir = local.job_dir(job_id);
             let mut options =
                 backend_rocks::RocksBackendOptions::new(&dir).with_local_recovery(local.recovery);
             if let Some(bytes) = local.rocks_value_cache {

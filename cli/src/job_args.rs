@@ -152,9 +152,11 @@ pub struct JobArgs {
     #[arg(long)]
     pub local_recovery: bool,
 
-    /// Local working directory of the rocks backend: its databases and local
-    /// checkpoint copies (Flink's `state.backend.rocksdb.localdir`; default a
-    /// directory under the system temp dir).
+    /// Local working directory of the rocks backend: the job works in
+    /// `<DIR>/<job-id>/`, one directory per backend instance with its
+    /// databases and local checkpoint copies (Flink's
+    /// `state.backend.rocksdb.localdir`; default `<temp>/cairn-rocks`). What
+    /// killed runs left there is removed when the job starts again.
     #[arg(long, value_name = "DIR")]
     pub local_dir: Option<PathBuf>,
 

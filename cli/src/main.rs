@@ -8,6 +8,7 @@
 //! cairn checkpoints list    <job-dir>                      [--json]
 //! cairn checkpoints inspect <chk-dir | _metadata>          [--json]
 //! cairn checkpoints verify  <chk-dir | _metadata | job-dir> [--json]
+//! cairn checkpoints gc      <job-dir> [--delete]           [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
 //! ```
 //!
@@ -16,7 +17,7 @@
 //!
 //! Output is for people by default; `--json` prints one JSON document on
 //! stdout whose field names are stable (each command documents them in its
-//! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`example`]).
+//! `--help` and in its module: [`list`], [`inspect`], [`verify`], [`gc`], [`example`]).
 //!
 //! Exit status: 0 on success; 1 when `verify` found a corrupt file, a job
 //! ended FAILED or CANCELED, or the demo did not end as the WordCount
@@ -43,12 +44,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod demo;
 mod example;
+mod gc;
 mod inspect;
 mod job_dir;
 mod list;
 mod log_cmd;
 mod run_job;
 mod sink_arg;
+mod sweep;
 mod verify;
 mod wordcount;
 
@@ -101,6 +104,9 @@ enum CheckpointsCommand {
     /// Re-read every file of one checkpoint, or of every checkpoint of a job directory
     #[command(after_help = verify::JSON_HELP)]
     Verify(VerifyArgs),
+    /// Remove the files of a job directory that no completed checkpoint references (dry run unless --delete)
+    #[command(after_help = gc::JSON_HELP)]
+    Gc(GcArgs),
 }
 
 #[derive(Debug, Args)]
@@ -125,6 +131,18 @@ struct InspectArgs {
 struct VerifyArgs {
     /// A `chk-<n>` directory, its `_metadata` file, or a job directory (every checkpoint in it)
     path: PathBuf,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct GcArgs {
+    /// The job directory (`<checkpoint-dir>/<job-id>`)
+    path: PathBuf,
+    /// Remove the orphans (takes the job directory's lock; refused while a job runs in it)
+    #[arg(long)]
+    delete: bool,
     /// Print one JSON document instead of text
     #[arg(long)]
     json: bool,
@@ -167,6 +185,9 @@ fn main() -> ExitCode {
         }
         Command::Checkpoints(CheckpointsCommand::Verify(a)) => {
             verify::run(&a.path, a.json, &mut stdout)
+        }
+        Command::Checkpoints(CheckpointsCommand::Gc(a)) => {
+            gc::run(&a.path, a.delete, a.json, &mut stdout)
         }
         Command::Example(a) => example::run(
             &example::Options {

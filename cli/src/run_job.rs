@@ -31,11 +31,12 @@
 //! either over a job directory that holds checkpoints is refused rather
 //! than deleting them. New checkpoint ids continue above the restored id and
 //! above every completed checkpoint of the job directory, so completed
-//! checkpoints are never overwritten; `chk-<n>` directories without
-//! `_metadata` above those ids (left by a run that was killed while writing a
-//! checkpoint) are not checkpoints and are removed first, so no new
-//! checkpoint is written into their stale files. One process at a time runs a
-//! job directory ([`JobLock`]).
+//! checkpoints are never overwritten. One process at a time runs a job
+//! directory ([`JobLock`]); before the job starts, with the lock held, the
+//! job directory's orphans (`chk-<n>` directories without `_metadata` left
+//! by a run that was killed while writing a checkpoint, unreferenced
+//! uploads) and what dead rocks instances left in the local directory are
+//! removed (`sweep.rs`), so no new checkpoint is written into stale files.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -52,8 +53,8 @@ use executor::{JobResult, JobStatus, StreamEnv};
 use state_core::METADATA_FILE_NAME;
 use state_core::load_verified;
 use state_core::{
-    BackendFactory, CheckpointId, CheckpointMetadata, CheckpointStorage, Clock, JobId, RestoreMode,
-    SnapshotMode, SystemClock,
+    BackendFactory, CheckpointMetadata, CheckpointStorage, Clock, JobId, RestoreMode, SnapshotMode,
+    SystemClock,
 };
 
 use crate::backend::{self, BackendVisitor};
@@ -161,18 +162,14 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     }
     // One process per job directory, held until the job ended: taken before
     // anything in the directory is removed or written.
-    let _lock = job_dir
+    let lock = job_dir
         .as_deref()
         .map(|dir| JobLock::acquire(dir, &LockOwner::this_process(SystemClock.now_millis())))
         .transpose()
         .map_err(crate::human::anyhow)?;
-    if let Some(dir) = &job_dir {
-        let restored = restore
-            .as_ref()
-            .filter(|_| placement.restore_storage.is_none())
-            .map_or(0, |r| r.metadata.checkpoint_id.get());
-        let completed = storage.list_checkpoints()?.last().map_or(0, |id| id.get());
-        remove_incomplete_checkpoints(dir, restored.max(completed))?;
+    if let (Some(dir), Some(lock)) = (&job_dir, &lock) {
+        let restored = restore.as_ref().map(|r| r.metadata.checkpoint_id);
+        crate::sweep::before_start(dir, lock, &args.job, &config.job_id, restored)?;
     }
     let job_id = config.job_id.clone();
     let job = WordCountJob {
@@ -295,37 +292,6 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Removes `chk-<n>` directories of `job_dir` with `n > above` that have no
-/// `_metadata`: leftovers of a run killed while writing checkpoint `n`, which
-/// the new run would otherwise write its checkpoint `n` into.
-fn remove_incomplete_checkpoints(job_dir: &Path, above: u64) -> anyhow::Result<()> {
-    let entries = match std::fs::read_dir(job_dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", job_dir.display())),
-    };
-    for entry in entries {
-        let entry = entry.with_context(|| format!("reading {}", job_dir.display()))?;
-        let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(CheckpointId::from_dir_name)
-        else {
-            continue;
-        };
-        let path = entry.path();
-        if id.get() > above && path.is_dir() && !path.join(METADATA_FILE_NAME).exists() {
-            tracing::warn!(
-                path = %path.display(),
-                "removing incomplete checkpoint {id} (no {METADATA_FILE_NAME}) left by an interrupted run"
-            );
-            std::fs::remove_dir_all(&path)
-                .with_context(|| format!("removing incomplete checkpoint {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 /// `FINISHED: 0 restarts, 3 checkpoints completed, last chk-7 (<dir>/chk-7, ...)`.
 fn summary(job_id: &JobId, result: &JobResult, job_dir: Option<&Path>) -> String {
     let last = match result.checkpoints.last() {
@@ -419,6 +385,7 @@ mod tests {
     use std::time::Duration;
 
     use executor::{CompletedCheckpointInfo, JobMetrics};
+    use state_core::CheckpointId;
 
     use super::*;
 
@@ -476,33 +443,5 @@ mod tests {
         );
         let none = summary(&job, &result(JobStatus::Finished, &[], None), None);
         assert!(none.ends_with("0 checkpoints completed, no checkpoint completed"));
-    }
-
-    #[test]
-    fn only_incomplete_checkpoints_above_the_next_id_are_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let make = |name: &str, metadata: bool| {
-            let chk = dir.path().join(name);
-            std::fs::create_dir_all(&chk).unwrap();
-            std::fs::write(chk.join("op-0-keyed"), b"state").unwrap();
-            if metadata {
-                std::fs::write(chk.join(METADATA_FILE_NAME), b"meta").unwrap();
-            }
-        };
-        make("chk-2", false); // below: left for inspection
-        make("chk-5", true); // completed
-        make("chk-6", false); // would be reused by the next checkpoint
-        make("chk-9", true); // completed (listed by a storage, never removed here)
-        make("chk-10", false);
-        make("shared", false);
-        remove_incomplete_checkpoints(dir.path(), 5).unwrap();
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["chk-2", "chk-5", "chk-9", "shared"]);
-        // A job directory that does not exist yet is fine.
-        remove_incomplete_checkpoints(&dir.path().join("none"), 0).unwrap();
     }
 }

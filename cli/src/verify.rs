@@ -7,6 +7,13 @@
 //! `chk-<n>` directories without `_metadata` (in progress or aborted) are
 //! reported as incomplete and are not corruption: restore never sees them.
 //!
+//! For a job directory, files that no completed checkpoint references are
+//! listed with status `orphan` ([`backend_fs::find_orphans`]: torn
+//! checkpoints, unreferenced uploads in `shared/`, stray files); they never
+//! change the exit status, and `cairn checkpoints gc` removes them. While a
+//! live job holds the directory's lock, the files of its checkpoint in
+//! progress show as orphans too, and the output says so.
+//!
 //! JSON output (`--json`), stable field names:
 //!
 //! ```text
@@ -24,7 +31,16 @@
 //!   }],
 //!   "checkpoints_verified": 1, "files_verified": 4, "corrupt_files": 0,
 //!   "incomplete": [99],               ids of chk-<n> directories without _metadata
-//!   "ok": true
+//!   "orphans": [{                     job directory only; [] for one checkpoint
+//!     "path": "shared/000042.sst",    relative to the job directory ("chk-9/" for a directory)
+//!     "kind": "file",                 "file" | "symlink" | "dir"
+//!     "bytes": 4096
+//!   }],
+//!   "orphans_held_back": null,        why shared/ and taskowned/ were not searched
+//!                                     (a _metadata that cannot be read), or null
+//!   "running_job": null,              the live owner of the job lock (its in-progress
+//!                                     checkpoint's files show as orphans), or null
+//!   "ok": true                        orphans do not make it false
 //! }
 //! ```
 
@@ -33,7 +49,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use backend_fs::FsCheckpointStorage;
+use backend_fs::{FsCheckpointStorage, JobLock, LockState, Orphan, OrphanKind, find_orphans};
 use serde::Serialize;
 use state_core::METADATA_FILE_NAME;
 use state_core::{CheckpointId, ErrorKind};
@@ -48,8 +64,13 @@ JSON (--json): {\"checkpoints\": [{\"id\": int, \"status\": \"ok\"|\"corrupt\"|\
     \"files\": [{\"path\": str, \"size\": int|null, \"crc32\": str|null (hex), \"ok\": bool,
       \"error\": str|null}]}],
   \"checkpoints_verified\": int, \"files_verified\": int, \"corrupt_files\": int,
-  \"incomplete\": [int], \"ok\": bool}
+  \"incomplete\": [int],
+  \"orphans\": [{\"path\": str, \"kind\": \"file\"|\"symlink\"|\"dir\", \"bytes\": int}],
+  \"orphans_held_back\": str|null, \"running_job\": str|null, \"ok\": bool}
 size and crc32 are the values the metadata expects (null for _metadata itself).
+orphans (job directory only): files no completed checkpoint references; they never fail
+verify (`cairn checkpoints gc` removes them). running_job: the live owner of the job lock,
+whose in-progress checkpoint's files show as orphans.
 Exit status: 0 all intact, 1 a file is corrupt, 2 the path is not a checkpoint or job directory.";
 
 #[derive(Debug, Serialize)]
@@ -59,7 +80,47 @@ struct Verification {
     files_verified: usize,
     corrupt_files: usize,
     incomplete: Vec<u64>,
+    orphans: Vec<OrphanView>,
+    orphans_held_back: Option<String>,
+    running_job: Option<String>,
     ok: bool,
+}
+
+/// One orphan, as `verify --json` and `gc --json` print it.
+#[derive(Debug, Serialize)]
+pub(crate) struct OrphanView {
+    path: String,
+    kind: &'static str,
+    bytes: u64,
+}
+
+impl OrphanView {
+    pub(crate) fn of(orphan: &Orphan) -> Self {
+        OrphanView {
+            path: orphan.display_path(),
+            kind: match orphan.kind {
+                OrphanKind::File => "file",
+                OrphanKind::Symlink => "symlink",
+                OrphanKind::Dir => "dir",
+            },
+            bytes: orphan.bytes,
+        }
+    }
+
+    /// `ORPHAN   shared/x.sst  (12 bytes)`, with `status` in front.
+    pub(crate) fn line(&self, status: &str) -> String {
+        format!("{status:<8} {}  ({} bytes)", self.path, self.bytes)
+    }
+}
+
+/// Who runs a job in `job_dir` now (the live owner of its lock), if anyone.
+pub(crate) fn running_job(job_dir: &Path) -> anyhow::Result<Option<String>> {
+    Ok(match JobLock::probe(job_dir).map_err(human::anyhow)? {
+        LockState::Free => None,
+        LockState::Held(owner) => {
+            Some(owner.map_or_else(|| "another process".to_owned(), |o| o.to_string()))
+        }
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -87,9 +148,16 @@ enum Target {
 /// Runs `cairn checkpoints verify`.
 pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let mut checkpoints = Vec::new();
+    let mut orphans = Vec::new();
+    let mut orphans_held_back = None;
+    let mut running = None;
     match target(path)? {
         Target::One(storage, id) => checkpoints.push(verify_one(&storage, id)?),
         Target::Job(storage) => {
+            running = running_job(storage.job_dir())?;
+            let found = find_orphans(&storage).map_err(human::anyhow)?;
+            orphans = found.orphans.iter().map(OrphanView::of).collect();
+            orphans_held_back = found.held_back;
             for entry in job_dir::scan(&storage)? {
                 match entry.status {
                     CheckpointStatus::Incomplete => checkpoints.push(CheckpointView {
@@ -120,6 +188,9 @@ pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Resul
             .filter(|c| c.status == "incomplete")
             .map(|c| c.id)
             .collect(),
+        orphans,
+        orphans_held_back,
+        running_job: running,
         ok: corrupt_files == 0,
         checkpoints,
     };
@@ -224,6 +295,29 @@ fn print(report: &Verification, out: &mut dyn Write) -> anyhow::Result<()> {
                 Some(err) => writeln!(out, "  CORRUPT  {err}")?,
             }
         }
+    }
+    for orphan in &report.orphans {
+        writeln!(out, "  {}", orphan.line("ORPHAN"))?;
+    }
+    if let Some(why) = &report.orphans_held_back {
+        writeln!(out, "note: {why}")?;
+    }
+    if let Some(owner) = &report.running_job {
+        writeln!(
+            out,
+            "note: a job is running in this directory ({owner}): files of its checkpoint in \
+             progress may show as orphans"
+        )?;
+    }
+    if !report.orphans.is_empty() {
+        let bytes: u64 = report.orphans.iter().map(|o| o.bytes).sum();
+        let n = report.orphans.len();
+        writeln!(
+            out,
+            "{n} orphan{} ({bytes} bytes) not referenced by any checkpoint: \
+             `cairn checkpoints gc` removes them",
+            if n == 1 { "" } else { "s" }
+        )?;
     }
     writeln!(
         out,

@@ -114,6 +114,8 @@ fn ctrl_c_without_retain_on_cancel_deletes_checkpoints() {
     );
 }
 
+/// Needs the rocks backend, and its sweep of the local directory.
+#[cfg(feature = "rocks")]
 #[test]
 fn rocks_local_copies_rotate_with_the_retained_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,27 +136,47 @@ fn rocks_local_copies_rotate_with_the_retained_checkpoints() {
     let (code, stderr, left) = run_and_interrupt_in(dir.path(), true, 6, &extra);
     assert_eq!(code, Some(1), "{stderr}");
     assert_eq!(left.len(), 2, "retained: {left:?}\n{stderr}");
-    // One backend instance; its local copies are exactly the retained
-    // checkpoints (plus at most the one that was in flight at the cancel).
-    let instances: Vec<_> = std::fs::read_dir(&local)
+    // The job works in its own directory under --local-dir, with one
+    // backend instance, which kept a local copy of each retained checkpoint.
+    let job_local = local.join("wc");
+    let instances: Vec<_> = std::fs::read_dir(&job_local)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(instances.len(), 1, "{instances:?}");
-    let copies: Vec<String> = std::fs::read_dir(&instances[0])
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with("chk-"))
-        .collect();
-    for kept in &left {
-        let name = format!("chk-{kept}");
-        assert!(
-            copies.contains(&name),
-            "no local copy of {name}: {copies:?}"
-        );
+    let copies = |instance: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(instance)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("chk-"))
+            .collect();
+        names.sort_by_key(|n| n[4..].parse::<u64>().unwrap());
+        names
+    };
+    let retained: Vec<String> = left.iter().map(|id| format!("chk-{id}")).collect();
+    let before = copies(&instances[0]);
+    for name in &retained {
+        assert!(before.contains(name), "no local copy of {name}: {before:?}");
     }
-    assert!(
-        copies.len() <= left.len() + 1,
-        "local copies not pruned: {copies:?}, retained {left:?}"
+    // A copy whose checkpoint was in flight at the cancel, or subsumed
+    // without the task hearing of it, goes at the next start's sweep (which
+    // keeps the retained ones): then the copies are exactly the retained.
+    let ids: Vec<state_core::CheckpointId> = left
+        .iter()
+        .map(|&id| state_core::CheckpointId(id))
+        .collect();
+    let swept = backend_rocks::sweep_local_dir(&job_local, &ids).unwrap();
+    assert_eq!(
+        copies(&instances[0]),
+        retained,
+        "before the sweep: {before:?}"
     );
+    assert_eq!(
+        swept.kept,
+        retained
+            .iter()
+            .map(|n| instances[0].join(n))
+            .collect::<Vec<_>>()
+    );
+    assert!(swept.live.is_empty(), "{swept:?}");
 }

@@ -136,7 +136,8 @@ pub(super) fn run_one(
         recovery: true,
         rocks_value_cache: None,
     };
-    let local_dir = local.dir.clone();
+    // The rocks backend works in the job's own directory under it.
+    let local_dir = local.dir.is_some().then(|| local.job_dir(&job_id));
     let kept = scratch
         .as_ref()
         .filter(|s| s.kept())

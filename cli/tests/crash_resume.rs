@@ -1,0 +1,357 @@
+//! Resume after kill -9: a campaign of `cairn run wordcount --resume`
+//! processes, each SIGKILLed at a seeded random moment, on RocksDB with
+//! incremental checkpoints and on the fs backend, writing to the
+//! exactly-once file sink. After the input ends, a last `--bounded --resume`
+//! run must finish, and the committed part files must hold exactly the
+//! output of a fault-free run: for every word, the counts 1, 2, …, n once
+//! each, where n is how often the input holds it: nothing lost, nothing
+//! counted or written twice.
+//!
+//! Each trial appends a batch of lines, starts the job and kills it at one of
+//! three kinds of moment, picked by the seed:
+//! - after a random delay (anywhere: starting, restoring, counting);
+//! - as soon as a checkpoint directory appears without its `_metadata`
+//!   (during the checkpoint's upload);
+//! - as soon as a new `_metadata` appears (after the checkpoint exists,
+//!   before or while the older ones are subsumed).
+//!
+//! `CAIRN_CRASH_KILLS` sets the number of kills per backend (default 16: 32
+//! per `.ci/run`), `CAIRN_CRASH_SEED` the seed; `scripts/crash-campaign.sh`
+//! runs 1,000. Each campaign prints one `crash campaign:` line of figures.
+
+// A test crate: helpers outside #[test] fns unwrap too, a panic is a test
+// failure; the campaign's figures line goes to stderr (shown with --no-capture).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stderr)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use executor::log::{Topic, TopicWriter};
+use state_core::SystemClock;
+use support::{command, completed, p};
+
+/// Generous: only reached when something is broken.
+const PATIENCE: Duration = Duration::from_secs(60);
+const WORDS: [&str; 24] = [
+    "apple",
+    "pear",
+    "fig",
+    "kiwi",
+    "lime",
+    "plum",
+    "date",
+    "lemon",
+    "mango",
+    "peach",
+    "grape",
+    "melon",
+    "cherry",
+    "guava",
+    "papaya",
+    "quince",
+    "olive",
+    "apricot",
+    "banana",
+    "orange",
+    "lychee",
+    "sloe",
+    "yuzu",
+    "nectarine",
+];
+
+/// SplitMix64: the seeded choices of the campaign.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}")),
+        Err(_) => default,
+    }
+}
+
+/// What a campaign did and found.
+#[derive(Debug, Default)]
+struct Figures {
+    kills: u64,
+    killed_in_upload: u64,
+    killed_after_metadata: u64,
+    restores: u64,
+    fallbacks: u64,
+    started_empty: u64,
+    lost: u64,
+    duplicated: u64,
+}
+
+struct Campaign {
+    dir: tempfile::TempDir,
+    writer: TopicWriter,
+    counts: BTreeMap<String, u64>,
+    backend: Vec<&'static str>,
+}
+
+impl Campaign {
+    fn new(backend: &[&'static str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let topic = Topic::create(dir.path().join("log"), "words", 2).unwrap();
+        let writer = TopicWriter::open(&topic, Arc::new(SystemClock)).unwrap();
+        Campaign {
+            dir,
+            writer,
+            counts: BTreeMap::new(),
+            backend: backend.to_vec(),
+        }
+    }
+
+    fn job_dir(&self) -> PathBuf {
+        self.dir.path().join("ck").join("wc")
+    }
+
+    fn append(&mut self, rng: &mut Rng, lines: u64) {
+        for _ in 0..lines {
+            let words: Vec<&str> = (0..1 + rng.below(4))
+                .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
+                .collect();
+            for w in &words {
+                *self.counts.entry((*w).to_owned()).or_default() += 1;
+            }
+            self.writer
+                .append(None, words.join(" ").as_bytes(), None)
+                .unwrap();
+        }
+    }
+
+    /// `cairn run wordcount --resume` with the campaign's options.
+    fn run(&self, bounded: bool, trial: u64) -> std::process::Command {
+        let log = self.dir.path().join("log");
+        let ck = self.dir.path().join("ck");
+        let local = self.dir.path().join("local");
+        let sink = format!("file:{}", self.dir.path().join("out").display());
+        let mut args: Vec<String> = [
+            "run",
+            "wordcount",
+            "--input",
+            p(&log),
+            "--topic",
+            "words",
+            "--checkpoint-dir",
+            p(&ck),
+            "--job-id",
+            "wc",
+            "--local-dir",
+            p(&local),
+            "--checkpoint-interval",
+            "15ms",
+            "--retained",
+            "2",
+            "--resume",
+            "--sink",
+            &sink,
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        args.extend(self.backend.iter().map(|s| (*s).to_owned()));
+        if bounded {
+            args.push("--bounded".into());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = command(&args);
+        cmd.env("RUST_LOG", "info").stdin(Stdio::null());
+        let log_file = self.dir.path().join(format!("trial-{trial}.log"));
+        cmd.stderr(std::fs::File::create(log_file).unwrap());
+        cmd
+    }
+
+    fn trial_log(&self, trial: u64) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("trial-{trial}.log"))).unwrap()
+    }
+
+    /// Runs `kills` trials, then the final bounded run; returns the figures.
+    fn go(&mut self, kills: u64, seed: u64) -> Figures {
+        let mut rng = Rng(seed);
+        let mut figures = Figures::default();
+        for trial in 0..kills {
+            let lines = 20 + rng.below(200);
+            self.append(&mut rng, lines);
+            let newest = completed(&self.job_dir()).last().copied().unwrap_or(0);
+            let mut child = self
+                .run(false, trial)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap();
+            let deadline = Instant::now() + PATIENCE;
+            match rng.below(3) {
+                0 => std::thread::sleep(Duration::from_millis(rng.below(400))),
+                1 => {
+                    while !self.checkpoint_in_upload(newest) {
+                        assert!(
+                            Instant::now() < deadline,
+                            "no upload seen: {}",
+                            self.trial_log(trial)
+                        );
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    figures.killed_in_upload += 1;
+                }
+                _ => {
+                    while completed(&self.job_dir()).last().copied().unwrap_or(0) <= newest {
+                        assert!(
+                            Instant::now() < deadline,
+                            "no checkpoint: {}",
+                            self.trial_log(trial)
+                        );
+                        std::thread::sleep(Duration::from_micros(200));
+                    }
+                    figures.killed_after_metadata += 1;
+                }
+            }
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "trial {trial}: the job ended by itself: {}",
+                self.trial_log(trial)
+            );
+            child.kill().unwrap();
+            child.wait().unwrap();
+            figures.kills += 1;
+            let log = self.trial_log(trial);
+            assert!(!log.contains("panicked"), "trial {trial}: {log}");
+            figures.restores += u64::from(log.contains("Resuming job wc from checkpoint"));
+            figures.started_empty += u64::from(log.contains("starting with empty state"));
+            figures.fallbacks += log.matches("is damaged and is passed over").count() as u64;
+        }
+        // The end of the input: one more of every word, so the final run
+        // prints every word's count from its state.
+        for w in WORDS {
+            *self.counts.entry(w.to_owned()).or_default() += 1;
+            self.writer.append(None, w.as_bytes(), None).unwrap();
+        }
+        let out = self.run(true, kills).output().unwrap();
+        let log = self.trial_log(kills);
+        assert_eq!(out.status.code(), Some(0), "final run: {log}");
+        // Every count each word went through, from the committed files.
+        let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        let out_dir = self.dir.path().join("out");
+        for entry in std::fs::read_dir(&out_dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            assert!(!name.starts_with('.'), "uncommitted file {name} left");
+            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+                let (word, count) = line
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split_once(',')
+                    .unwrap();
+                seen.entry(word.to_owned())
+                    .or_default()
+                    .push(count.parse().unwrap());
+            }
+        }
+        for (word, &expected) in &self.counts {
+            let mut counts = seen.remove(word).unwrap_or_default();
+            counts.sort_unstable();
+            let mut distinct = counts.clone();
+            distinct.dedup();
+            figures.duplicated += (counts.len() - distinct.len()) as u64;
+            figures.lost += (1..=expected)
+                .filter(|n| distinct.binary_search(n).is_err())
+                .count() as u64;
+            figures.duplicated += distinct.iter().filter(|&&n| n > expected).count() as u64;
+        }
+        figures.duplicated += seen.values().map(|c| c.len() as u64).sum::<u64>();
+        eprintln!(
+            "crash campaign: backend {:?}, seed {seed}: {} kills ({} during an upload, {} right after \
+             a _metadata), {} restores, {} fallbacks past a damaged checkpoint, {} empty starts, \
+             {} outputs lost, {} written twice",
+            self.backend.join(" "),
+            figures.kills,
+            figures.killed_in_upload,
+            figures.killed_after_metadata,
+            figures.restores,
+            figures.fallbacks,
+            figures.started_empty,
+            figures.lost,
+            figures.duplicated
+        );
+        figures
+    }
+
+    /// Whether some `chk-<n>` with `n > newest` exists without `_metadata`.
+    fn checkpoint_in_upload(&self, newest: u64) -> bool {
+        let Ok(entries) = std::fs::read_dir(self.job_dir()) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let name = e.file_name();
+            let id = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("chk-"))
+                .and_then(|n| n.parse::<u64>().ok());
+            id.is_some_and(|id| id > newest) && !e.path().join("_metadata").exists()
+        })
+    }
+}
+
+/// Files (not directories) under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn campaign(backend: &[&'static str], default_seed: u64) {
+    let kills = env_u64("CAIRN_CRASH_KILLS", 16);
+    let seed = env_u64("CAIRN_CRASH_SEED", default_seed);
+    let mut campaign = Campaign::new(backend);
+    let figures = campaign.go(kills, seed);
+    assert_eq!(figures.kills, kills);
+    assert_eq!((figures.lost, figures.duplicated), (0, 0));
+    assert!(figures.restores > 0, "{figures:?}");
+    // The finished job deleted its checkpoints; nothing a killed run left
+    // behind survives it: the job directory holds only its lock file.
+    assert_eq!(files_under(&campaign.job_dir()), ["_lock"]);
+}
+
+#[test]
+fn rocks_incremental_resumes_after_kills_with_exact_counts() {
+    campaign(&["--backend", "rocks", "--incremental"], 0x5eed_0001);
+}
+
+#[test]
+fn fs_resumes_after_kills_with_exact_counts() {
+    campaign(&["--backend", "fs"], 0x5eed_0002);
+}
