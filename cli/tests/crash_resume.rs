@@ -99,6 +99,7 @@ struct Figures {
     restores: u64,
     fallbacks: u64,
     started_empty: u64,
+    orphans_swept: u64,
     lost: u64,
     duplicated: u64,
 }
@@ -239,6 +240,7 @@ impl Campaign {
             figures.restores += u64::from(log.contains("Resuming job wc from checkpoint"));
             figures.started_empty += u64::from(log.contains("starting with empty state"));
             figures.fallbacks += log.matches("is damaged and is passed over").count() as u64;
+            figures.orphans_swept += log.matches("removed orphan").count() as u64;
         }
         // The end of the input: one more of every word, so the final run
         // prints every word's count from its state.
@@ -249,6 +251,7 @@ impl Campaign {
         let out = self.run(true, kills).output().unwrap();
         let log = self.trial_log(kills);
         assert_eq!(out.status.code(), Some(0), "final run: {log}");
+        figures.orphans_swept += log.matches("removed orphan").count() as u64;
         // Every count each word went through, from the committed files.
         let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         let out_dir = self.dir.path().join("out");
@@ -282,7 +285,7 @@ impl Campaign {
         eprintln!(
             "crash campaign: backend {:?}, seed {seed}: {} kills ({} during an upload, {} right after \
              a _metadata), {} restores, {} fallbacks past a damaged checkpoint, {} empty starts, \
-             {} outputs lost, {} written twice",
+             {} orphans swept, {} outputs lost, {} written twice",
             self.backend.join(" "),
             figures.kills,
             figures.killed_in_upload,
@@ -290,6 +293,7 @@ impl Campaign {
             figures.restores,
             figures.fallbacks,
             figures.started_empty,
+            figures.orphans_swept,
             figures.lost,
             figures.duplicated
         );

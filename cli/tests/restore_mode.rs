@@ -227,3 +227,60 @@ fn a_start_over_kept_checkpoints_without_resume_is_refused_and_resume_continues(
     assert_code(&out, 0);
     assert_eq!(last_counts(&stdout(&out)).get("a"), dirs.counts.get("a"));
 }
+
+/// Flips one byte in the middle of the largest file `chk-<id>` references
+/// in its own directory; returns the file's name.
+fn damage(job_dir: &Path, id: u64) -> String {
+    let chk = job_dir.join(format!("chk-{id}"));
+    let victim = std::fs::read_dir(&chk)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap() != "_metadata")
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&victim, bytes).unwrap();
+    victim.file_name().unwrap().to_str().unwrap().to_owned()
+}
+
+#[test]
+fn resume_passes_over_a_damaged_newest_checkpoint_and_refuses_when_none_is_intact() {
+    let mut dirs = Dirs::new();
+    let before = dirs.killed_run();
+    let newest = *before.last().unwrap();
+    let file = damage(&dirs.job_dir(), newest);
+    dirs.append(&["h a"]);
+    let out = command(&dirs.args(&dirs.ck, &["--bounded", "--resume"]))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_code(&out, 0);
+    let log = stderr(&out);
+    assert!(
+        log.contains(&format!(
+            "Checkpoint {newest} is damaged and is passed over"
+        )),
+        "{log}"
+    );
+    assert!(log.contains(&file), "the warning names {file}: {log}");
+    assert_eq!(last_counts(&stdout(&out)).get("a"), dirs.counts.get("a"));
+    // A resumed job owns every checkpoint of its directory: finished, it
+    // deleted them all, the damaged one with them.
+    assert_eq!(completed(&dirs.job_dir()), Vec::<u64>::new());
+
+    // With every checkpoint damaged the job does not start.
+    let mut dirs = Dirs::new();
+    for id in dirs.killed_run() {
+        damage(&dirs.job_dir(), id);
+    }
+    let out = cairn(&dirs.args(&dirs.ck, &["--bounded", "--resume"]));
+    assert_code(&out, 2);
+    assert!(
+        stderr(&out).contains("no intact checkpoint left to restore from"),
+        "{}",
+        stderr(&out)
+    );
+}
