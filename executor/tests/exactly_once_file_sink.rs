@@ -332,3 +332,49 @@ fn a_failure_between_completion_and_commit_loses_nothing() {
 fn a_commit_that_fails_after_renaming_is_not_applied_twice() {
     check(Fault::InCommit(2 + splitmix(6) % 5));
 }
+
+#[test]
+fn a_reader_never_sees_a_partial_or_uncommitted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_path_buf();
+    std::fs::create_dir_all(&out).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (out, stop) = (out.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Every visible file, as first read: it must never change.
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            let mut reads = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                for entry in std::fs::read_dir(&out).unwrap() {
+                    let entry = entry.unwrap();
+                    let name = entry.file_name().into_string().unwrap();
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(entry.path()).unwrap();
+                    reads += 1;
+                    assert!(text.ends_with('\n'), "{name} is partial: {text:?}");
+                    for line in text.lines() {
+                        assert!(
+                            line.starts_with('(') && line.ends_with(')'),
+                            "{name}: {line:?}"
+                        );
+                    }
+                    if let Some(first) = seen.get(&name) {
+                        assert_eq!(first, &text, "{name} changed after it became visible");
+                    } else {
+                        seen.insert(name, text);
+                    }
+                }
+            }
+            (seen.len(), reads)
+        })
+    };
+    let run = run(Fault::Operator(splitmix(7) % RECORDS), &out);
+    stop.store(true, Ordering::SeqCst);
+    let (files, reads) = reader.join().unwrap();
+    assert_eq!(run.status, JobStatus::Finished);
+    assert_eq!(run.lines, expected());
+    assert!(files > 0 && reads > 0, "the reader saw nothing");
+}
