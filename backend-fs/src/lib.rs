@@ -88,6 +88,7 @@
 //! ```
 #![deny(unsafe_code)]
 
+mod confine;
 mod locate;
 mod lock;
 #[allow(unsafe_code)]

@@ -357,11 +357,9 @@ pub fn sweep_orphans(storage: &FsCheckpointStorage, lock: &JobLock) -> Result<Or
     let mut first_error = None;
     for orphan in report.orphans {
         let path = job_dir.join(&orphan.path);
-        let result = match orphan.kind {
-            OrphanKind::Dir => std::fs::remove_dir(&path),
-            OrphanKind::File | OrphanKind::Symlink => std::fs::remove_file(&path),
-        };
-        match result {
+        // Files and links go, and directories the walk found empty (their
+        // files were removed before them): never a full directory.
+        match crate::confine::remove_below(storage.fs().as_ref(), job_dir, &path, false) {
             Ok(()) => {
                 tracing::info!(
                     path = %orphan.display_path(),
@@ -371,10 +369,9 @@ pub fn sweep_orphans(storage: &FsCheckpointStorage, lock: &JobLock) -> Result<Or
                 );
                 removed.push(orphan);
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {
                 tracing::warn!(path = %path.display(), error = %e, "cannot remove orphan");
-                first_error.get_or_insert(StateError::io(&path, e));
+                first_error.get_or_insert(e);
             }
         }
     }

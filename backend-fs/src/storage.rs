@@ -11,6 +11,7 @@ use state_core::{
     METADATA_FILE_NAME, Result, StateError, StateScope, StreamHandle, StreamLocation,
 };
 
+use crate::confine;
 use crate::mmap::MappedFs;
 use crate::output::FsOutput;
 
@@ -237,6 +238,15 @@ impl CheckpointStorage for FsCheckpointStorage {
         check_stream_name(name)?;
         let relative = Self::relative_path(id, scope, name);
         let path = self.resolve(&relative)?;
+        if let Some(dir) = path.parent() {
+            confine::writable_dir(&self.job_dir, dir)?;
+        }
+        if confine::examine(&self.job_dir, &path)? == confine::Found::Link {
+            return Err(StateError::corrupted(
+                relative,
+                "is a symbolic link; cairn never writes through links inside a job directory",
+            ));
+        }
         let file = match self.fs.create(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -268,6 +278,12 @@ impl CheckpointStorage for FsCheckpointStorage {
             StreamLocation::File(relative) => relative,
         };
         let path = self.resolve(relative)?;
+        if !confine::readable_file(&self.job_dir, &path)? {
+            return Err(StateError::corrupted(
+                relative.as_str(),
+                format!("file is missing ({} does not exist)", path.display()),
+            ));
+        }
         self.fs.read(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
                 StateError::corrupted(
@@ -285,11 +301,7 @@ impl CheckpointStorage for FsCheckpointStorage {
             return Ok(());
         };
         let path = self.resolve(relative)?;
-        match self.fs.remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StateError::io(&path, e)),
-        }
+        confine::remove_below(self.fs.as_ref(), &self.job_dir, &path, false)
     }
 
     fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {
@@ -324,6 +336,12 @@ impl CheckpointStorage for FsCheckpointStorage {
 
     fn read_metadata(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
         let path = self.metadata_path(id);
+        if !confine::readable_file(&self.job_dir, &path)? {
+            return Err(StateError::NotFound {
+                checkpoint: id,
+                detail: format!("{} does not exist", path.display()),
+            });
+        }
         let bytes = match self.fs.read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -357,8 +375,8 @@ impl CheckpointStorage for FsCheckpointStorage {
                 continue;
             };
             let dir = self.checkpoint_dir(id);
-            let info = self.fs.stat(&dir).map_err(|e| StateError::io(&dir, e))?;
-            if !info.is_some_and(|i| i.is_dir) {
+            // A link named like a checkpoint is never followed (nor listed).
+            if confine::examine(&self.job_dir, &dir)? != confine::Found::Dir {
                 continue;
             }
             let meta = self.metadata_path(id);
@@ -373,27 +391,23 @@ impl CheckpointStorage for FsCheckpointStorage {
 
     fn discard_checkpoint(&self, id: CheckpointId) -> Result<()> {
         let dir = self.checkpoint_dir(id);
-        if self
-            .fs
-            .stat(&dir)
-            .map_err(|e| StateError::io(&dir, e))?
-            .is_none()
-        {
-            return Ok(());
-        }
-        // The metadata goes first: once it is gone the checkpoint is no longer
-        // visible, so a crash while the rest is removed leaves only junk that
-        // `list_checkpoints` ignores, never a checkpoint with missing files.
-        let meta = dir.join(METADATA_FILE_NAME);
-        match self.fs.remove_file(&meta) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StateError::io(&meta, e)),
-        }
-        match self.fs.remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StateError::io(&dir, e)),
+        match confine::examine(&self.job_dir, &dir)? {
+            confine::Found::Missing => return Ok(()),
+            confine::Found::Dir => {
+                // The metadata goes first: once it is gone the checkpoint is
+                // no longer visible, so a crash while the rest is removed
+                // leaves only junk that `list_checkpoints` ignores, never a
+                // checkpoint with missing files.
+                confine::remove_below(
+                    self.fs.as_ref(),
+                    &self.job_dir,
+                    &dir.join(METADATA_FILE_NAME),
+                    false,
+                )?;
+                confine::remove_below(self.fs.as_ref(), &self.job_dir, &dir, true)?;
+            }
+            // A link or a file named like the checkpoint: removed itself.
+            _ => confine::remove_below(self.fs.as_ref(), &self.job_dir, &dir, false)?,
         }
         self.sync_dir(&self.job_dir)?;
         tracing::debug!(checkpoint_id = id.get(), "discarded checkpoint directory");
