@@ -72,7 +72,7 @@ pub(crate) struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
     /// Wait between a failure and the restart (the Flink walk-through waits 10 s)
-    #[arg(long, value_name = "DURATION", default_value = "500ms",
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", default_value = "500ms",
           value_parser = crate::job_args::parse_duration)]
     restart_delay: Duration,
 }

@@ -165,17 +165,22 @@ pub struct JobArgs {
     pub job_id: Option<String>,
 
     /// Default parallelism of operators (Flink's `parallelism.default`, `-p`).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        default_value_t = 1
+    )]
     pub parallelism: u32,
 
     /// Number of key groups, the most the job can be rescaled to
     /// (Flink's `pipeline.max-parallelism`; default from the parallelism, at least 128).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub max_parallelism: Option<u32>,
 
     /// Time between checkpoints, e.g. 500ms, 2s, 1m; checkpointing is off
     /// without it (Flink's `execution.checkpointing.interval`).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub checkpoint_interval: Option<Duration>,
 
     /// exactly-once (aligned barriers, the default) or at-least-once
@@ -185,26 +190,26 @@ pub struct JobArgs {
 
     /// A checkpoint not complete after this long is aborted (Flink's
     /// `execution.checkpointing.timeout`, default 10min).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub checkpoint_timeout: Option<Duration>,
 
     /// Least time from the end of a checkpoint to the start of the next
     /// (Flink's `execution.checkpointing.min-pause`, default 0).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub min_pause: Option<Duration>,
 
     /// Most checkpoints in progress at once (Flink's
     /// `execution.checkpointing.max-concurrent-checkpoints`, default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub max_concurrent_checkpoints: Option<u32>,
 
     /// Failed checkpoints tolerated in a row before the job fails over
     /// (Flink's `execution.checkpointing.tolerable-failed-checkpoints`, default 0).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub tolerable_failed_checkpoints: Option<u32>,
 
     /// Completed checkpoints kept (Flink's `state.checkpoints.num-retained`, default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub retained: Option<usize>,
 
     /// Keep retained checkpoints when the job is cancelled (Flink's
@@ -220,48 +225,48 @@ pub struct JobArgs {
 
     /// fixed-delay: restarts before the job fails (Flink's
     /// `restart-strategy.fixed-delay.attempts`, default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub restart_attempts: Option<u32>,
 
     /// fixed-delay and failure-rate: wait before each restart (Flink's
     /// `restart-strategy.fixed-delay.delay` / `.failure-rate.delay`, default 1s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub restart_delay: Option<Duration>,
 
     /// failure-rate: failures tolerated per interval (Flink's
     /// `restart-strategy.failure-rate.max-failures-per-interval`, default 1).
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     pub failure_rate_max_failures: Option<u32>,
 
     /// failure-rate: the measuring interval (Flink's
     /// `restart-strategy.failure-rate.failure-rate-interval`, default 1min).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub failure_rate_interval: Option<Duration>,
 
     /// exponential-delay: first delay (Flink's
     /// `restart-strategy.exponential-delay.initial-backoff`, default 1s).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub backoff_initial: Option<Duration>,
 
     /// exponential-delay: largest delay (Flink's
     /// `restart-strategy.exponential-delay.max-backoff`, default 5min).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub backoff_max: Option<Duration>,
 
     /// exponential-delay: growth per failure, above 1 (Flink's
     /// `restart-strategy.exponential-delay.backoff-multiplier`, default 2.0).
-    #[arg(long, value_name = "FACTOR")]
+    #[arg(long, allow_hyphen_values = true, value_name = "FACTOR")]
     pub backoff_multiplier: Option<f64>,
 
     /// exponential-delay: random fraction of the delay added or removed, 0..=1
     /// (Flink's `restart-strategy.exponential-delay.jitter-factor`, default 0.1).
-    #[arg(long, value_name = "FRACTION")]
+    #[arg(long, allow_hyphen_values = true, value_name = "FRACTION")]
     pub backoff_jitter: Option<f64>,
 
     /// exponential-delay: time running without failure after which the delay
     /// resets (Flink's `restart-strategy.exponential-delay.reset-backoff-threshold`,
     /// default 1h).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", value_parser = parse_duration)]
     pub backoff_reset_threshold: Option<Duration>,
 }
 
@@ -307,6 +312,11 @@ impl Default for JobArgs {
 /// separated by a space; a bare number is milliseconds.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let s = text.trim();
+    if s.starts_with('-') {
+        return Err(format!(
+            "invalid duration {text:?}: a duration cannot be negative"
+        ));
+    }
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let bad = || {

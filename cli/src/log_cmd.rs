@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use executor::ExecutorError;
 use executor::log::{LogRecord, PartitionReader, Topic, TopicWriter};
 
@@ -60,14 +60,19 @@ pub(crate) struct AppendArgs {
     /// The records; without any, one record per line of stdin
     records: Vec<String>,
     /// Append every record to this partition
-    #[arg(long, value_name = "N", conflicts_with = "key")]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        conflicts_with = "key"
+    )]
     partition: Option<u32>,
     /// The key of every record; picks the partition by hash
     #[arg(long, value_name = "K")]
     key: Option<String>,
     /// Create the topic with N partitions if it does not exist (default 1);
     /// an existing topic must have exactly N
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     partitions: Option<u32>,
     /// Print one summary line instead of one line per record
     #[arg(long)]
@@ -82,7 +87,7 @@ pub(crate) struct TailArgs {
     /// The topic's name
     topic: String,
     /// Only this partition (default: every partition, one after the other)
-    #[arg(long, value_name = "N")]
+    #[arg(long, allow_hyphen_values = true, value_name = "N")]
     partition: Option<u32>,
     /// Start at this offset of --partition (default 0)
     #[arg(long, value_name = "O", requires = "partition")]
@@ -105,6 +110,7 @@ pub(crate) fn run(command: LogCommand, out: &mut dyn Write) -> anyhow::Result<Ex
 
 fn open_for_append(dir: &Path, name: &str, partitions: Option<u32>) -> anyhow::Result<Topic> {
     let topic = match partitions {
+        Some(0) => bail!("--partitions 0: a topic needs at least 1 partition"),
         Some(n) => Topic::open_or_create(dir, name, n).map_err(plain)?,
         None => match Topic::open(dir, name) {
             Ok(topic) => topic,

@@ -58,15 +58,15 @@ wrong_keys, peak_rss_bytes, io_read_bytes, io_write_bytes (null where
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct JobBenchArgs {
     /// Records the source generates
-    #[arg(long, value_name = "N", default_value_t = 10_000_000,
+    #[arg(long, allow_hyphen_values = true, value_name = "N", default_value_t = 10_000_000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub records: u64,
     /// Distinct keys (`key-0000000`…); record i has key splitmix64(i) mod K
-    #[arg(long, value_name = "K", default_value_t = 1_000_000,
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
     pub keys: u64,
     /// Subtasks of the source and of the count
-    #[arg(long, value_name = "P", default_value_t = 1,
+    #[arg(long, allow_hyphen_values = true, value_name = "P", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub parallelism: u32,
     /// Keyed-state backend (heap: checkpoints in memory; fs: checkpoints in files)
@@ -81,10 +81,10 @@ pub(crate) struct JobBenchArgs {
     pub local_recovery: bool,
     /// Bytes of the rocks backend's value cache per subtask (0: none;
     /// default: the backend's, 64 MiB)
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, allow_hyphen_values = true, value_name = "BYTES")]
     pub rocks_value_cache: Option<usize>,
     /// Time between checkpoints (500ms, 2s, 1m)
-    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, allow_hyphen_values = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
     /// Inject one failure when record i reaches the job (restart at once, from the latest checkpoint)
     #[arg(long, value_name = "i")]

@@ -49,26 +49,31 @@ pub(crate) struct StateSizeArgs {
     #[arg(long)]
     incremental: bool,
     /// Keys loaded (`key-0000000`…)
-    #[arg(long, value_name = "K", default_value_t = 1_000_000,
+    #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
     keys: u64,
     /// Bytes per value (incompressible)
-    #[arg(long, value_name = "S", default_value_t = 100,
+    #[arg(long, allow_hyphen_values = true, value_name = "S", default_value_t = 100,
           value_parser = clap::value_parser!(u64).range(0..=67_108_864))]
     value_size: u64,
     /// Fraction of the keys updated per round (0 to 1)
-    #[arg(long, value_name = "F", default_value_t = 0.01, value_parser = parse_fraction)]
+    #[arg(long, allow_hyphen_values = true, value_name = "F", default_value_t = 0.01, value_parser = parse_fraction)]
     update_fraction: f64,
     /// Update rounds, each followed by a checkpoint
-    #[arg(long, value_name = "R", default_value_t = 3,
+    #[arg(long, allow_hyphen_values = true, value_name = "R", default_value_t = 3,
           value_parser = clap::value_parser!(u32).range(0..=65_535))]
     rounds: u32,
     /// Subtasks (each on its own thread, owning its key groups)
-    #[arg(long, value_name = "P", default_value_t = 1,
+    #[arg(long, allow_hyphen_values = true, value_name = "P", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     parallelism: u32,
     /// Seed of the values and of the keys each round updates
-    #[arg(long, value_name = "N", default_value_t = 42)]
+    #[arg(
+        long,
+        allow_hyphen_values = true,
+        value_name = "N",
+        default_value_t = 42
+    )]
     seed: u64,
     /// Run once per value: `keys=100000,1000000` or `value-size=100,1000` (repeatable: all combinations)
     #[arg(long, value_name = "DIM=V,V,…", value_parser = parse_sweep)]
