@@ -147,7 +147,8 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         // Keyed state cannot change its number of key groups: keep the checkpoint's.
         config.max_parallelism = keyed_max_parallelism(&r.metadata);
     }
-    // Fail before starting anything if the input is not there.
+    // Fail before starting anything on input no restart can fix.
+    check_paths(args)?;
     Topic::open(&args.input, &args.topic)
         .map_err(crate::log_cmd::plain)
         .with_context(|| format!("--input {} --topic {}", args.input.display(), args.topic))?;
@@ -198,8 +199,44 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     let _ = writeln!(std::io::stderr(), "{summary}");
     Ok(match result.status {
         JobStatus::Finished => ExitCode::SUCCESS,
+        // Configuration or input no restart can fix: bad input, as before a start.
+        JobStatus::Failed if result.permanent_failure => ExitCode::from(2),
         _ => ExitCode::from(1),
     })
+}
+
+/// Refuses output and local paths that can never work, naming the option:
+/// a sink directory that is a file, a write-ahead target that is a
+/// directory, a local directory that is a file.
+fn check_paths(args: &WordCountArgs) -> anyhow::Result<()> {
+    let dir = match (&args.output, &args.sink) {
+        (Some(dir), _) => Some(format!("--output {}", dir.display())).zip(Some(dir)),
+        (None, Some(SinkSpec::File(dir))) => {
+            Some(format!("--sink file:{}", dir.display())).zip(Some(dir))
+        }
+        _ => None,
+    };
+    if let Some((option, dir)) = dir
+        && dir.exists()
+        && !dir.is_dir()
+    {
+        bail!("{option}: exists and is not a directory");
+    }
+    if let Some(SinkSpec::WriteAhead(file)) = &args.sink
+        && file.is_dir()
+    {
+        bail!("--sink wal:{}: is a directory, not a file", file.display());
+    }
+    if let Some(local) = &args.job.local_dir
+        && local.exists()
+        && !local.is_dir()
+    {
+        bail!(
+            "--local-dir {}: exists and is not a directory",
+            local.display()
+        );
+    }
+    Ok(())
 }
 
 /// The newest checkpoint of `storage` whose metadata reads (`None` if none does).
@@ -394,6 +431,7 @@ mod tests {
             status,
             restarts: 2,
             failure: failure.map(str::to_owned),
+            permanent_failure: false,
             checkpoints: checkpoints
                 .iter()
                 .map(|&id| CompletedCheckpointInfo {

@@ -51,3 +51,134 @@ fn negative_numbers_and_durations_are_refused_naming_the_option() {
     assert_code(&out, 2);
     assert!(stderr(&out).contains("--partitions"), "{}", stderr(&out));
 }
+
+/// `cairn run wordcount` over a one-record topic with checkpoints (so the
+/// default restart strategy restarts for ever), plus `extra`.
+fn wordcount(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let log = dir.join("log");
+    if !log.exists() {
+        let out = cairn(&["log", "append", p(&log), "words", "a b", "--quiet"]);
+        assert_code(&out, 0);
+    }
+    let ck = dir.join("ck");
+    let mut args = vec![
+        "run",
+        "wordcount",
+        "--input",
+        p(&log),
+        "--topic",
+        "words",
+        "--checkpoint-dir",
+        p(&ck),
+        "--checkpoint-interval",
+        "20ms",
+    ];
+    args.extend_from_slice(extra);
+    cairn(&args)
+}
+
+#[test]
+fn errors_no_restart_can_fix_end_the_job_at_once_with_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    for (extra, names) in [
+        (vec!["--output", p(&file)], "--output"),
+        (vec!["--sink", "file:PLACEHOLDER"], "--sink file:"),
+        (
+            vec!["--local-dir", p(&file), "--backend", "rocks"],
+            "--local-dir",
+        ),
+    ] {
+        let spec = format!("file:{}", p(&file));
+        let extra: Vec<&str> = extra
+            .iter()
+            .map(|a| {
+                if *a == "file:PLACEHOLDER" {
+                    spec.as_str()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let out = wordcount(dir.path(), &extra);
+        assert_code(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains(names) && err.contains(p(&file)), "{err}");
+    }
+    let wal_dir = dir.path().join("wal-dir");
+    std::fs::create_dir_all(&wal_dir).unwrap();
+    let out = wordcount(dir.path(), &["--sink", &format!("wal:{}", p(&wal_dir))]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("is a directory"), "{}", stderr(&out));
+
+    // --from a checkpoint taken with another max parallelism: refused
+    // before anything runs, under the default unbounded restart strategy.
+    let out = wordcount(
+        dir.path(),
+        &[
+            "--bounded",
+            "--max-parallelism",
+            "256",
+            "--retain-on-cancel",
+        ],
+    );
+    assert_code(&out, 0);
+    let mut unbounded = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
+    let log = dir.path().join("log");
+    let ck = dir.path().join("ck2");
+    unbounded.args([
+        "run",
+        "wordcount",
+        "--input",
+        p(&log),
+        "--topic",
+        "words",
+        "--checkpoint-dir",
+        p(&ck),
+        "--job-id",
+        "mp",
+        "--checkpoint-interval",
+        "10ms",
+        "--max-parallelism",
+        "256",
+    ]);
+    let mut child = unbounded
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let job_dir = ck.join("mp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while support::completed(&job_dir).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no checkpoint");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let chk = job_dir.join(format!("chk-{}", support::completed(&job_dir)[0]));
+    let out = cairn(&[
+        "run",
+        "wordcount",
+        "--input",
+        p(&log),
+        "--topic",
+        "words",
+        "--checkpoint-dir",
+        p(&ck),
+        "--job-id",
+        "mp",
+        "--checkpoint-interval",
+        "10ms",
+        "--from",
+        p(&chk),
+        "--max-parallelism",
+        "128",
+    ]);
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("max parallelism 256") && err.contains("cannot change"),
+        "{err}"
+    );
+}

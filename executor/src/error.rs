@@ -65,6 +65,20 @@ pub enum ExecutorError {
 }
 
 impl ExecutorError {
+    /// Whether no restart can fix this error: the job or its configuration
+    /// is invalid (a mismatched max parallelism, a path that cannot be a
+    /// sink's), or state it was given is refused as an invalid argument.
+    /// The job master fails the job at once on such an error, whatever the
+    /// restart strategy; task errors, I/O errors and damaged checkpoints
+    /// (which a restart from another checkpoint may get past) are retried.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            ExecutorError::InvalidJob(_) => true,
+            ExecutorError::State(e) => e.kind() == state_core::ErrorKind::InvalidArgument,
+            _ => false,
+        }
+    }
+
     /// An [`ExecutorError::Io`] on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         ExecutorError::Io {

@@ -156,9 +156,10 @@ impl Source<u64> for FailingSource {
             && v == self.at
             && !self.failed.swap(true, Ordering::SeqCst)
         {
-            return Err(executor::ExecutorError::InvalidJob(format!(
-                "injected source failure at record {v}"
-            )));
+            return Err(executor::ExecutorError::io(
+                format!("record {v}"),
+                std::io::Error::other("injected source failure"),
+            ));
         }
         Ok(next)
     }

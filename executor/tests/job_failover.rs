@@ -314,3 +314,34 @@ fn invalid_jobs_are_rejected_with_the_operator_named() {
     assert!(env.execute().unwrap_err().to_string().contains("bad uid/"));
     let _ = CheckpointId(0);
 }
+
+#[test]
+fn an_error_no_restart_can_fix_fails_the_job_at_once() {
+    // A sink that cannot be created: the same on every attempt.
+    let mut config = JobConfig::new(JobId::new("permanent").unwrap());
+    config.checkpointing = Some(CheckpointConfig::every(Duration::from_millis(10)));
+    config.restart = Some(RestartStrategyConfig::FixedDelay {
+        attempts: u32::MAX,
+        delay: Duration::from_millis(1),
+    });
+    let storage = Arc::new(MemoryCheckpointStorage::default());
+    let env = StreamEnv::new(config, HeapBackendFactory::default(), storage);
+    let log = NumberLog::with_range(10);
+    env.source("numbers", log.source(true, 0)).sink(
+        "broken",
+        |_: executor::sink::SinkContext| -> executor::Result<Box<dyn executor::sink::Sink<u64>>> {
+            Err(ExecutorError::InvalidJob(
+                "sink \"broken\": its target can never be opened".into(),
+            ))
+        },
+    );
+    let result = env.execute().unwrap();
+    assert_eq!(result.status, JobStatus::Failed);
+    assert_eq!(result.restarts, 0);
+    assert!(result.permanent_failure);
+    let failure = result.failure.unwrap();
+    assert!(
+        failure.contains("can never be opened") && failure.contains("no restart can fix"),
+        "{failure}"
+    );
+}

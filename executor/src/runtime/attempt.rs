@@ -270,6 +270,9 @@ impl Attempt {
                                     if let Some(e) = self.finalize(job, id, done.acks, done.duration) {
                                         return self.fail(job, e);
                                     }
+                                    if let Some(e) = self.abort_overtaken(job, id) {
+                                        return self.fail(job, e);
+                                    }
                                     if self.final_checkpoint == FinalCheckpoint::InFlight(id)
                                         && job.store.latest().is_some_and(|m| m.checkpoint_id == id)
                                     {

@@ -122,6 +122,10 @@ pub struct JobResult {
     /// The error that failed the job for good (status FAILED), or the last
     /// failure when the restart strategy gave up.
     pub failure: Option<String>,
+    /// Whether the failure is one no restart can fix
+    /// ([`ExecutorError::is_permanent`](crate::ExecutorError::is_permanent)):
+    /// the job failed at once, without restarting. `cairn run` exits 2 then.
+    pub permanent_failure: bool,
     /// Every checkpoint completed during the run, in order.
     pub checkpoints: Vec<CompletedCheckpointInfo>,
     /// The final metrics.

@@ -50,6 +50,7 @@ impl Master {
                 &restore.metadata,
                 spec.config.allow_non_restored_state,
             )?;
+            check_max_parallelism(&spec, &restore.metadata)?;
         }
         let newest_listed = listed.last().map_or(0, |id| id.get());
         let restored = first.as_ref().map_or(0, |r| r.metadata.checkpoint_id.get());
@@ -82,6 +83,7 @@ impl Master {
         let mut restarts = 0u32;
         let mut restore = self.first.take();
         let mut failure = None;
+        let mut permanent_failure = false;
         let terminal = loop {
             if let Some(r) = &restore {
                 tracing::info!(
@@ -97,6 +99,20 @@ impl Master {
             match self.run_attempt(restore.clone()) {
                 AttemptEnd::Finished => break JobStatus::Finished,
                 AttemptEnd::Canceled => break JobStatus::Canceled,
+                AttemptEnd::Failed(err) if err.is_permanent() => {
+                    let message = err.to_string();
+                    tracing::warn!(
+                        job = %self.job.spec.config.job_id,
+                        error = %message,
+                        "Job {} failed for good: no restart can fix this: {message}",
+                        self.job.spec.config.job_id
+                    );
+                    failure = Some(format!(
+                        "{message} (not restarted: no restart can fix this)"
+                    ));
+                    permanent_failure = true;
+                    break JobStatus::Failed;
+                }
                 AttemptEnd::Failed(err) => {
                     let message = err.to_string();
                     if let ExecutorError::Restore { checkpoint, source } = &err {
@@ -164,6 +180,7 @@ impl Master {
             status: terminal,
             restarts,
             failure,
+            permanent_failure,
             checkpoints: self.job.completed,
             metrics: self.job.shared.metrics.snapshot(),
         })
@@ -412,4 +429,27 @@ fn open_store(
             Ok((store, Some(restore), corrupt))
         }
     }
+}
+
+/// Keyed state cannot change its number of key groups: a restored keyed
+/// operator's max parallelism must be the job's. Checked before the job
+/// starts, since no restart can fix it.
+fn check_max_parallelism(spec: &JobSpec, metadata: &state_core::CheckpointMetadata) -> Result<()> {
+    let job = spec.max_parallelism.get();
+    for op in &metadata.operators {
+        let keyed = op.subtasks.iter().any(|s| !s.keyed.is_empty());
+        let in_job = spec
+            .graph
+            .operators
+            .iter()
+            .any(|(uid, _)| *uid == op.operator_id);
+        if keyed && in_job && op.max_parallelism != job {
+            return Err(ExecutorError::InvalidJob(format!(
+                "operator {}: checkpoint {} was taken with max parallelism {}, the job has {job}; \
+                 the max parallelism of a keyed operator cannot change (--max-parallelism {})",
+                op.operator_id, metadata.checkpoint_id, op.max_parallelism, op.max_parallelism
+            )));
+        }
+    }
+    Ok(())
 }

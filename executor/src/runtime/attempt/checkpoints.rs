@@ -20,6 +20,9 @@ pub(super) const ENDED_BEFORE_COMPLETION: &str = "a task finished before the che
 /// Why in-flight checkpoints are aborted when the job is cancelled or ends.
 pub(super) const JOB_STOPPED: &str = "the job stopped";
 
+/// How the reason for aborting a checkpoint overtaken by a newer one ends.
+const OVERTAKEN: &str = "completed first";
+
 impl Attempt {
     pub(super) fn trigger(
         &mut self,
@@ -50,6 +53,32 @@ impl Attempt {
         for &s in &self.sources {
             if let Some((_, _, tx)) = self.tasks.get(s) {
                 let _ = tx.send(TaskCommand::Trigger { id, timestamp });
+            }
+        }
+        None
+    }
+
+    /// Checkpoint `completed` completed: older checkpoints still in flight
+    /// can no longer complete (ids must increase) and are aborted without
+    /// counting as failures, as Flink subsumes them. Their files go; a
+    /// sink's pending output of theirs was committed with `completed`.
+    pub(super) fn abort_overtaken(
+        &mut self,
+        job: &mut JobState,
+        completed: CheckpointId,
+    ) -> Option<ExecutorError> {
+        let older: Vec<CheckpointId> = self
+            .coordinator
+            .pending()
+            .into_iter()
+            .filter(|&id| id < completed)
+            .collect();
+        for id in older {
+            let reason = format!("checkpoint {completed}, triggered after it, {OVERTAKEN}");
+            if let Some(failed) = self.coordinator.abort(id, reason)
+                && let Some(e) = self.failed_checkpoint(job, failed)
+            {
+                return Some(e);
             }
         }
         None
@@ -94,7 +123,8 @@ impl Attempt {
             acks,
             fail_job,
         } = failed;
-        if reason == ENDED_BEFORE_COMPLETION || reason == JOB_STOPPED {
+        if reason == ENDED_BEFORE_COMPLETION || reason == JOB_STOPPED || reason.ends_with(OVERTAKEN)
+        {
             // Expected at the end of every bounded job: not worth a warning.
             tracing::info!(checkpoint_id = id.get(), %reason, "Checkpoint {id} of job {} aborted: {reason}", job.spec.config.job_id);
         } else {
