@@ -430,7 +430,7 @@ mod tests {
             kind: SnapshotKind::Full,
             operators: vec![OperatorSnapshot {
                 operator_id: OperatorId("op".into()),
-                parallelism: 1,
+                parallelism: u32::try_from(streams.len().max(1)).unwrap(),
                 max_parallelism: 128,
                 subtasks: streams
                     .into_iter()

@@ -165,7 +165,13 @@ impl KeyGroupRange {
 
     /// How many key groups the range holds.
     pub fn len(&self) -> usize {
-        (self.end_exclusive - u32::from(self.start)) as usize
+        self.end_exclusive.saturating_sub(u32::from(self.start)) as usize
+    }
+
+    /// Whether the range is one [`KeyGroupRange::new`] can make and lies
+    /// inside `0..max`: what a range read from a checkpoint must be.
+    pub fn is_valid_for(&self, max: u32) -> bool {
+        self.end_exclusive >= u32::from(self.start) && self.end_exclusive <= max
     }
 
     /// Whether the range holds no key group.

@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint_id::CheckpointId;
-use crate::handle::StreamHandle;
+use crate::handle::{StreamHandle, StreamLocation};
 use crate::ids::{JobId, OperatorId};
 use crate::key_group::KeyGroupRange;
 use crate::{Result, StateError};
@@ -114,7 +114,7 @@ impl KeyedStateHandle {
 
     /// The bytes of state the handle represents (the whole state, shared files included).
     pub fn state_size(&self) -> u64 {
-        self.streams().iter().map(|s| s.size).sum()
+        sum_sizes(self.streams().into_iter())
     }
 
     /// The bytes that the checkpoint `id` wrote for this handle (excludes
@@ -122,15 +122,14 @@ impl KeyedStateHandle {
     pub fn checkpointed_size(&self, id: CheckpointId) -> u64 {
         match self {
             KeyedStateHandle::KeyGroups(h) => h.stream.size,
-            KeyedStateHandle::Incremental(h) => {
+            KeyedStateHandle::Incremental(h) => sum_sizes(
                 h.shared
                     .iter()
                     .filter(|f| f.uploaded_by == id)
-                    .map(|f| f.handle.size)
-                    .sum::<u64>()
-                    + h.private.iter().map(|f| f.handle.size).sum::<u64>()
-                    + h.meta.size
-            }
+                    .map(|f| &f.handle)
+                    .chain(h.private.iter().map(|f| &f.handle))
+                    .chain(std::iter::once(&h.meta)),
+            ),
         }
     }
 }
@@ -236,20 +235,18 @@ impl CheckpointMetadata {
 
     /// The full size of the checkpoint's state in bytes.
     pub fn state_size(&self) -> u64 {
-        self.streams().iter().map(|s| s.size).sum()
+        sum_sizes(self.streams().into_iter())
     }
 
     /// The bytes this checkpoint wrote (its state size minus shared files it reused).
     pub fn checkpointed_size(&self) -> u64 {
-        let mut total = 0;
+        let mut total: u64 = 0;
         for op in &self.operators {
             for st in &op.subtasks {
-                total += st
-                    .keyed
-                    .iter()
-                    .map(|k| k.checkpointed_size(self.checkpoint_id))
-                    .sum::<u64>();
-                total += st.operator.as_ref().map_or(0, |o| o.stream.size);
+                for k in &st.keyed {
+                    total = total.saturating_add(k.checkpointed_size(self.checkpoint_id));
+                }
+                total = total.saturating_add(st.operator.as_ref().map_or(0, |o| o.stream.size));
             }
         }
         total
@@ -323,9 +320,196 @@ impl CheckpointMetadata {
                 format!("checksum mismatch: stored crc32 {stored:08x}, computed {actual:08x}"),
             ));
         }
-        postcard::from_bytes(body)
-            .map_err(|e| StateError::corrupted(what, format!("metadata body does not decode: {e}")))
+        let metadata: CheckpointMetadata = postcard::from_bytes(body).map_err(|e| {
+            StateError::corrupted(what, format!("metadata body does not decode: {e}"))
+        })?;
+        metadata.validate(what)?;
+        Ok(metadata)
     }
+
+    /// Checks that the metadata describes state that can exist, as
+    /// [`CheckpointMetadata::decode`] does for every metadata file it reads
+    /// (a valid CRC says the bytes are as written, not that what was
+    /// written is sound): per operator, a max parallelism in
+    /// `1..=32768` and a parallelism up to it, distinct subtask indexes below
+    /// it, non-empty well-formed key-group ranges inside `0..max` that do not
+    /// overlap; per full handle, one offset per key group, non-decreasing and
+    /// inside the stream; per incremental handle, plain unique file names, a
+    /// `CURRENT` and a `MANIFEST-*` for RocksDB, checkpoint ids no later
+    /// than this one; inline streams as long as their size; sizes that sum
+    /// without overflow. A violation is [`StateError::Corrupted`] naming
+    /// `what` and the place, so restore selection falls back to an older
+    /// checkpoint as for a checksum mismatch.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let bad = |detail: String| StateError::corrupted(what, detail);
+        let mut total: u64 = 0;
+        let mut add = |stream: &StreamHandle, place: &str| -> Result<()> {
+            match &stream.location {
+                StreamLocation::Inline(bytes) if bytes.len() as u64 != stream.size => {
+                    return Err(bad(format!(
+                        "{place}: inline stream of {} bytes says {} bytes",
+                        bytes.len(),
+                        stream.size
+                    )));
+                }
+                StreamLocation::File(path) if path.is_empty() => {
+                    return Err(bad(format!("{place}: empty file path")));
+                }
+                _ => {}
+            }
+            total = total
+                .checked_add(stream.size)
+                .ok_or_else(|| bad(format!("{place}: stream sizes overflow")))?;
+            Ok(())
+        };
+        for op in &self.operators {
+            let uid = &op.operator_id;
+            let max = op.max_parallelism;
+            if !(1..=crate::key_group::UPPER_BOUND_MAX_PARALLELISM).contains(&max) {
+                return Err(bad(format!(
+                    "operator {uid}: max parallelism {max} is out of range"
+                )));
+            }
+            if op.parallelism == 0 || op.parallelism > max {
+                return Err(bad(format!(
+                    "operator {uid}: parallelism {} must be between 1 and its max parallelism {max}",
+                    op.parallelism
+                )));
+            }
+            let mut indexes: Vec<u32> = op.subtasks.iter().map(|s| s.subtask).collect();
+            indexes.sort_unstable();
+            if indexes.windows(2).any(|w| w[0] == w[1]) {
+                return Err(bad(format!("operator {uid}: a subtask appears twice")));
+            }
+            if let Some(&last) = indexes.last()
+                && last >= op.parallelism
+            {
+                return Err(bad(format!(
+                    "operator {uid}: subtask {last} at parallelism {}",
+                    op.parallelism
+                )));
+            }
+            let mut ranges: Vec<(usize, usize)> = Vec::new();
+            for st in &op.subtasks {
+                let place = format!("operator {uid} subtask {}", st.subtask);
+                // The key groups this subtask's handles span.
+                let mut own: Option<(usize, usize)> = None;
+                for handle in &st.keyed {
+                    let range = handle.key_groups();
+                    if !range.is_valid_for(max) || range.is_empty() {
+                        return Err(bad(format!(
+                            "{place}: key-group range {range:?} is not a non-empty range inside 0..{max}"
+                        )));
+                    }
+                    let start = usize::from(range.start().0);
+                    own = Some(match own {
+                        None => (start, start + range.len()),
+                        Some((a, b)) => (a.min(start), b.max(start + range.len())),
+                    });
+                    match handle {
+                        KeyedStateHandle::KeyGroups(h) => {
+                            if h.key_group_offsets.len() != range.len() {
+                                return Err(bad(format!(
+                                    "{place}: {} key-group offsets for {} key groups",
+                                    h.key_group_offsets.len(),
+                                    range.len()
+                                )));
+                            }
+                            let sorted = h.key_group_offsets.windows(2).all(|w| w[0] <= w[1]);
+                            let inside = h.key_group_offsets.iter().all(|&o| o <= h.stream.size);
+                            if !sorted || !inside {
+                                return Err(bad(format!(
+                                    "{place}: key-group offsets are not increasing inside the {}-byte stream",
+                                    h.stream.size
+                                )));
+                            }
+                            add(&h.stream, &place)?;
+                        }
+                        KeyedStateHandle::Incremental(h) => {
+                            validate_incremental(h, self.checkpoint_id, &place).map_err(bad)?;
+                            for f in &h.shared {
+                                add(&f.handle, &place)?;
+                            }
+                            for f in &h.private {
+                                add(&f.handle, &place)?;
+                            }
+                            add(&h.meta, &place)?;
+                        }
+                    }
+                }
+                if let Some(o) = &st.operator {
+                    add(&o.stream, &place)?;
+                }
+                ranges.extend(own);
+            }
+            // Two subtasks claiming one key group would restore it twice.
+            ranges.sort_unstable();
+            if ranges.windows(2).any(|w| w[1].0 < w[0].1) {
+                return Err(bad(format!(
+                    "operator {uid}: key-group ranges of its subtasks overlap"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The sizes of `streams` added up, saturating: sizes come from files and
+/// [`CheckpointMetadata::validate`] refuses sums that overflow, but tools
+/// show sizes of metadata they were asked to inspect, valid or not.
+fn sum_sizes<'a>(streams: impl Iterator<Item = &'a StreamHandle>) -> u64 {
+    streams.fold(0u64, |total, s| total.saturating_add(s.size))
+}
+
+/// The checks of [`CheckpointMetadata::validate`] on an incremental handle.
+fn validate_incremental(
+    h: &IncrementalHandle,
+    checkpoint: CheckpointId,
+    place: &str,
+) -> std::result::Result<(), String> {
+    if h.checkpoint_id > checkpoint {
+        return Err(format!(
+            "{place}: incremental handle of checkpoint {} in checkpoint {checkpoint}",
+            h.checkpoint_id
+        ));
+    }
+    let mut names: Vec<&str> = h
+        .shared
+        .iter()
+        .map(|f| f.name.as_str())
+        .chain(h.private.iter().map(|f| f.name.as_str()))
+        .collect();
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.is_empty() || n.contains(['/', '\\', '\0']) || **n == "." || **n == "..")
+    {
+        return Err(format!(
+            "{place}: file name {bad:?} is not a plain file name"
+        ));
+    }
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        return Err(format!("{place}: file {:?} is listed twice", w[0]));
+    }
+    if let Some(f) = h.shared.iter().find(|f| f.uploaded_by > checkpoint) {
+        return Err(format!(
+            "{place}: shared file {:?} uploaded by later checkpoint {}",
+            f.name, f.uploaded_by
+        ));
+    }
+    if h.backend == "rocks" {
+        let has = |p: &str| {
+            h.private
+                .iter()
+                .any(|f| f.name == p || f.name.starts_with(&format!("{p}-")))
+        };
+        if h.shared.is_empty() || !has("CURRENT") || !has("MANIFEST") {
+            return Err(format!(
+                "{place}: a RocksDB handle needs its SST files, CURRENT and MANIFEST"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
