@@ -122,6 +122,13 @@ impl FsCheckpointStorage {
                 )));
             }
         }
+        // A link, FIFO or socket as _metadata is never opened.
+        crate::confine::readable_file(&chk_dir, &metadata).map_err(|e| match e {
+            StateError::Corrupted { detail, .. } => {
+                StateError::corrupted(metadata.display().to_string(), detail)
+            }
+            other => other,
+        })?;
         let bytes = fs
             .read(&metadata)
             .map_err(|e| StateError::io(&metadata, e))?;

@@ -182,3 +182,120 @@ fn errors_no_restart_can_fix_end_the_job_at_once_with_status_2() {
         "{err}"
     );
 }
+
+/// A job directory written by `cairn example` (checkpoints 2 and 3 of job
+/// `example`), and an outside directory beside it.
+fn example_job(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let out = cairn(&["example", "--dir", p(dir)]);
+    assert_code(&out, 0);
+    let outside = dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    (dir.join("example"), outside)
+}
+
+/// Runs `cairn args`, failing the test if it does not return within a
+/// minute (a read of a FIFO would block for ever).
+fn cairn_bounded(args: &[&str]) -> std::process::Output {
+    let mut child = support::command(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("cairn {args:?} did not return: it blocked on a file");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_file_link_out_of_the_job_directory_is_never_followed_by_any_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, outside) = example_job(dir.path());
+    // chk-3's keyed file moved outside, a link left in its place: the
+    // metadata (and its CRC) is untouched.
+    let file = job.join("chk-3").join("wordcount-0-keyed");
+    let moved = outside.join("wordcount-0-keyed");
+    std::fs::rename(&file, &moved).unwrap();
+    std::os::unix::fs::symlink(&moved, &file).unwrap();
+    let bytes = std::fs::read(&moved).unwrap();
+
+    let out = cairn_bounded(&["checkpoints", "verify", p(&job)]);
+    assert_code(&out, 1);
+    let text = support::stdout(&out) + &stderr(&out);
+    assert!(
+        text.contains("chk-3/wordcount-0-keyed") && text.contains("symbolic link"),
+        "{text}"
+    );
+    let out = cairn_bounded(&["checkpoints", "inspect", p(&job.join("chk-3"))]);
+    assert_code(&out, 0);
+    let log = dir.path().join("log");
+    let out = cairn(&["log", "append", p(&log), "words", "a", "--quiet"]);
+    assert_code(&out, 0);
+    let out = cairn_bounded(&[
+        "run",
+        "wordcount",
+        "--input",
+        p(&log),
+        "--topic",
+        "words",
+        "--from",
+        p(&job.join("chk-3")),
+        "--allow-non-restored-state",
+    ]);
+    assert_code(&out, 2);
+    assert!(stderr(&out).contains("symbolic link"), "{}", stderr(&out));
+    let out = cairn_bounded(&["checkpoints", "gc", p(&job), "--delete"]);
+    assert_code(&out, 0);
+    assert_eq!(
+        std::fs::read(&moved).unwrap(),
+        bytes,
+        "the outside file changed"
+    );
+}
+
+#[test]
+fn fifos_in_place_of_checkpoint_files_are_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (job, _) = example_job(dir.path());
+    let keyed = job.join("chk-3").join("wordcount-1-keyed");
+    std::fs::remove_file(&keyed).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&keyed)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = cairn_bounded(&["checkpoints", "verify", p(&job)]);
+    assert_code(&out, 1);
+    let text = support::stdout(&out) + &stderr(&out);
+    assert!(
+        text.contains("wordcount-1-keyed") && text.contains("not a regular file"),
+        "{text}"
+    );
+
+    let meta = job.join("chk-2").join("_metadata");
+    std::fs::remove_file(&meta).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&meta)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    for args in [
+        vec!["checkpoints", "list", p(&job)],
+        vec!["checkpoints", "verify", p(&job)],
+        vec!["checkpoints", "inspect", p(&job.join("chk-2"))],
+    ] {
+        let out = cairn_bounded(&args);
+        let text = support::stdout(&out) + &stderr(&out);
+        assert!(
+            out.status.code().is_some_and(|c| c != 0) || text.contains("corrupt"),
+            "{args:?}: {text}"
+        );
+        assert!(text.contains("not a regular file"), "{args:?}: {text}");
+    }
+}

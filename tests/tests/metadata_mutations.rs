@@ -283,4 +283,30 @@ proptest! {
         };
         let _ = CheckpointMetadata::decode(&bytes, "chk-1/_metadata");
     }
+
+    #[test]
+    fn restoring_a_stream_of_arbitrary_bytes_never_panics(
+        body in proptest::collection::vec(any::<u8>(), 0..2048),
+        keep_prefix in 0usize..64,
+    ) {
+        // The first subtask's real stream with its tail replaced, or random
+        // bytes: with a matching size and CRC, so the stream decoder itself
+        // (headers, key-group blocks, varints, zstd) sees them.
+        let f = fixture();
+        let mut metadata = f.metadata.clone();
+        let KeyedStateHandle::KeyGroups(h) = &mut metadata.operators[0].subtasks[0].keyed[0] else {
+            unreachable!("the heap backend writes key-group streams")
+        };
+        let original = f.setup.storage.read(&h.stream).unwrap();
+        let mut bytes = original.get(..keep_prefix.min(original.len())).unwrap_or_default().to_vec();
+        bytes.extend_from_slice(&body);
+        h.stream = state_core::StreamHandle {
+            size: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+            location: state_core::StreamLocation::Inline(bytes.into()),
+        };
+        let n = h.key_group_offsets.len();
+        h.key_group_offsets = vec![0; n];
+        let _ = restore(&f, &metadata);
+    }
 }
