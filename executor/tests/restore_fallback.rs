@@ -159,6 +159,7 @@ fn with_every_checkpoint_damaged_the_job_fails_and_says_why() {
     }
     let result = job.wait().unwrap();
     assert_eq!(result.status, JobStatus::Failed);
+    assert!(result.permanent_failure, "no restart can fix it");
     let failure = result.failure.unwrap();
     assert!(
         failure.contains("no intact checkpoint left to restore from"),

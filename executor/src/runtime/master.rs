@@ -133,6 +133,8 @@ impl Master {
                                 Err(reason) => {
                                     tracing::warn!(job = %self.job.spec.config.job_id, %reason, error = %message, "job failed for good");
                                     failure = Some(format!("{message} ({reason})"));
+                                    // Restarting cannot bring a damaged checkpoint back.
+                                    permanent_failure = true;
                                     break JobStatus::Failed;
                                 }
                             }
