@@ -4,8 +4,9 @@
 //! Each subtask writes the records of one checkpoint interval in one
 //! transaction of its own connection: rows are buffered and sent as
 //! multi-row `INSERT … VALUES (…), (…)` statements of up to
-//! [`PostgresOptions::batch_rows`] rows (upserts add `ON CONFLICT (key) DO
-//! UPDATE`, and a batch holds each key once, the last record winning). At
+//! [`PostgresOptions::batch_rows`] rows. Upserts add `ON CONFLICT (key) DO
+//! UPDATE`; their buffer holds each key once (the last record wins) and is
+//! sent at the barrier only, so it holds the distinct keys of one interval. At
 //! checkpoint `n`'s barrier the transaction is flushed and prepared, `PREPARE
 //! TRANSACTION '<prefix>-<subtask>-<n>'`: durable on the server, invisible
 //! to readers, and no longer tied to the connection. Its committable is that
@@ -310,6 +311,7 @@ impl<T: Send + 'static> CommittingSink<T> for PostgresSink<T> {
                 self.target.options.table.columns.len(),
                 self.target.key.clone(),
             ),
+            upsert: !self.target.key.is_empty(),
         }))
     }
 
@@ -336,6 +338,8 @@ struct PgWriter<T> {
     /// writer refuses to go on (the attempt fails and restarts).
     broken: Option<String>,
     buffer: RowBuffer,
+    /// Upsert mode: rows are sent at the barrier only.
+    upsert: bool,
 }
 
 impl<T> PgWriter<T> {
@@ -418,7 +422,10 @@ impl<T: Send> CommittingWriter<T, PreparedTransaction> for PgWriter<T> {
         self.check()?;
         let row = (self.to_row)(&record);
         self.buffer.push(row, &self.target.options.table.name)?;
-        if self.buffer.len() >= self.target.batch_rows {
+        // Upserts are sent at the barrier only: the last checkpoint's
+        // prepared transaction holds its rows' locks until its commit, which
+        // runs on this thread after the checkpoint completes.
+        if !self.upsert && self.buffer.len() >= self.target.batch_rows {
             self.flush()?;
         }
         Ok(())

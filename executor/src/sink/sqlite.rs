@@ -161,9 +161,23 @@ impl Target {
         let conn = Connection::open(path).map_err(|e| self.error("opening failed", &e))?;
         conn.busy_timeout(self.options.busy_timeout)
             .map_err(|e| self.error("setting the busy timeout failed", &e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(|e| self.error("turning on WAL mode failed", &e))?;
-        Ok(conn)
+        // Switching a new database to WAL does not wait on the busy
+        // handler: subtasks opening it at once retry for a while.
+        let mut tries = 0;
+        loop {
+            let mode = conn
+                .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get::<_, String>(0));
+            match mode {
+                Ok(_) => return Ok(conn),
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(self.error("turning on WAL mode failed", &e)),
+            }
+        }
     }
 }
 
