@@ -172,3 +172,55 @@ fn a_server_that_is_down_fails_the_attempt_naming_host_port_and_table() {
     );
     assert!(err.contains("connecting failed"), "{err}");
 }
+
+#[test]
+fn copied_text_arrives_byte_for_byte_and_only_at_commit() {
+    use executor::sink::SinkContext;
+    use executor::sink::committing::CommittingSink;
+    use state_core::CheckpointId;
+
+    let pg = PgCluster::start();
+    let table = SqlTable::new(
+        "texts",
+        vec![
+            SqlColumn::new("id", SqlType::BigInt),
+            SqlColumn::new("body", SqlType::Text),
+        ],
+        WriteMode::Insert,
+    );
+    let options = PostgresOptions::new(pg.conninfo(), table, "cairn-test-texts");
+    let sink = PostgresSink::new(options, |r: &(i64, String)| {
+        vec![SqlValue::Int(r.0), SqlValue::Text(r.1.clone())]
+    })
+    .unwrap();
+    let ctx = SinkContext::new(0, 1);
+    let mut committer = sink.committer(ctx).unwrap();
+    committer.recover(None).unwrap();
+    let mut writer = sink.writer(ctx).unwrap();
+    let bodies = [
+        "tab\there",
+        "new\nline",
+        "back\\slash \\N",
+        "quote ' \" é",
+        "",
+    ];
+    for (i, b) in bodies.iter().enumerate() {
+        writer.write((i as i64, (*b).to_owned())).unwrap();
+    }
+    let prepared = writer.prepare_commit(CheckpointId(1)).unwrap();
+    assert_eq!(prepared.len(), 1);
+    assert_eq!(pg.prepared(), ["cairn-test-texts-0-1"]);
+    assert!(
+        pg.psql("SELECT id FROM texts").is_empty(),
+        "visible before commit"
+    );
+    committer.commit(CheckpointId(1), &prepared[0]).unwrap();
+    committer.commit(CheckpointId(1), &prepared[0]).unwrap();
+    let hex = pg.psql("SELECT encode(convert_to(body, 'UTF8'), 'hex') FROM texts ORDER BY id");
+    let want: Vec<String> = bodies
+        .iter()
+        .map(|b| b.bytes().map(|x| format!("{x:02x}")).collect())
+        .collect();
+    assert_eq!(hex, want);
+    assert!(pg.prepared().is_empty());
+}
