@@ -161,8 +161,10 @@ impl Target {
         let conn = Connection::open(path).map_err(|e| self.error("opening failed", &e))?;
         conn.busy_timeout(self.options.busy_timeout)
             .map_err(|e| self.error("setting the busy timeout failed", &e))?;
-        // Switching a new database to WAL does not wait on the busy
-        // handler: subtasks opening it at once retry for a while.
+        // Switching a new database to WAL (or recovering the WAL a killed
+        // process left) does not wait on the busy handler: subtasks opening
+        // it at once retry, for as long as the busy timeout.
+        let patience = self.options.busy_timeout.as_millis() / 20;
         let mut tries = 0;
         loop {
             let mode = conn
@@ -170,7 +172,10 @@ impl Target {
             match mode {
                 Ok(_) => return Ok(conn),
                 Err(rusqlite::Error::SqliteFailure(e, _))
-                    if e.code == rusqlite::ErrorCode::DatabaseBusy && tries < 100 =>
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && tries < patience =>
                 {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(20));
