@@ -16,6 +16,13 @@ if [ "${CAIRN_SETUP:-full}" != demo ]; then
     command -v clang >/dev/null 2>&1 || cairn_missing_pkgs+=(clang)
     # ccache: the RocksDB C++ build takes 20+ minutes cold, ~2 minutes from cache.
     command -v ccache >/dev/null 2>&1 || cairn_missing_pkgs+=(ccache)
+    # PostgreSQL server binaries (initdb, pg_ctl, psql): the PostgreSQL sink's
+    # tests start a private cluster each. Debian keeps them off PATH, in
+    # /usr/lib/postgresql/<version>/bin.
+    if ! command -v initdb >/dev/null 2>&1 \
+        && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+        cairn_missing_pkgs+=(postgresql)
+    fi
 fi
 # A C/C++ compiler and make for zstd-sys and librocksdb-sys.
 command -v g++ >/dev/null 2>&1 || cairn_missing_pkgs+=(g++)

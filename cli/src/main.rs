@@ -51,6 +51,7 @@ mod list;
 mod log_cmd;
 mod run_job;
 mod sink_arg;
+mod sql_sink;
 mod sweep;
 mod verify;
 mod wordcount;

@@ -59,7 +59,7 @@ use state_core::{
 
 use crate::backend::{self, BackendVisitor};
 use crate::job_args::{DEFAULT_JOB_ID, JobArgs, RestoreModeArg};
-use crate::sink_arg::SinkSpec;
+use crate::sink_arg::{SinkMode, SinkSpec};
 use crate::wordcount;
 
 /// `cairn run` subcommands: the bundled jobs.
@@ -96,9 +96,15 @@ pub(crate) struct WordCountArgs {
     output: Option<PathBuf>,
     /// Where the output goes: print (stdout, at-least-once; the default),
     /// file:<dir> (part files committed at each checkpoint: exactly-once),
-    /// wal:<file> (held in the checkpoint, appended once it completed)
+    /// wal:<file> (held in the checkpoint, appended once it completed),
+    /// postgres:<conninfo>#<table> or sqlite:<path>#<table> (rows word, count;
+    /// exactly-once)
     #[arg(long, value_name = "SINK")]
     sink: Option<SinkSpec>,
+    /// How the postgres: and sqlite: sinks write: upsert (one row per word,
+    /// its latest count) or insert (one row per output record)
+    #[arg(long, value_enum, default_value_t)]
+    sink_mode: SinkMode,
     /// Drop records holding the poison word ERROR (how the demo's job is
     /// fixed before it is resumed from its retained checkpoint)
     #[arg(long)]
@@ -187,6 +193,7 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
             (None, Some(spec)) => spec.clone(),
             (None, None) => SinkSpec::Print,
         },
+        sink_mode: args.sink_mode,
         restore: restore.map(|r| r.metadata),
         restore_storage: placement.restore_storage,
         restore_mode: args.job.restore_mode.unwrap_or_default().into(),
@@ -365,6 +372,7 @@ struct WordCountJob {
     source: LogSource,
     filter_poison: bool,
     sink: SinkSpec,
+    sink_mode: SinkMode,
     restore: Option<CheckpointMetadata>,
     restore_storage: Option<Arc<dyn CheckpointStorage>>,
     restore_mode: RestoreMode,
@@ -385,6 +393,7 @@ impl BackendVisitor for WordCountJob {
         } else {
             SnapshotMode::Full
         };
+        let job_id = self.config.job_id.to_string();
         let mut env = StreamEnv::new(self.config, factory, storage).with_snapshot_mode(mode);
         if let Some(metadata) = self.restore {
             env = match self.restore_storage {
@@ -404,6 +413,9 @@ impl BackendVisitor for WordCountJob {
             }
             SinkSpec::WriteAhead(file) => {
                 wordcount::build(&env, source, filter, WriteAheadSink::to_file(file));
+            }
+            sql @ (SinkSpec::Postgres { .. } | SinkSpec::Sqlite { .. }) => {
+                crate::sql_sink::build(&env, source, filter, sql, self.sink_mode, &job_id)?;
             }
         }
         let job = env.start()?;

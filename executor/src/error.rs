@@ -62,6 +62,16 @@ pub enum ExecutorError {
     /// The job was cancelled.
     #[error("job was cancelled")]
     Canceled,
+    /// An external system a sink writes (a database server or file) is
+    /// unreachable or refused a statement; the attempt fails and the job
+    /// restarts, losing nothing committed.
+    #[error("sink target {target}: {reason}")]
+    SinkTarget {
+        /// What was written: host, port and table, or the database file and table.
+        target: String,
+        /// What failed, with the server's message.
+        reason: String,
+    },
 }
 
 impl ExecutorError {

@@ -11,6 +11,13 @@
 //! - [`write_ahead::WriteAheadSink`]: records held in the checkpoint until
 //!   it completes, then appended to a file (Flink's `GenericWriteAheadSink`);
 //!   exactly-once except for one documented window.
+//! - `postgres::PostgresSink` (feature `postgres`): one PostgreSQL
+//!   transaction per subtask and checkpoint, prepared at the barrier
+//!   (`PREPARE TRANSACTION`) and committed (`COMMIT PREPARED`) when the
+//!   checkpoint completes; exactly-once.
+//! - `sqlite::SqliteSink` (feature `sqlite`): each checkpoint's rows held in
+//!   the checkpoint, then applied in one SQLite transaction that also
+//!   records the checkpoint, so none is applied twice; exactly-once.
 //! - [`collect::CollectSink`]: every record in a shared vector, for tests
 //!   and demos; at-least-once.
 
@@ -24,7 +31,12 @@ use crate::error::Result;
 pub mod collect;
 pub mod committing;
 pub mod file;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod print;
+pub mod sql;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
 pub mod write_ahead;
 
 /// Locks a mutex shared by the subtasks of a sink. A panic in another

@@ -229,8 +229,13 @@ impl Attempt {
             {
                 return self.fail(job, e);
             }
+            // The final checkpoint waits for the one in flight: triggered
+            // beside it, it could complete first and fail the older one
+            // ("ids must increase"), and a two-phase-commit sink would
+            // pre-commit it before the older one's commit.
             if let FinalCheckpoint::Wanted { at } = self.final_checkpoint
                 && now >= at
+                && self.coordinator.pending().is_empty()
                 && let Some(e) = self.trigger_final(job, now)
             {
                 return self.fail(job, e);
@@ -306,7 +311,9 @@ impl Attempt {
                             {
                                 if job.spec.config.checkpointing.is_some() {
                                     let now = elapsed_millis(job.started);
-                                    if let Some(e) = self.trigger_final(job, now) {
+                                    if !self.coordinator.pending().is_empty() {
+                                        self.final_checkpoint = FinalCheckpoint::Wanted { at: now };
+                                    } else if let Some(e) = self.trigger_final(job, now) {
                                         return self.fail(job, e);
                                     }
                                 } else {

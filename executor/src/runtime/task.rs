@@ -436,6 +436,14 @@ impl<T: Send> Task for ExchangeTask<T> {
                     }
                 }
                 Message::Barrier { id, timestamp } => {
+                    // Completions sent before this barrier's checkpoint was
+                    // triggered come first (a random pick of the select could
+                    // take the barrier first): a two-phase-commit sink then
+                    // commits checkpoint n before it pre-commits n + 1, so a
+                    // new transaction never waits on the locks of the last.
+                    while let Ok(command) = rt.control.try_recv() {
+                        self.command(rt, command)?;
+                    }
                     let action = self.barriers.on_barrier(channel, id);
                     self.act(rt, action, timestamp)?;
                 }

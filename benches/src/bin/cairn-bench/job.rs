@@ -402,11 +402,23 @@ impl BackendVisitor for JobVisitor<'_> {
 
 /// Generates records `subtask, subtask + parallelism, …` below `records`;
 /// its position (records emitted) is checkpointed.
-struct Generator {
+pub(super) struct Generator {
     records: u64,
     subtask: u32,
     parallelism: u32,
     position: u64,
+}
+
+impl Generator {
+    /// The generator of `records` records (its subtask is set at `open`).
+    pub(super) fn new(records: u64) -> Self {
+        Generator {
+            records,
+            subtask: 0,
+            parallelism: 1,
+            position: 0,
+        }
+    }
 }
 
 impl Source<u64> for Generator {

@@ -10,6 +10,9 @@
 //!                        [--update-fraction F] [--rounds R] [--parallelism P] [--seed N]
 //!                        [--sweep keys=…|value-size=…]… [--plot FILE.svg]
 //!                        [--dir DIR] [--keep] [--json]
+//! cairn-bench sinks      [--records N] [--keys K] [--parallelism P] [--checkpoint-interval 1s]
+//!                        [--sinks print,file,postgres,postgres-insert,sqlite,sqlite-insert]
+//!                        [--postgres CONNINFO] [--json]
 //! ```
 //!
 //! Build and run it with RocksDB:
@@ -39,6 +42,7 @@ mod job;
 mod proc_stats;
 mod report;
 mod scratch;
+mod sinks;
 mod state_size;
 
 use std::io::Write;
@@ -69,6 +73,9 @@ enum BenchCommand {
     /// Load, checkpoint, update and restore keyed state: sizes, phase times, restore time
     #[command(after_help = state_size::JSON_HELP)]
     StateSize(state_size::StateSizeArgs),
+    /// The keyed-count job into each sink (print, file, PostgreSQL, SQLite): records/s, commit latency
+    #[command(after_help = sinks::JSON_HELP)]
+    Sinks(sinks::SinksBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +93,7 @@ fn run(command: BenchCommand, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
     let result = match command {
         BenchCommand::Job(args) => job::run(&args, out),
         BenchCommand::StateSize(args) => state_size::run(&args, out),
+        BenchCommand::Sinks(args) => sinks::run(&args, out),
     };
     match result {
         Err(err) if err.is::<scratch::Interrupted>() => {
