@@ -265,11 +265,20 @@ fn a_run_after_a_sigkilled_one_removes_its_orphans_and_dead_rocks_instance() {
     // The sweep kept exactly the copies of the retained checkpoints (the
     // resumed run then adopted them and deletes each as it is subsumed),
     // and removed the dead instance's working database.
-    let kept: Vec<String> = retained.iter().map(|id| format!("\"chk-{id}\"")).collect();
-    assert!(
-        log.contains(&format!("kept=[{}]", kept.join(", "))),
-        "before: {left:?}\n{log}"
-    );
+    let mut expected: Vec<String> = retained.iter().map(|id| format!("chk-{id}")).collect();
+    expected.sort();
+    let listed = log
+        .split("kept=[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no kept list in the sweep's log: {log}"));
+    let mut kept: Vec<String> = listed
+        .split(", ")
+        .map(|s| s.trim_matches('"').to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    kept.sort();
+    assert_eq!(kept, expected, "before: {left:?}\n{log}");
     // (The resumed run may have deleted the adopted directory whole.)
     if dead.exists() {
         assert!(

@@ -1,5 +1,5 @@
 //! End-to-end exactly-once into a real PostgreSQL (a private cluster per
-//! test, see `pg_support`): the fault matrix of `sql_fault_matrix` in
+//! test, see `pg_support`): the fault matrix of `fault_matrix` in
 //! insert mode (every `(key, n)` row once: a duplicate or a loss shows) and
 //! in upsert mode (one row per key with its final count), and the server
 //! stopped hard (`pg_ctl stop -m immediate`) at a commit and started again.
@@ -9,9 +9,9 @@
 // Helpers outside #[test] fns unwrap too: a panic here is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fault_matrix;
 mod job_support;
 mod pg_support;
-mod sql_fault_matrix;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,11 +19,11 @@ use std::time::Duration;
 use executor::sink::committing::CommitRetry;
 use executor::sink::postgres::{PostgresOptions, PostgresSink};
 use executor::sink::sql::{SqlColumn, SqlTable, SqlType, SqlValue, WriteMode};
-use pg_support::PgCluster;
-use sql_fault_matrix::{
+use fault_matrix::{
     Fault, Flaky, Hook, assert_exact, assert_ran, expected_inserts, expected_upserts, no_retry,
     run, splitmix,
 };
+use pg_support::PgCluster;
 
 fn table(name: &str, mode: WriteMode) -> SqlTable {
     SqlTable::new(
@@ -107,7 +107,7 @@ fn upserts_hold_each_final_count_once_through_failures() {
         &pg,
         "up_operator",
         upsert(),
-        Fault::Operator(splitmix(7) % sql_fault_matrix::RECORDS),
+        Fault::Operator(splitmix(7) % fault_matrix::RECORDS),
     );
     check(
         &pg,

@@ -1,5 +1,5 @@
 //! End-to-end exactly-once into SQLite: the fault matrix of
-//! `sql_fault_matrix` in insert mode (every `(key, n)` row once: a duplicate
+//! `fault_matrix` in insert mode (every `(key, n)` row once: a duplicate
 //! or a loss shows) and in upsert mode (one row per key with its final
 //! count). After every run the table holds exactly the fault-free output and
 //! the progress table one row per subtask.
@@ -7,15 +7,15 @@
 // Helpers outside #[test] fns unwrap too: a panic here is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod fault_matrix;
 mod job_support;
-mod sql_fault_matrix;
 
 use std::path::Path;
 use std::time::Duration;
 
 use executor::sink::sql::{SqlColumn, SqlTable, SqlType, SqlValue, WriteMode};
 use executor::sink::sqlite::{PROGRESS_TABLE, SqliteOptions, SqliteSink};
-use sql_fault_matrix::{
+use fault_matrix::{
     Fault, Flaky, assert_exact, assert_ran, expected_inserts, expected_upserts, no_retry, run,
     splitmix,
 };
@@ -105,7 +105,7 @@ fn upserts_hold_each_final_count_once_through_failures() {
         &db,
         "up_source",
         upsert(),
-        Fault::Source(splitmix(10) % sql_fault_matrix::RECORDS),
+        Fault::Source(splitmix(10) % fault_matrix::RECORDS),
     );
     check(
         &db,

@@ -1,5 +1,5 @@
-//! The fault matrix of the SQL sinks (as `exactly_once_file_sink.rs` runs
-//! it for the file sink): a keyed count over 100,000 records and 1,000 keys
+//! The fault matrix of the exactly-once sinks (file, PostgreSQL, SQLite):
+//! a keyed count over 100,000 records and 1,000 keys
 //! at parallelism 3, checkpoints every 10 ms, one failure injected at a
 //! seeded point in an operator, in a source, while a snapshot is written,
 //! between a checkpoint's completion and its commit, or inside a commit
@@ -207,9 +207,12 @@ impl Source<u64> for FailingSource {
             && v == self.at
             && !self.failed.swap(true, Ordering::SeqCst)
         {
-            return Err(executor::ExecutorError::InvalidJob(format!(
-                "injected source failure at record {v}"
-            )));
+            // A task error a restart heals (an invalid-job error would not
+            // be restarted).
+            return Err(executor::ExecutorError::io(
+                format!("record {v}"),
+                std::io::Error::other("injected source failure"),
+            ));
         }
         Ok(next)
     }
