@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use executor::log::{Topic, TopicWriter};
 use state_core::SystemClock;
-use support::{command, completed, p};
+use support::{Rng, command, completed, env_u64, p};
 
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -63,32 +63,6 @@ const WORDS: [&str; 24] = [
     "yuzu",
     "nectarine",
 ];
-
-/// SplitMix64: the seeded choices of the campaign.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}")),
-        Err(_) => default,
-    }
-}
 
 /// What a campaign did and found.
 #[derive(Debug, Default)]
