@@ -91,6 +91,24 @@ pub struct FsCheckpointStorage {
     write_buffer_size: usize,
 }
 
+/// Whether checkpoints can be written into `job_dir`: creates and removes a
+/// hidden file, so a read-only (or immutable) job directory is refused when
+/// the storage opens, naming it, instead of failing every checkpoint of a job
+/// that then restarts for ever.
+fn check_writable(job_dir: &Path) -> Result<()> {
+    let probe = job_dir.join(".cairn-write-check");
+    let result = std::fs::File::create(&probe).and_then(|_| std::fs::remove_file(&probe));
+    result.map_err(|e| {
+        StateError::io(
+            job_dir,
+            io::Error::new(
+                e.kind(),
+                format!("checkpoints cannot be written here ({e})"),
+            ),
+        )
+    })
+}
+
 impl FsCheckpointStorage {
     /// Opens (creating if needed) the storage of `job_id` under `base_dir`,
     /// with the default options.
@@ -118,6 +136,7 @@ impl FsCheckpointStorage {
         for dir in [&job_dir, &options.base_dir] {
             fs.sync_dir(dir).map_err(|e| StateError::io(dir, e))?;
         }
+        check_writable(&job_dir)?;
         tracing::debug!(job_dir = %job_dir.display(), "opened filesystem checkpoint storage");
         Ok(Self::at_job_dir(job_dir, fs, options.write_buffer_size))
     }

@@ -39,6 +39,7 @@ pub fn storage_for(
     match (kind, checkpoint_dir) {
         (_, Some(dir)) => Ok(Arc::new(
             FsCheckpointStorage::open(dir, job_id.clone())
+                .map_err(crate::human::anyhow)
                 .with_context(|| format!("--checkpoint-dir {}", dir.display()))?,
         )),
         (BackendKind::Heap, None) => Ok(Arc::new(MemoryCheckpointStorage::default())),

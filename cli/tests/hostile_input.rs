@@ -299,3 +299,47 @@ fn fifos_in_place_of_checkpoint_files_are_reported_at_once() {
         assert!(text.contains("not a regular file"), "{args:?}: {text}");
     }
 }
+
+#[test]
+fn a_job_directory_checkpoints_cannot_be_written_to_is_refused_before_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // A finished run leaves the job directory (lock, shared/, taskowned/).
+    let out = wordcount(dir.path(), &["--job-id", "wc", "--bounded"]);
+    assert_code(&out, 0);
+    let job_dir = dir.path().join("ck").join("wc");
+    // Immutable: not even root may create a checkpoint in it (file
+    // permissions would not stop root, as the tests run).
+    let set = std::process::Command::new("chattr")
+        .arg("+i")
+        .arg(&job_dir)
+        .status()
+        .unwrap();
+    assert!(set.success(), "chattr +i {} failed", job_dir.display());
+    let (log, ck) = (dir.path().join("log"), dir.path().join("ck"));
+    let out = cairn_bounded(&[
+        "run",
+        "wordcount",
+        "--input",
+        p(&log),
+        "--topic",
+        "words",
+        "--checkpoint-dir",
+        p(&ck),
+        "--job-id",
+        "wc",
+        "--checkpoint-interval",
+        "20ms",
+    ]);
+    let unset = std::process::Command::new("chattr")
+        .arg("-i")
+        .arg(&job_dir)
+        .status()
+        .unwrap();
+    assert!(unset.success());
+    assert_code(&out, 2);
+    let err = stderr(&out);
+    assert!(
+        err.contains("checkpoints cannot be written here") && err.contains(p(&job_dir)),
+        "{err}"
+    );
+}
