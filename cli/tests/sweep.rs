@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use backend_fs::{JobLock, LockOwner};
 use support::{assert_bad_input, assert_code, cairn, json, p, stdout};
@@ -166,7 +166,8 @@ fn gc_of_a_path_that_is_not_a_job_directory_exits_2_naming_it() {
 }
 
 /// The instance directories under a job's local directory.
-fn instances(job_local: &Path) -> Vec<PathBuf> {
+#[cfg(feature = "rocks")]
+fn instances(job_local: &std::path::Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(job_local) else {
         return Vec::new();
     };
@@ -175,7 +176,9 @@ fn instances(job_local: &Path) -> Vec<PathBuf> {
     dirs
 }
 
-fn names(dir: &Path) -> Vec<String> {
+/// The entries of `dir`, sorted.
+#[cfg(feature = "rocks")]
+fn names(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
