@@ -149,6 +149,26 @@ impl<T: Send + 'static> PostgresSink<T> {
     }
 }
 
+/// `conninfo` with its password hidden, for messages and logs: the value of
+/// a `password=` key, and the password of a `postgres://user:password@`
+/// URL.
+fn redact_password(conninfo: &str) -> String {
+    if let Some((scheme, rest)) = conninfo.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    conninfo
+        .split_whitespace()
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The parsed options, shared by a sink's writers and committers.
 #[derive(Debug)]
 struct Target {
@@ -177,7 +197,7 @@ impl Target {
         let mut config: Config = options.conninfo.parse().map_err(|e| {
             ExecutorError::InvalidJob(format!(
                 "PostgreSQL sink connection string {:?}: {e}",
-                options.conninfo
+                redact_password(&options.conninfo)
             ))
         })?;
         config.connect_timeout(options.connect_timeout);
@@ -618,5 +638,18 @@ mod tests {
         o.conninfo = "port=notaport".into();
         let err = Target::new(o).unwrap_err().to_string();
         assert!(err.contains("connection string \"port=notaport\""), "{err}");
+    }
+
+    #[test]
+    fn passwords_never_reach_a_message() {
+        assert_eq!(
+            redact_password("host=db port=5432 user=app password=s3cret dbname=x"),
+            "host=db port=5432 user=app password=*** dbname=x"
+        );
+        assert_eq!(
+            redact_password("postgres://app:s3cret@db:5432/x"),
+            "postgres://app:***@db:5432/x"
+        );
+        assert_eq!(redact_password("host=db user=app"), "host=db user=app");
     }
 }
