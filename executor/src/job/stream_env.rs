@@ -173,6 +173,15 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
     /// Runs the job on background threads; the [`JobHandle`] triggers
     /// checkpoints, cancels, and waits for the end.
     ///
+    /// Refused before anything runs ([`ExecutorError::InvalidJob`]): an
+    /// invalid graph or configuration; a start without
+    /// [`StreamEnv::restore_from`] or [`StreamEnv::resume`] over a storage
+    /// that already holds completed checkpoints (a fresh start would rotate
+    /// them away); a restored checkpoint with state of an operator uid the
+    /// job lacks (unless `allow_non_restored_state`) or with another max
+    /// parallelism; claim mode for a checkpoint of another storage; a resume
+    /// whose every checkpoint is damaged.
+    ///
     /// ```
     /// # use std::sync::Arc;
     /// # use backend_heap::HeapBackendFactory;
