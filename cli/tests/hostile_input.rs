@@ -114,36 +114,31 @@ fn errors_no_restart_can_fix_end_the_job_at_once_with_status_2() {
 
     // --from a checkpoint taken with another max parallelism: refused
     // before anything runs, under the default unbounded restart strategy.
-    let out = wordcount(
-        dir.path(),
-        &[
-            "--bounded",
-            "--max-parallelism",
-            "256",
-            "--retain-on-cancel",
-        ],
-    );
-    assert_code(&out, 0);
-    let mut unbounded = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"));
     let log = dir.path().join("log");
     let ck = dir.path().join("ck2");
-    unbounded.args([
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--checkpoint-dir",
-        p(&ck),
-        "--job-id",
-        "mp",
-        "--checkpoint-interval",
-        "10ms",
-        "--max-parallelism",
-        "256",
-    ]);
-    let mut child = unbounded
+    let mp = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "run",
+            "wordcount",
+            "--input",
+            p(&log),
+            "--topic",
+            "words",
+            "--checkpoint-dir",
+            p(&ck),
+            "--job-id",
+            "mp",
+            "--checkpoint-interval",
+            "10ms",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        args
+    };
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(mp(&["--max-parallelism", "256"]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -157,24 +152,8 @@ fn errors_no_restart_can_fix_end_the_job_at_once_with_status_2() {
     child.kill().unwrap();
     child.wait().unwrap();
     let chk = job_dir.join(format!("chk-{}", support::completed(&job_dir)[0]));
-    let out = cairn(&[
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--checkpoint-dir",
-        p(&ck),
-        "--job-id",
-        "mp",
-        "--checkpoint-interval",
-        "10ms",
-        "--from",
-        p(&chk),
-        "--max-parallelism",
-        "128",
-    ]);
+    let args = mp(&["--from", p(&chk), "--max-parallelism", "128"]);
+    let out = cairn(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_code(&out, 2);
     let err = stderr(&out);
     assert!(
