@@ -22,13 +22,14 @@
 //! one interval.
 
 use std::fmt::Display;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use state_core::CheckpointId;
+use state_core::backend_support::{StdFs, write_atomic};
 
 use super::SinkContext;
 use super::committing::{Committer, CommittingSink, CommittingWriter, TwoPhaseCommit};
@@ -135,16 +136,13 @@ impl Appender {
         }
     }
 
+    /// Notes `checkpoint` in `subtask`'s progress file, durably and
+    /// atomically (each subtask's file has its own temp file).
     fn set_progress(&self, subtask: u32, checkpoint: CheckpointId) -> Result<()> {
         let path = WriteAheadSink::<String>::progress_path(&self.target, subtask);
-        let tmp = path.with_extension("tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            writeln!(f, "{}", checkpoint.get())?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|e| ExecutorError::io(&path, e))
+        let text = format!("{}\n", checkpoint.get());
+        write_atomic(&StdFs, &path, text.as_bytes())?;
+        Ok(())
     }
 }
 
@@ -213,5 +211,35 @@ mod tests {
             std::fs::read_to_string(WriteAheadSink::<String>::progress_path(&target, 0)).unwrap(),
             "1\n"
         );
+    }
+
+    #[test]
+    fn a_damaged_progress_file_fails_the_commit_naming_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let target = tmp.path().join("out.txt");
+        let progress = WriteAheadSink::<String>::progress_path(&target, 0);
+        std::fs::write(&progress, "not a number").unwrap();
+        let mut appender = Appender {
+            target: target.clone(),
+        };
+        let held = HeldRecords {
+            subtask: 0,
+            lines: vec!["a".into()],
+        };
+        let err = appender
+            .commit(CheckpointId(3), &held)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&progress.display().to_string()), "{err}");
+        assert!(!target.exists(), "nothing appended");
+        // Two subtasks' progress files never share a temp file.
+        let a = Appender {
+            target: target.clone(),
+        };
+        std::fs::remove_file(&progress).unwrap();
+        a.set_progress(0, CheckpointId(4)).unwrap();
+        a.set_progress(1, CheckpointId(5)).unwrap();
+        assert_eq!(a.progress(0).unwrap(), 4);
+        assert_eq!(a.progress(1).unwrap(), 5);
     }
 }
