@@ -216,18 +216,16 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
 /// a sink directory that is a file, a write-ahead target that is a
 /// directory, a local directory that is a file.
 fn check_paths(args: &WordCountArgs) -> anyhow::Result<()> {
-    let dir = match (&args.output, &args.sink) {
-        (Some(dir), _) => Some(format!("--output {}", dir.display())).zip(Some(dir)),
-        (None, Some(SinkSpec::File(dir))) => {
-            Some(format!("--sink file:{}", dir.display())).zip(Some(dir))
-        }
+    let file_sink = match (&args.output, &args.sink) {
+        (Some(dir), _) => Some(("--output ", dir)),
+        (None, Some(SinkSpec::File(dir))) => Some(("--sink file:", dir)),
         _ => None,
     };
-    if let Some((option, dir)) = dir
+    if let Some((option, dir)) = file_sink
         && dir.exists()
         && !dir.is_dir()
     {
-        bail!("{option}: exists and is not a directory");
+        bail!("{option}{}: exists and is not a directory", dir.display());
     }
     if let Some(SinkSpec::WriteAhead(file)) = &args.sink
         && file.is_dir()

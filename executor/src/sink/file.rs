@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use state_core::CheckpointId;
+use state_core::backend_support::{Fs, StdFs};
 
 use super::SinkContext;
 use super::committing::{Committer, CommittingSink, CommittingWriter, TwoPhaseCommit};
@@ -89,9 +90,7 @@ fn parse_in_progress(name: &str) -> Option<PartName> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| ExecutorError::io(dir, e))
+    StdFs.sync_dir(dir).map_err(|e| ExecutorError::io(dir, e))
 }
 
 impl<T: Display + Send + 'static> CommittingSink<T> for FileSink<T> {
