@@ -32,6 +32,24 @@ pub trait Intercept: Send + Sync {
     }
 }
 
+/// A shared intercept, so a test keeps a handle to change or read it while
+/// the storage uses it.
+impl<I: Intercept + ?Sized> Intercept for Arc<I> {
+    fn create_output(
+        &self,
+        inner: &dyn CheckpointStorage,
+        id: CheckpointId,
+        scope: StateScope,
+        name: &str,
+    ) -> Result<Box<dyn CheckpointOutput>> {
+        (**self).create_output(inner, id, scope, name)
+    }
+
+    fn read(&self, inner: &dyn CheckpointStorage, handle: &StreamHandle) -> Result<Bytes> {
+        (**self).read(inner, handle)
+    }
+}
+
 /// A [`CheckpointStorage`] over `inner` whose stream opens and reads go
 /// through an [`Intercept`]; everything else is `inner`'s.
 ///

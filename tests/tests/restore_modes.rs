@@ -242,38 +242,47 @@ fn checkpoint(job: &JobHandle) -> CheckpointId {
     id
 }
 
+/// Starts a run restored from `restored` in `mode` (one retained
+/// checkpoint, deleted on cancel), counts 100 more numbers, and has its
+/// first checkpoint, 4, fail its uploads and be aborted: the abort path.
+/// Checkpoints 1 to 3 are intact after it.
+fn restore_and_abort_one(
+    world: &mut World,
+    restored: &CheckpointMetadata,
+    mode: RestoreMode,
+) -> (JobHandle, Collected<(u64, u64)>, Arc<dyn CheckpointStorage>) {
+    let fails = Arc::new(FailUploads::default());
+    fails.checkpoint.store(4, Ordering::SeqCst);
+    let storage: Arc<dyn CheckpointStorage> =
+        Arc::new(InterceptStorage::new(world.storage(), fails.clone()));
+    let restored = restored.clone();
+    let (job, out) = world.start(
+        mode.as_str(),
+        storage.clone(),
+        false,
+        1,
+        ExternalizedCheckpointCleanup::DeleteOnCancellation,
+        |env| env.restore_from(restored).with_restore_mode(mode),
+    );
+    world.append(100);
+    wait_until(|| out.len() as u64 == world.appended - 400);
+    let four = job.trigger_checkpoint().unwrap();
+    assert_eq!(four, CheckpointId(4));
+    assert!(
+        job.wait_for_checkpoint(four).is_err(),
+        "checkpoint 4 must fail"
+    );
+    fails.checkpoint.store(0, Ordering::SeqCst);
+    assert_eq!(all_intact(storage.as_ref()), [1, 2, 3]);
+    (job, out, storage)
+}
+
 #[test]
 fn no_claim_never_touches_the_restored_checkpoint_nor_references_its_files() {
     let mut world = World::new();
     let first = world.first_run();
     let before = tree(&world.job_dir());
-    let fails = Arc::new(FailUploads::default());
-    fails.checkpoint.store(4, Ordering::SeqCst);
-    let storage: Arc<dyn CheckpointStorage> = Arc::new(InterceptStorage::new(
-        world.storage(),
-        ArcIntercept(fails.clone()),
-    ));
-    let restored = first[1].clone();
-    let (job, out) = world.start(
-        "no-claim",
-        storage.clone(),
-        false,
-        1,
-        ExternalizedCheckpointCleanup::DeleteOnCancellation,
-        |env| {
-            env.restore_from(restored)
-                .with_restore_mode(RestoreMode::NoClaim)
-        },
-    );
-    world.append(100);
-    wait_until(|| out.len() as u64 == world.appended - 400);
-
-    // Abort: checkpoint 4 fails its uploads and is discarded.
-    let four = job.trigger_checkpoint().unwrap();
-    assert_eq!(four, CheckpointId(4));
-    assert!(job.wait_for_checkpoint(four).is_err());
-    fails.checkpoint.store(0, Ordering::SeqCst);
-    assert_eq!(all_intact(storage.as_ref()), [1, 2, 3]);
+    let (job, out, storage) = restore_and_abort_one(&mut world, &first[1], RestoreMode::NoClaim);
 
     // The first completed checkpoint references none of checkpoint 2's files.
     let five = checkpoint(&job);
@@ -325,32 +334,7 @@ fn no_claim_never_touches_the_restored_checkpoint_nor_references_its_files() {
 fn claim_takes_the_restored_checkpoint_over_until_it_is_subsumed() {
     let mut world = World::new();
     let first = world.first_run();
-    let fails = Arc::new(FailUploads::default());
-    fails.checkpoint.store(4, Ordering::SeqCst);
-    let storage: Arc<dyn CheckpointStorage> = Arc::new(InterceptStorage::new(
-        world.storage(),
-        ArcIntercept(fails.clone()),
-    ));
-    let restored = first[1].clone();
-    let (job, out) = world.start(
-        "claim",
-        storage.clone(),
-        false,
-        1,
-        ExternalizedCheckpointCleanup::DeleteOnCancellation,
-        |env| {
-            env.restore_from(restored)
-                .with_restore_mode(RestoreMode::Claim)
-        },
-    );
-    world.append(100);
-    wait_until(|| out.len() as u64 == world.appended - 400);
-
-    // An aborted checkpoint deletes nothing the claimed one needs.
-    let four = job.trigger_checkpoint().unwrap();
-    assert!(job.wait_for_checkpoint(four).is_err());
-    fails.checkpoint.store(0, Ordering::SeqCst);
-    assert_eq!(all_intact(storage.as_ref()), [1, 2, 3]);
+    let (job, _out, storage) = restore_and_abort_one(&mut world, &first[1], RestoreMode::Claim);
 
     // Checkpoint 5 builds on 2's files and subsumes 2: 2 is gone, while 1
     // and 3 (not claimed) and 5 are intact.
@@ -468,19 +452,4 @@ fn an_empty_start_over_existing_checkpoints_is_refused() {
     );
     assert!(err.contains("resume"), "{err}");
     assert_eq!(tree(&world.job_dir()), before);
-}
-
-/// An [`Intercept`] shared with the test, which changes it while the job runs.
-struct ArcIntercept<I>(Arc<I>);
-
-impl<I: Intercept> Intercept for ArcIntercept<I> {
-    fn create_output(
-        &self,
-        inner: &dyn CheckpointStorage,
-        id: CheckpointId,
-        scope: StateScope,
-        name: &str,
-    ) -> state_core::Result<Box<dyn CheckpointOutput>> {
-        self.0.create_output(inner, id, scope, name)
-    }
 }
