@@ -28,12 +28,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use executor::log::{Topic, TopicWriter};
-use state_core::SystemClock;
-use support::{Rng, command, completed, env_u64, p};
+use support::{Rng, WordLog, command, completed, env_u64, p};
 
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -80,40 +77,23 @@ struct Figures {
 
 struct Campaign {
     dir: tempfile::TempDir,
-    writer: TopicWriter,
-    counts: BTreeMap<String, u64>,
+    words: WordLog,
     backend: Vec<&'static str>,
 }
 
 impl Campaign {
     fn new(backend: &[&'static str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let topic = Topic::create(dir.path().join("log"), "words", 2).unwrap();
-        let writer = TopicWriter::open(&topic, Arc::new(SystemClock)).unwrap();
+        let words = WordLog::create(&dir.path().join("log"), &WORDS);
         Campaign {
             dir,
-            writer,
-            counts: BTreeMap::new(),
+            words,
             backend: backend.to_vec(),
         }
     }
 
     fn job_dir(&self) -> PathBuf {
         self.dir.path().join("ck").join("wc")
-    }
-
-    fn append(&mut self, rng: &mut Rng, lines: u64) {
-        for _ in 0..lines {
-            let words: Vec<&str> = (0..1 + rng.below(4))
-                .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
-                .collect();
-            for w in &words {
-                *self.counts.entry((*w).to_owned()).or_default() += 1;
-            }
-            self.writer
-                .append(None, words.join(" ").as_bytes(), None)
-                .unwrap();
-        }
     }
 
     /// `cairn run wordcount --resume` with the campaign's options.
@@ -168,7 +148,7 @@ impl Campaign {
         let mut figures = Figures::default();
         for trial in 0..kills {
             let lines = 20 + rng.below(200);
-            self.append(&mut rng, lines);
+            self.words.append_random(&mut rng, lines);
             let newest = completed(&self.job_dir()).last().copied().unwrap_or(0);
             let mut child = self
                 .run(false, trial)
@@ -218,10 +198,7 @@ impl Campaign {
         }
         // The end of the input: one more of every word, so the final run
         // prints every word's count from its state.
-        for w in WORDS {
-            *self.counts.entry(w.to_owned()).or_default() += 1;
-            self.writer.append(None, w.as_bytes(), None).unwrap();
-        }
+        self.words.append_each_word();
         let out = self.run(true, kills).output().unwrap();
         let log = self.trial_log(kills);
         assert_eq!(out.status.code(), Some(0), "final run: {log}");
@@ -244,7 +221,7 @@ impl Campaign {
                     .push(count.parse().unwrap());
             }
         }
-        for (word, &expected) in &self.counts {
+        for (word, &expected) in &self.words.counts {
             let mut counts = seen.remove(word).unwrap_or_default();
             counts.sort_unstable();
             let mut distinct = counts.clone();

@@ -22,13 +22,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use executor::log::{Topic, TopicWriter};
 use pg_support::PgCluster;
-use state_core::SystemClock;
-use support::{Rng, command, completed, env_u64, p};
+use support::{Rng, WordLog, command, completed, env_u64, p};
 
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -77,8 +74,7 @@ impl Target {
 
 struct Campaign {
     dir: tempfile::TempDir,
-    writer: TopicWriter,
-    counts: BTreeMap<String, u64>,
+    words: WordLog,
     target: Target,
     mode: &'static str,
 }
@@ -86,20 +82,6 @@ struct Campaign {
 impl Campaign {
     fn job_dir(&self) -> PathBuf {
         self.dir.path().join("ck").join("wc")
-    }
-
-    fn append(&mut self, rng: &mut Rng, lines: u64) {
-        for _ in 0..lines {
-            let words: Vec<&str> = (0..1 + rng.below(4))
-                .map(|_| WORDS[rng.below(WORDS.len() as u64) as usize])
-                .collect();
-            for w in &words {
-                *self.counts.entry((*w).to_owned()).or_default() += 1;
-            }
-            self.writer
-                .append(None, words.join(" ").as_bytes(), None)
-                .unwrap();
-        }
     }
 
     fn log_path(&self, trial: u64) -> PathBuf {
@@ -150,7 +132,7 @@ impl Campaign {
         let mut restores = 0;
         for trial in 0..kills {
             let lines = 20 + rng.below(200);
-            self.append(&mut rng, lines);
+            self.words.append_random(&mut rng, lines);
             let newest = completed(&self.job_dir()).last().copied().unwrap_or(0);
             let mut child = self
                 .run(false, trial)
@@ -183,10 +165,7 @@ impl Campaign {
             restores += u64::from(log.contains("Resuming job wc from checkpoint"));
         }
         // One more of every word, so the final run writes every word's count.
-        for w in WORDS {
-            *self.counts.entry(w.to_owned()).or_default() += 1;
-            self.writer.append(None, w.as_bytes(), None).unwrap();
-        }
+        self.words.append_each_word();
         let out = self.run(true, kills).output().unwrap();
         assert_eq!(
             out.status.code(),
@@ -202,12 +181,10 @@ fn campaign(target: Target, mode: &'static str, default_seed: u64) {
     let kills = env_u64("CAIRN_SQL_CRASH_KILLS", 6);
     let seed = env_u64("CAIRN_SQL_CRASH_SEED", default_seed);
     let dir = tempfile::tempdir().unwrap();
-    let topic = Topic::create(dir.path().join("log"), "words", 2).unwrap();
-    let writer = TopicWriter::open(&topic, Arc::new(SystemClock)).unwrap();
+    let words = WordLog::create(&dir.path().join("log"), &WORDS);
     let mut c = Campaign {
         dir,
-        writer,
-        counts: BTreeMap::new(),
+        words,
         target,
         mode,
     };
@@ -215,9 +192,14 @@ fn campaign(target: Target, mode: &'static str, default_seed: u64) {
     assert!(restores > 0, "no run resumed from a checkpoint");
     let rows = c.target.rows();
     let expected: Vec<(String, u64)> = if mode == "upsert" {
-        c.counts.iter().map(|(w, &n)| (w.clone(), n)).collect()
+        c.words
+            .counts
+            .iter()
+            .map(|(w, &n)| (w.clone(), n))
+            .collect()
     } else {
-        c.counts
+        c.words
+            .counts
             .iter()
             .flat_map(|(w, &n)| (1..=n).map(move |i| (w.clone(), i)))
             .collect()

@@ -136,3 +136,52 @@ pub(crate) fn env_u64(name: &str, default: u64) -> u64 {
         Err(_) => default,
     }
 }
+
+/// A log topic `words` (2 partitions) of random lines of words, with how
+/// often each word was appended: what a fault-free word count must give.
+pub(crate) struct WordLog {
+    writer: executor::log::TopicWriter,
+    words: &'static [&'static str],
+    /// How often each word was appended so far.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+impl WordLog {
+    /// Creates the topic in `log_dir`; lines are drawn from `words`.
+    pub(crate) fn create(log_dir: &Path, words: &'static [&'static str]) -> Self {
+        let topic = executor::log::Topic::create(log_dir, "words", 2).unwrap();
+        let clock = std::sync::Arc::new(state_core::SystemClock);
+        WordLog {
+            writer: executor::log::TopicWriter::open(&topic, clock).unwrap(),
+            words,
+            counts: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// Appends `lines` lines of 1 to 4 words picked by `rng`.
+    pub(crate) fn append_random(&mut self, rng: &mut Rng, lines: u64) {
+        for _ in 0..lines {
+            let line: Vec<&str> = (0..1 + rng.below(4))
+                .map(|_| self.words[rng.below(self.words.len() as u64) as usize])
+                .collect();
+            self.append_line(&line);
+        }
+    }
+
+    /// Appends one line of each word: the end of a campaign's input, after
+    /// which a final run writes every word's count.
+    pub(crate) fn append_each_word(&mut self) {
+        for w in self.words {
+            self.append_line(&[w]);
+        }
+    }
+
+    fn append_line(&mut self, words: &[&str]) {
+        for w in words {
+            *self.counts.entry((*w).to_owned()).or_default() += 1;
+        }
+        self.writer
+            .append(None, words.join(" ").as_bytes(), None)
+            .unwrap();
+    }
+}
