@@ -4,10 +4,9 @@
 //! resumed from its retained checkpoint), `--from` a chosen older retained
 //! checkpoint, and bad input.
 //!
-//! A finished job deletes its checkpoints (Flink's behaviour, see
-//! `CompletedCheckpointStore::shutdown`) and the executor takes no final
-//! checkpoint at the end of a bounded input, so the runs that leave
-//! checkpoints behind are unbounded ones that fail or are killed.
+//! A finished job deletes its checkpoints, its final one included (Flink's
+//! behaviour, see `CompletedCheckpointStore::shutdown`), so the runs that
+//! leave checkpoints behind are unbounded ones that fail or are killed.
 
 // A test crate: helpers outside #[test] fns unwrap too, a panic is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
