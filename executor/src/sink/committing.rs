@@ -374,3 +374,127 @@ where
         self.commit_upto(END_OF_INPUT)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Buffers numbers; commits them into `committed`, failing the first
+    /// `fail` commit calls.
+    struct Numbers {
+        committed: Arc<Mutex<Vec<u64>>>,
+        fail: Arc<Mutex<u32>>,
+    }
+    struct Buffer(Vec<u64>);
+    struct Commit {
+        committed: Arc<Mutex<Vec<u64>>>,
+        fail: Arc<Mutex<u32>>,
+    }
+
+    impl CommittingSink<u64> for Numbers {
+        type Committable = Vec<u64>;
+        fn writer(&self, _: SinkContext) -> Result<Box<dyn CommittingWriter<u64, Vec<u64>>>> {
+            Ok(Box::new(Buffer(Vec::new())))
+        }
+        fn committer(&self, _: SinkContext) -> Result<Box<dyn Committer<Vec<u64>>>> {
+            Ok(Box::new(Commit {
+                committed: self.committed.clone(),
+                fail: self.fail.clone(),
+            }))
+        }
+    }
+    impl CommittingWriter<u64, Vec<u64>> for Buffer {
+        fn write(&mut self, record: u64) -> Result<()> {
+            self.0.push(record);
+            Ok(())
+        }
+        fn prepare_commit(&mut self, _: CheckpointId) -> Result<Vec<Vec<u64>>> {
+            Ok(vec![std::mem::take(&mut self.0)])
+        }
+    }
+    impl Committer<Vec<u64>> for Commit {
+        fn commit(&mut self, _: CheckpointId, c: &Vec<u64>) -> Result<()> {
+            let mut fail = self.fail.lock().unwrap();
+            if *fail > 0 {
+                *fail -= 1;
+                return Err(ExecutorError::InvalidJob("server busy".into()));
+            }
+            self.committed.lock().unwrap().extend(c);
+            Ok(())
+        }
+        fn recover(&mut self, _: Option<CheckpointId>) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What the test committer committed.
+    type Committed = Arc<Mutex<Vec<u64>>>;
+
+    fn sink(fail: u32, attempts: u32) -> (Box<dyn Sink<u64>>, Committed) {
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let factory = TwoPhaseCommit::new(Numbers {
+            committed: committed.clone(),
+            fail: Arc::new(Mutex::new(fail)),
+        })
+        .with_retry(CommitRetry {
+            attempts,
+            initial_backoff: Duration::ZERO,
+            max_backoff: Duration::ZERO,
+        });
+        let mut s = factory.create(SinkContext::new(0, 1)).unwrap();
+        s.open(SinkContext::new(0, 1), None).unwrap();
+        (s, committed)
+    }
+
+    #[test]
+    fn a_failed_commit_is_retried_and_kept_until_it_succeeds() {
+        let (mut s, committed) = sink(2, 3);
+        let mut state = OperatorStateStore::new();
+        s.write(1).unwrap();
+        s.snapshot_state(CheckpointId(1), &mut state).unwrap();
+        s.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+        assert_eq!(
+            *committed.lock().unwrap(),
+            [1],
+            "committed on the third try"
+        );
+
+        // Retries used up: the error names the checkpoint, and the
+        // committable stays pending, committed with the next checkpoint.
+        let (mut s, committed) = sink(2, 2);
+        s.write(7).unwrap();
+        s.snapshot_state(CheckpointId(1), &mut state).unwrap();
+        let err = s.notify_checkpoint_complete(CheckpointId(1)).unwrap_err();
+        assert!(err.to_string().contains("checkpoint 1 failed"), "{err}");
+        assert!(err.to_string().contains("2 times"), "{err}");
+        assert!(committed.lock().unwrap().is_empty());
+        s.write(8).unwrap();
+        s.snapshot_state(CheckpointId(2), &mut state).unwrap();
+        s.notify_checkpoint_complete(CheckpointId(2)).unwrap();
+        assert_eq!(*committed.lock().unwrap(), [7, 8]);
+    }
+
+    #[test]
+    fn undecodable_committables_in_a_restored_state_are_refused() {
+        let mut state = OperatorStateStore::new();
+        state
+            .register(COMMITTABLES_STATE, OperatorStateMode::Split)
+            .unwrap();
+        state
+            .update(
+                COMMITTABLES_STATE,
+                vec![Bytes::from_static(b"\xff\xff\xff")],
+            )
+            .unwrap();
+        let factory = TwoPhaseCommit::new(Numbers {
+            committed: Arc::new(Mutex::new(Vec::new())),
+            fail: Arc::new(Mutex::new(0)),
+        });
+        let ctx = SinkContext::new(0, 1).restored_from(Some(CheckpointId(3)));
+        let mut s = factory.create(ctx).unwrap();
+        let err = s.open(ctx, Some(&state)).unwrap_err().to_string();
+        assert!(err.contains("does not decode"), "{err}");
+    }
+}
