@@ -97,6 +97,13 @@ impl<T: Display + Send + 'static> CommittingSink<T> for FileSink<T> {
     type Committable = PendingFile;
 
     fn writer(&self, context: SinkContext) -> Result<Box<dyn CommittingWriter<T, PendingFile>>> {
+        if self.dir.exists() && !self.dir.is_dir() {
+            // No restart can fix it: fail the job at once.
+            return Err(ExecutorError::InvalidJob(format!(
+                "file sink directory {} exists and is not a directory",
+                self.dir.display()
+            )));
+        }
         std::fs::create_dir_all(&self.dir).map_err(|e| ExecutorError::io(&self.dir, e))?;
         Ok(Box::new(PartWriter {
             dir: self.dir.clone(),
@@ -244,6 +251,19 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_directory_is_an_error_no_restart_can_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("out");
+        std::fs::write(&file, "x").unwrap();
+        let err = FileSink::<String>::exactly_once(&file)
+            .create(SinkContext::new(0, 1))
+            .err()
+            .unwrap();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("is not a directory"), "{err}");
     }
 
     #[test]

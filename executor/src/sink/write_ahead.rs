@@ -79,6 +79,13 @@ impl<T: Display + Send + 'static> CommittingSink<T> for WriteAheadSink<T> {
     type Committable = HeldRecords;
 
     fn writer(&self, context: SinkContext) -> Result<Box<dyn CommittingWriter<T, HeldRecords>>> {
+        if self.target.is_dir() {
+            // No restart can fix it: fail the job at once.
+            return Err(ExecutorError::InvalidJob(format!(
+                "write-ahead sink target {} is a directory, not a file",
+                self.target.display()
+            )));
+        }
         Ok(Box::new(HoldingWriter {
             subtask: context.subtask,
             lines: Vec::new(),
@@ -211,6 +218,17 @@ mod tests {
             std::fs::read_to_string(WriteAheadSink::<String>::progress_path(&target, 0)).unwrap(),
             "1\n"
         );
+    }
+
+    #[test]
+    fn a_directory_as_the_target_is_an_error_no_restart_can_fix() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = WriteAheadSink::<String>::to_file(tmp.path())
+            .create(SinkContext::new(0, 1))
+            .err()
+            .unwrap();
+        assert!(err.is_permanent(), "{err}");
+        assert!(err.to_string().contains("is a directory"), "{err}");
     }
 
     #[test]
