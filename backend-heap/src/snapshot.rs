@@ -383,7 +383,8 @@ impl HeapBackend {
 impl Checkpointable for HeapBackend {
     /// Captures the state by cloning the `Arc` of every key-group map of every
     /// state (O(states x key groups), no entry copied). The heap backend has
-    /// no incremental mode: [`SnapshotMode::Incremental`] takes a full snapshot.
+    /// no incremental mode and no native format: every mode writes a full
+    /// snapshot in the canonical key-group format.
     fn snapshot(&mut self, id: CheckpointId, mode: SnapshotMode) -> Result<Box<dyn AsyncSnapshot>> {
         if mode == SnapshotMode::Incremental {
             tracing::trace!(checkpoint_id = id.get(), "heap backend snapshots in full");
@@ -397,7 +398,10 @@ impl Checkpointable for HeapBackend {
             tables: self.states.iter().map(|s| s.table.clone()).collect(),
             now_millis: self.clock.now_millis(),
             compression_level: self.options.compression_level,
-            local: self.local.clone().map(|l| (l, self.operator.clone())),
+            // A savepoint is never restored by failover: no local copy.
+            local: (!mode.is_savepoint())
+                .then(|| self.local.clone().map(|l| (l, self.operator.clone())))
+                .flatten(),
         }))
     }
 

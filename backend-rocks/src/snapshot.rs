@@ -91,7 +91,9 @@ struct IncrementalSnapshot {
     range: KeyGroupRange,
     meta: Vec<u8>,
     base: Arc<HashMap<String, SharedFile>>,
-    tracker: Arc<Mutex<UploadTracker>>,
+    /// Where the uploaded files are noted for later snapshots to build on;
+    /// `None` for a native savepoint, which nothing builds on.
+    tracker: Option<Arc<Mutex<UploadTracker>>>,
     keep_local: bool,
     memory: SharedMemoryRef,
 }
@@ -186,9 +188,11 @@ impl AsyncSnapshot for IncrementalSnapshot {
         let mut uploaded = Vec::new();
         match self.upload(storage, &mut uploaded) {
             Ok(handle) => {
-                lock(&self.tracker)
-                    .finished
-                    .insert(self.checkpoint, handle.shared.clone());
+                if let Some(tracker) = &self.tracker {
+                    lock(tracker)
+                        .finished
+                        .insert(self.checkpoint, handle.shared.clone());
+                }
                 if !self.keep_local {
                     remove_dir_logged(&self.dir);
                 }
@@ -389,9 +393,16 @@ impl Checkpointable for RocksBackend {
     /// links) into `<instance dir>/chk-<id>`; the returned part uploads it
     /// (incremental) or writes it as a key-group stream (full). Incremental
     /// when `mode` is [`SnapshotMode::Incremental`] or the backend's
-    /// `incremental` option is on.
+    /// `incremental` option is on, except for savepoints: a canonical one is
+    /// always a key-group stream, a native one uploads every SST file (no
+    /// base) and keeps no local copy.
     fn snapshot(&mut self, id: CheckpointId, mode: SnapshotMode) -> Result<Box<dyn AsyncSnapshot>> {
-        let incremental = mode == SnapshotMode::Incremental || self.options.incremental;
+        let incremental = match mode {
+            SnapshotMode::Full => self.options.incremental,
+            SnapshotMode::Incremental | SnapshotMode::NativeSavepoint => true,
+            SnapshotMode::CanonicalSavepoint => false,
+        };
+        let savepoint = mode.is_savepoint();
         // is_empty writes the value cache back first, so the checkpoint
         // holds every write made before it.
         if self.is_empty()? {
@@ -408,7 +419,11 @@ impl Checkpointable for RocksBackend {
             .map_err(|e| rocks_error(&dir, e))?;
         tracing::debug!(checkpoint_id = id.get(), incremental, dir = %dir.display(), "native rocks checkpoint taken");
         if incremental {
-            let base = Arc::clone(&lock(&self.uploads).confirmed);
+            let base = if savepoint {
+                Arc::default()
+            } else {
+                Arc::clone(&lock(&self.uploads).confirmed)
+            };
             Ok(Box::new(IncrementalSnapshot {
                 checkpoint: id,
                 dir,
@@ -416,8 +431,8 @@ impl Checkpointable for RocksBackend {
                 range: self.range,
                 meta: self.meta_bytes()?,
                 base,
-                tracker: Arc::clone(&self.uploads),
-                keep_local: self.options.local_recovery,
+                tracker: (!savepoint).then(|| Arc::clone(&self.uploads)),
+                keep_local: self.options.local_recovery && !savepoint,
                 memory: Arc::clone(&self.memory),
             }))
         } else {

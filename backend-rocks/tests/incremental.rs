@@ -529,3 +529,83 @@ fn dead_instances_are_swept_but_for_retained_copies_and_an_adopter_protects_its_
     assert!(!a_dir.exists());
     assert!(local_entries(&local).is_empty());
 }
+
+#[test]
+fn savepoints_are_self_contained_and_never_a_base_for_incremental_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), true);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let mut store =
+        CompletedCheckpointStore::new(storage.clone(), 5, ExternalizedCheckpointCleanup::default())
+            .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut b = create(&f, 0, 1, &clock);
+    let v = value_state(&mut b);
+    for k in 0..KEYS {
+        put(&mut b, v, k, &format!("one-{k}"));
+    }
+    let first = checkpoint(&mut b, storage.as_ref(), 1).unwrap();
+    complete(&mut b, &mut store, &first);
+
+    // A native savepoint into its own storage uploads every SST file,
+    // the ones checkpoint 1 already has included.
+    let native_storage = fs_storage(&dir.path().join("native"));
+    native_storage
+        .initialize_checkpoint(CheckpointId(2))
+        .unwrap();
+    let native = match b
+        .snapshot(CheckpointId(2), SnapshotMode::NativeSavepoint)
+        .unwrap()
+        .write(native_storage.as_ref())
+        .unwrap()
+    {
+        Some(KeyedStateHandle::Incremental(h)) => h,
+        other => panic!("expected RocksDB's own files, got {other:?}"),
+    };
+    assert!(!native.shared.is_empty());
+    assert!(
+        native
+            .shared
+            .iter()
+            .all(|f| f.uploaded_by == CheckpointId(2))
+    );
+    // The executor tells backends a completed savepoint was aborted.
+    b.notify_checkpoint_aborted(CheckpointId(2)).unwrap();
+
+    // A canonical savepoint is a key-group stream even on an incremental backend.
+    let canonical_storage = fs_storage(&dir.path().join("canonical"));
+    canonical_storage
+        .initialize_checkpoint(CheckpointId(3))
+        .unwrap();
+    let canonical = b
+        .snapshot(CheckpointId(3), SnapshotMode::CanonicalSavepoint)
+        .unwrap()
+        .write(canonical_storage.as_ref())
+        .unwrap()
+        .unwrap();
+    assert!(matches!(canonical, KeyedStateHandle::KeyGroups(_)));
+    b.notify_checkpoint_aborted(CheckpointId(3)).unwrap();
+
+    // The next incremental checkpoint builds on checkpoint 1, never on a
+    // savepoint's files.
+    put(&mut b, v, 0, "two-0");
+    let next = checkpoint(&mut b, storage.as_ref(), 4).unwrap();
+    assert!(
+        next.shared
+            .iter()
+            .all(|f| matches!(f.uploaded_by, CheckpointId(1) | CheckpointId(4))),
+        "{:?}",
+        next.shared
+    );
+
+    // Each savepoint restores on its own, from its own storage.
+    let (native_b, nv) = restored(&f, &clock, &native, native_storage.as_ref());
+    assert_eq!(get(&native_b, nv, 7).as_deref(), Some("one-7"));
+    let mut canonical_b = create(&f, 0, 1, &clock);
+    canonical_b
+        .restore(&[canonical], canonical_storage.as_ref())
+        .unwrap();
+    let cv = value_state(&mut canonical_b);
+    assert_eq!(get(&canonical_b, cv, 7).as_deref(), Some("one-7"));
+    assert_eq!(get(&canonical_b, cv, 0).as_deref(), Some("one-0"));
+}

@@ -5,7 +5,8 @@
 //! `map` / `flat_map` (`map.rs`), `filter` (`filter.rs`), `key_by` into a
 //! [`crate::KeyedStream`] (`keyed_stream.rs`), which runs `process`
 //! (`process.rs`) and `reduce` / `sum` (`reduce.rs`); every stream ends in a
-//! `sink` (`sink.rs`); [`crate::JobHandle`] (`handle.rs`) is the running job.
+//! `sink` (`sink.rs`); [`crate::JobHandle`] (`handle.rs`) is the running job,
+//! and `savepoint.rs` holds what its savepoint calls take and return.
 //!
 //! Operators that need no exchange are chained on one thread; `key_by`
 //! starts a new stage whose subtasks receive records routed by key group.
@@ -23,6 +24,7 @@ pub(crate) mod keyed_stream;
 pub(crate) mod map;
 pub(crate) mod process;
 pub(crate) mod reduce;
+pub(crate) mod savepoint;
 pub(crate) mod sink;
 pub(crate) mod source;
 pub(crate) mod stream_env;

@@ -119,8 +119,9 @@ pub use config::{
 };
 pub use error::{ExecutorError, Result, UserError};
 pub use job::data_stream::DataStream;
-pub use job::handle::{JobCanceller, JobHandle};
+pub use job::handle::{JobCanceller, JobController, JobHandle};
 pub use job::keyed_stream::KeyedStream;
+pub use job::savepoint::{SavepointInfo, SavepointTarget};
 pub use job::stream_env::StreamEnv;
 pub use metrics::{JobMetrics, OperatorMetrics};
 pub use process::{KeyedContext, KeyedProcessFunction, TimeDomain};

@@ -11,4 +11,5 @@ pub(crate) mod graph;
 pub(crate) mod job_state;
 pub(crate) mod keyed;
 pub(crate) mod master;
+pub(crate) mod savepoint;
 pub(crate) mod task;

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
 use crate::checkpoint_id::CheckpointId;
 use crate::clock::Clock;
 use crate::ids::{OperatorId, StateId};
@@ -26,6 +25,7 @@ use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
 use crate::metadata::KeyedStateHandle;
 use crate::storage::CheckpointStorage;
 use crate::ttl::TtlConfig;
+use crate::{Result, StateError};
 
 /// The kind of a keyed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -227,7 +227,13 @@ pub trait AsyncSnapshot: Send {
     fn write(self: Box<Self>, storage: &dyn CheckpointStorage) -> Result<Option<KeyedStateHandle>>;
 }
 
-/// Whether a backend should snapshot in full or incrementally.
+/// What a backend writes for one snapshot: a checkpoint in full or
+/// incrementally, or a savepoint in one of its two formats.
+///
+/// A savepoint ([`SnapshotMode::is_savepoint`]) is self-contained: it
+/// references no file of an earlier snapshot, and no later snapshot builds
+/// on it. Its completion reaches the backend as
+/// [`Checkpointable::notify_checkpoint_aborted`], so the backend forgets it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum SnapshotMode {
     /// Write every entry.
@@ -236,6 +242,73 @@ pub enum SnapshotMode {
     /// Write only what changed since the last confirmed checkpoint, where the
     /// backend supports it; others write a full snapshot.
     Incremental,
+    /// A canonical savepoint: every entry in cairn's key-group stream format
+    /// ([`KeyedStateHandle::KeyGroups`]), whatever the backend's own mode,
+    /// so it restores into any backend at any parallelism.
+    CanonicalSavepoint,
+    /// A native savepoint: the backend's own files, all of them written by
+    /// this snapshot (RocksDB: every SST file). Faster to take and restore
+    /// than canonical, restores only into the same backend. Backends with no
+    /// native format write a canonical savepoint.
+    NativeSavepoint,
+}
+
+impl SnapshotMode {
+    /// Whether this is a savepoint rather than a checkpoint.
+    pub fn is_savepoint(self) -> bool {
+        matches!(
+            self,
+            SnapshotMode::CanonicalSavepoint | SnapshotMode::NativeSavepoint
+        )
+    }
+}
+
+/// The two formats of a savepoint, as in Flink 1.15+.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum SavepointFormat {
+    /// Backend-portable: restores into heap or RocksDB at any parallelism.
+    #[default]
+    Canonical,
+    /// The backend's own files: faster to take and restore, same backend only.
+    Native,
+}
+
+impl SavepointFormat {
+    /// The snapshot mode backends take this savepoint in.
+    pub fn snapshot_mode(self) -> SnapshotMode {
+        match self {
+            SavepointFormat::Canonical => SnapshotMode::CanonicalSavepoint,
+            SavepointFormat::Native => SnapshotMode::NativeSavepoint,
+        }
+    }
+
+    /// The name used on the command line and in messages (`canonical`, `native`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SavepointFormat::Canonical => "canonical",
+            SavepointFormat::Native => "native",
+        }
+    }
+}
+
+impl std::fmt::Display for SavepointFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SavepointFormat {
+    type Err = StateError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "canonical" => Ok(SavepointFormat::Canonical),
+            "native" => Ok(SavepointFormat::Native),
+            other => Err(StateError::invalid(format!(
+                "savepoint format {other:?} is not one of canonical, native"
+            ))),
+        }
+    }
 }
 
 /// Snapshot and restore of a [`KeyedStateBackend`].

@@ -100,8 +100,8 @@ mod varint;
 // `typed`; what only backends and storages need is in `backend_support`.
 pub use backend::{
     AsyncSnapshot, BackendContext, BackendFactory, Checkpointable, EntryKey, KeyVisitor,
-    KeyedStateBackend, MapVisitor, SnapshotMode, StateDescriptor, StateKind, StateLayout,
-    ValueUpdate, handles_for_range,
+    KeyedStateBackend, MapVisitor, SavepointFormat, SnapshotMode, StateDescriptor, StateKind,
+    StateLayout, ValueUpdate, handles_for_range,
 };
 pub use checkpoint_id::CheckpointId;
 pub use checkpoint_store::{

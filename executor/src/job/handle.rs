@@ -8,6 +8,7 @@ use crossbeam_channel::{Receiver, Sender};
 use state_core::CheckpointId;
 
 use crate::error::{ExecutorError, Result};
+use crate::job::savepoint::{SavepointInfo, SavepointTarget};
 use crate::metrics::JobMetrics;
 use crate::runtime::events::{CompletedCheckpointInfo, JobEvent, JobResult, JobStatus};
 use crate::runtime::job_state::{HandleCommand, JobShared};
@@ -107,6 +108,50 @@ pub struct JobHandle {
     thread: Option<ThreadHandle<Result<JobResult>>>,
 }
 
+/// Asks the job behind `commands` for a savepoint and waits for its outcome.
+fn request_savepoint(
+    commands: &Sender<HandleCommand>,
+    target: SavepointTarget,
+    stop: bool,
+) -> Result<SavepointInfo> {
+    let (reply, outcome) = crossbeam_channel::bounded(1);
+    commands
+        .send(HandleCommand::Savepoint {
+            target,
+            stop,
+            reply,
+        })
+        .map_err(|_| ExecutorError::InvalidJob("the job is not running".into()))?;
+    outcome.recv().map_err(|_| {
+        ExecutorError::InvalidJob("the job ended before the savepoint completed".into())
+    })?
+}
+
+/// Controls a running job from any thread (see [`JobHandle::controller`]):
+/// savepoints, stop with a savepoint, cancel. What a job control API (HTTP,
+/// a request file) calls.
+#[derive(Debug, Clone)]
+pub struct JobController {
+    commands: Sender<HandleCommand>,
+}
+
+impl JobController {
+    /// [`JobHandle::trigger_savepoint`] from another thread.
+    pub fn trigger_savepoint(&self, target: SavepointTarget) -> Result<SavepointInfo> {
+        request_savepoint(&self.commands, target, false)
+    }
+
+    /// [`JobHandle::stop_with_savepoint`] from another thread.
+    pub fn stop_with_savepoint(&self, target: SavepointTarget) -> Result<SavepointInfo> {
+        request_savepoint(&self.commands, target, true)
+    }
+
+    /// [`JobHandle::cancel`] from another thread.
+    pub fn cancel(&self) {
+        let _ = self.commands.send(HandleCommand::Cancel);
+    }
+}
+
 impl JobHandle {
     /// The handle of the job whose master runs on `thread`.
     pub(super) fn new(
@@ -133,6 +178,73 @@ impl JobHandle {
         rx.recv().map_err(|_| {
             ExecutorError::InvalidJob("the job ended before the checkpoint was triggered".into())
         })?
+    }
+
+    /// Takes a savepoint now and blocks until it completed (its info) or
+    /// failed (an error with why; the job keeps running either way).
+    ///
+    /// A savepoint is a checkpoint the user owns: written to the target's
+    /// storage instead of the job's, in the target's format (canonical:
+    /// restores into any backend at any parallelism; native: the backend's
+    /// own files), never rotated or deleted by the job, never the base of a
+    /// later incremental checkpoint, and not counted among the tolerable
+    /// checkpoint failures when it fails. Periodic checkpoints wait while it
+    /// is in flight. Sinks are told it completed, as for a checkpoint, so
+    /// two-phase-commit sinks commit what it covers.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use backend_heap::HeapBackendFactory;
+    /// # use executor::source::{Source, SourceContext, SourcePoll};
+    /// # use executor::sink::collect::CollectSink;
+    /// # use executor::{JobConfig, SavepointTarget, StreamEnv};
+    /// # use state_core::{CheckpointStorage, JobId, MemoryCheckpointStorage, OperatorStateStore, SavepointFormat};
+    /// # struct Forever;
+    /// # impl Source<u64> for Forever {
+    /// #     fn open(&mut self, _: SourceContext, _: Option<&OperatorStateStore>) -> executor::Result<()> { Ok(()) }
+    /// #     fn poll_next(&mut self) -> executor::Result<SourcePoll<u64>> { Ok(SourcePoll::Idle) }
+    /// #     fn snapshot_state(&mut self, _: &mut OperatorStateStore) -> executor::Result<()> { Ok(()) }
+    /// # }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let storage = Arc::new(MemoryCheckpointStorage::default());
+    /// # let env = StreamEnv::new(JobConfig::new(JobId::new("example")?), HeapBackendFactory::default(), storage);
+    /// # let (sink, _out) = CollectSink::new();
+    /// # env.source("numbers", |_: SourceContext| Ok(Box::new(Forever) as Box<dyn Source<u64>>))
+    /// #     .key_by("by-value", |v: &u64| *v).sum("sum").sink("collect", sink);
+    /// let handle = env.start()?;
+    /// // The savepoint's own storage (a directory with `backend-fs`).
+    /// let savepoints = Arc::new(MemoryCheckpointStorage::default());
+    /// let opened = savepoints.clone();
+    /// let target = SavepointTarget::new(SavepointFormat::Canonical, move |_id| {
+    ///     Ok(opened as Arc<dyn CheckpointStorage>)
+    /// });
+    /// let info = handle.trigger_savepoint(target)?;
+    /// assert_eq!(savepoints.list_checkpoints()?, vec![info.id]);
+    /// handle.cancel();
+    /// handle.wait()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn trigger_savepoint(&self, target: SavepointTarget) -> Result<SavepointInfo> {
+        request_savepoint(&self.commands, target, false)
+    }
+
+    /// Stop with savepoint (Flink's `stop`): the sources stop right after
+    /// the savepoint's barrier, the savepoint is taken, every task is told
+    /// it completed (two-phase-commit sinks commit their last transaction),
+    /// and the job ends FINISHED. Returns once the savepoint completed;
+    /// [`JobHandle::wait`] then returns the FINISHED result. If the
+    /// savepoint fails, the sources resume and the job keeps running.
+    pub fn stop_with_savepoint(&self, target: SavepointTarget) -> Result<SavepointInfo> {
+        request_savepoint(&self.commands, target, true)
+    }
+
+    /// A cloneable controller for savepoints and cancellation from other
+    /// threads (a job control API), while this handle waits in [`JobHandle::wait`].
+    pub fn controller(&self) -> JobController {
+        JobController {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Blocks until checkpoint `id` completed (its info) or failed (an error

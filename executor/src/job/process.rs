@@ -151,6 +151,7 @@ where
                 clock: env.shared.clock.clone(),
                 restore: env.shared.restore.as_deref(),
                 mode: env.shared.snapshot_mode,
+                savepoints: env.shared.savepoints.clone(),
             };
             let op = KeyedOp::create(setup, function.clone(), key.clone(), next)?;
             let barriers = BarrierHandler::new(env.shared.mode, inputs.len());

@@ -69,6 +69,7 @@ impl<F: BackendFactory + 'static> StreamEnv<F> {
                 state,
                 info,
                 head,
+                stopped_at: None,
             }))
         });
         DataStream {

@@ -11,12 +11,13 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, select};
-use state_core::{CheckpointId, ErrorKind, KeyedStateHandle};
+use state_core::{CheckpointId, ErrorKind};
 
 use super::coordinator::{AckOutcome, CheckpointCoordinator};
 use super::events::{JobEvent, JobStatus};
 use super::graph::{AttemptShared, RestoreState, TaskEnv};
 use super::job_state::{AttemptEnd, HandleCommand, JobState, elapsed_millis};
+use super::savepoint::{PendingSavepoint, SavepointTargets};
 use super::task::{
     AckedState, SnapshotThreads, Task, TaskCommand, TaskReport, TaskRuntime, panic_message,
 };
@@ -41,6 +42,12 @@ pub(super) struct Attempt {
     ended_sources: BTreeSet<usize>,
     /// The final checkpoint of a bounded job.
     final_checkpoint: FinalCheckpoint,
+    /// The stop-with-savepoint that completed: the sources were told to end.
+    stopped_with_savepoint: Option<CheckpointId>,
+    /// Every savepoint of this attempt (shared with the tasks).
+    savepoints: SavepointTargets,
+    /// The savepoints in flight, with whoever waits for them.
+    pending_savepoints: BTreeMap<CheckpointId, PendingSavepoint>,
 }
 
 /// Where a job whose sources all ended stands with its final checkpoint
@@ -73,6 +80,7 @@ impl Attempt {
         let (report_tx, report_rx) = crossbeam_channel::unbounded();
         let (stopped_tx, stopped_rx) = crossbeam_channel::unbounded();
         let snapshots = SnapshotThreads::default();
+        let savepoints = SavepointTargets::default();
         let shared = AttemptShared {
             clock: spec.clock.clone(),
             checkpointing: spec.config.checkpointing.is_some(),
@@ -81,6 +89,7 @@ impl Attempt {
             batch_size: spec.config.batch_size.max(1),
             mode: job.checkpoint_config.mode,
             snapshot_mode: spec.snapshot_mode,
+            savepoints: savepoints.clone(),
             cancel: cancel.clone(),
             metrics: job.shared.metrics.clone(),
         };
@@ -141,6 +150,7 @@ impl Attempt {
                     attempt: number,
                     cancel: cancel.clone(),
                     storage: spec.storage.clone(),
+                    savepoints: savepoints.clone(),
                     clock: spec.clock.clone(),
                     snapshots: snapshots.clone(),
                 };
@@ -213,6 +223,9 @@ impl Attempt {
             commands_open: true,
             ended_sources: BTreeSet::new(),
             final_checkpoint: FinalCheckpoint::NotYet,
+            stopped_with_savepoint: None,
+            savepoints,
+            pending_savepoints: BTreeMap::new(),
         })
     }
 
@@ -222,8 +235,11 @@ impl Attempt {
         let mut any_finished = false;
         loop {
             let now = elapsed_millis(job.started);
+            // Periodic checkpoints wait while a savepoint is in flight: a
+            // newer checkpoint completing first would overtake it.
             if !any_finished
                 && self.final_checkpoint == FinalCheckpoint::NotYet
+                && self.pending_savepoints.is_empty()
                 && let Some(id) = self.coordinator.trigger_due(now)
                 && let Some(e) = self.trigger(job, id)
             {
@@ -283,18 +299,15 @@ impl Attempt {
                                     {
                                         self.finish_sources(job);
                                     }
-                                }
-                                AckOutcome::Unknown(states) => {
-                                    let handles: Vec<KeyedStateHandle> =
-                                        states.iter().flat_map(|s| s.snapshot.keyed.iter().cloned()).collect();
-                                    if !job.store.retained().iter().any(|m| m.checkpoint_id == id) {
-                                        let _ = job.store.abort(id, &handles);
+                                    if self.stopped_with_savepoint == Some(id) {
+                                        self.finish_sources(job);
                                     }
                                 }
+                                AckOutcome::Unknown(states) => self.discard_late_ack(job, id, &states),
                             }
                         }
                         TaskReport::Decline { id, reason, counted } => {
-                            let failed = if counted {
+                            let failed = if counted && !self.savepoints.contains(id) {
                                 self.coordinator.fail(id, reason, now)
                             } else {
                                 self.coordinator.abort(id, reason)
@@ -364,6 +377,20 @@ impl Attempt {
                                 if let Some(e) = err {
                                     return self.fail(job, e);
                                 }
+                            }
+                        }
+                        Ok(HandleCommand::Savepoint { target, stop, reply }) => {
+                            let refused = if self.final_checkpoint != FinalCheckpoint::NotYet || any_finished {
+                                Some("every input of the job ended; it takes no more savepoints")
+                            } else if stop && self.pending_savepoints.values().any(|p| p.stop) {
+                                Some("the job is already stopping with a savepoint")
+                            } else {
+                                None
+                            };
+                            if let Some(why) = refused {
+                                let _ = reply.send(Err(ExecutorError::InvalidJob(format!("cannot take a savepoint: {why}"))));
+                            } else if let Some(e) = self.trigger_savepoint(job, target, stop, reply) {
+                                return self.fail(job, e);
                             }
                         }
                         Ok(HandleCommand::Cancel) => {
@@ -458,13 +485,7 @@ impl Attempt {
                 continue;
             }
             if let TaskReport::Ack { id, states, .. } = report {
-                let handles: Vec<KeyedStateHandle> = states
-                    .iter()
-                    .flat_map(|s| s.snapshot.keyed.iter().cloned())
-                    .collect();
-                if !job.store.retained().iter().any(|m| m.checkpoint_id == id) {
-                    let _ = job.store.abort(id, &handles);
-                }
+                self.discard_late_ack(job, id, &states);
             }
         }
         job.next_id = self.coordinator.next_checkpoint_id();

@@ -14,6 +14,7 @@ use state_core::{
 };
 
 use super::chain::{Message, OpInfo};
+use super::savepoint::SavepointTargets;
 use super::task::Task;
 use crate::config::CheckpointingMode;
 use crate::error::{ExecutorError, Result};
@@ -274,6 +275,8 @@ pub(crate) struct AttemptShared {
     pub batch_size: usize,
     pub mode: CheckpointingMode,
     pub snapshot_mode: SnapshotMode,
+    /// The checkpoints in flight that are savepoints.
+    pub savepoints: SavepointTargets,
     pub cancel: Arc<AtomicBool>,
     pub metrics: Arc<MetricsRegistry>,
 }

@@ -18,12 +18,19 @@ use super::events::{CompletedCheckpointInfo, JobEvent, JobStatus};
 use super::graph::JobGraph;
 use crate::config::{CheckpointConfig, JobConfig};
 use crate::error::{ExecutorError, Result};
+use crate::job::savepoint::{SavepointInfo, SavepointTarget};
 use crate::metrics::MetricsRegistry;
 
 /// A command from a [`crate::JobHandle`].
 #[derive(Debug)]
 pub(crate) enum HandleCommand {
     Trigger(Sender<Result<CheckpointId>>),
+    /// A savepoint; with `stop`, the job ends FINISHED once it completed.
+    Savepoint {
+        target: SavepointTarget,
+        stop: bool,
+        reply: Sender<Result<SavepointInfo>>,
+    },
     Cancel,
 }
 

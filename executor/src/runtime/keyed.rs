@@ -15,6 +15,7 @@ use state_core::{Timer, TimerService};
 
 use super::chain::{ChainEvent, OpInfo, OperatorPart, Output};
 use super::graph::RestoreState;
+use super::savepoint::SavepointTargets;
 use crate::error::{Result, UserError};
 use crate::process::{KeyedContext, KeyedProcessFunction, TimeDomain};
 
@@ -31,6 +32,8 @@ pub(crate) struct KeyedOp<B: Checkpointable, P: KeyedProcessFunction<B>> {
     pub info: OpInfo,
     pub clock: Arc<dyn Clock>,
     pub mode: SnapshotMode,
+    /// Which checkpoints are savepoints (snapshot in their mode instead).
+    pub savepoints: SavepointTargets,
     pub next: Box<dyn Output<P::Out>>,
 }
 
@@ -41,6 +44,7 @@ pub(crate) struct KeyedOpSetup<'a, F: BackendFactory> {
     pub clock: Arc<dyn Clock>,
     pub restore: Option<&'a RestoreState>,
     pub mode: SnapshotMode,
+    pub savepoints: SavepointTargets,
 }
 
 impl<B: Checkpointable, P: KeyedProcessFunction<B>> KeyedOp<B, P> {
@@ -82,6 +86,7 @@ impl<B: Checkpointable, P: KeyedProcessFunction<B>> KeyedOp<B, P> {
             info,
             clock: setup.clock,
             mode: setup.mode,
+            savepoints: setup.savepoints,
             next,
         })
     }
@@ -136,12 +141,18 @@ impl<B: Checkpointable, P: KeyedProcessFunction<B>> Output<P::In> for KeyedOp<B,
     fn event(&mut self, event: &ChainEvent, parts: &mut Vec<OperatorPart>) -> Result<()> {
         match event {
             ChainEvent::Barrier { id, .. } => {
-                let snapshot = self.state.backend_mut().snapshot(*id, self.mode)?;
+                let mode = self.savepoints.mode(*id, self.mode);
+                let snapshot = self.state.backend_mut().snapshot(*id, mode)?;
                 parts.push(OperatorPart {
                     info: self.info.clone(),
                     keyed: Some(snapshot),
                     operator_state: None,
                 });
+            }
+            // Nothing builds on a savepoint: the backend forgets it, as an
+            // aborted checkpoint (see `SnapshotMode::is_savepoint`).
+            ChainEvent::Complete(id) if self.savepoints.contains(*id) => {
+                self.state.backend_mut().notify_checkpoint_aborted(*id)?
             }
             ChainEvent::Complete(id) => self.state.backend_mut().notify_checkpoint_complete(*id)?,
             ChainEvent::Aborted(id) => self.state.backend_mut().notify_checkpoint_aborted(*id)?,

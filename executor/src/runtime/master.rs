@@ -250,6 +250,12 @@ impl Master {
                         "cannot trigger a checkpoint while the job is restarting".into(),
                     )));
                 }
+                Ok(HandleCommand::Savepoint { reply, .. }) => {
+                    let _ = reply.send(Err(ExecutorError::InvalidJob(
+                        "cannot take a savepoint while the job is restarting; try again once it runs"
+                            .into(),
+                    )));
+                }
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => return false,
                 // The handle is gone: keep waiting out the delay.
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {

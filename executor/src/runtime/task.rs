@@ -13,6 +13,7 @@ use state_core::{CheckpointId, CheckpointStorage, Clock, OperatorId};
 
 use super::barrier::{BarrierAction, BarrierHandler};
 use super::chain::{ChainEvent, Message, OpInfo, OperatorPart, Output};
+use super::savepoint::SavepointTargets;
 use crate::error::{ExecutorError, Result};
 use crate::source::{Source, SourcePoll};
 
@@ -22,16 +23,23 @@ const TICK: Duration = Duration::from_millis(10);
 /// A command from the job master to a task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TaskCommand {
-    /// Sources only: snapshot the read position and emit barrier `id`.
-    Trigger { id: CheckpointId, timestamp: u64 },
+    /// Sources only: snapshot the read position and emit barrier `id`;
+    /// with `stop` (stop with savepoint), read nothing more after it until
+    /// [`TaskCommand::Finish`], or until `id` is aborted.
+    Trigger {
+        id: CheckpointId,
+        timestamp: u64,
+        stop: bool,
+    },
     /// Checkpoint `id` completed.
     Complete(CheckpointId),
     /// Checkpoint `id` was aborted.
     Abort(CheckpointId),
     /// Checkpoint `id` was subsumed: no longer retained.
     Subsumed(CheckpointId),
-    /// Sources only, after their input ended: the final checkpoint (if any)
-    /// completed; end the stream so every task can exit.
+    /// Sources only, after their input ended or they stopped for a
+    /// savepoint: the final checkpoint or the savepoint (if any) completed;
+    /// end the stream so every task can exit.
     Finish,
 }
 
@@ -78,6 +86,8 @@ pub(crate) struct TaskRuntime {
     pub attempt: u32,
     pub cancel: Arc<AtomicBool>,
     pub storage: Arc<dyn CheckpointStorage>,
+    /// Savepoints write to their own storage instead of `storage`.
+    pub savepoints: SavepointTargets,
     pub clock: Arc<dyn Clock>,
     pub snapshots: SnapshotThreads,
 }
@@ -108,7 +118,7 @@ impl TaskRuntime {
             });
             return;
         }
-        let storage = self.storage.clone();
+        let storage = self.savepoints.storage(id, &self.storage);
         let reports = self.reports.clone();
         let attempt = self.attempt;
         let spawned = std::thread::Builder::new()
@@ -199,15 +209,26 @@ pub(crate) struct SourceTask<T> {
     pub state: OperatorStateStore,
     pub info: OpInfo,
     pub head: Box<dyn Output<T>>,
+    /// The stop-with-savepoint whose barrier this source emitted: it reads
+    /// nothing more unless that savepoint is aborted.
+    pub stopped_at: Option<CheckpointId>,
 }
 
 impl<T: Send> SourceTask<T> {
     fn command(&mut self, rt: &TaskRuntime, command: TaskCommand) -> Result<()> {
         let mut parts = Vec::new();
         match command {
-            // Only sent after the input ended, to `wait_for_finish`.
+            // Only sent after the input ended or the source stopped, to
+            // `wait_for_finish`.
             TaskCommand::Finish => {}
-            TaskCommand::Trigger { id, timestamp } => {
+            TaskCommand::Trigger {
+                id,
+                timestamp,
+                stop,
+            } => {
+                if stop {
+                    self.stopped_at = Some(id);
+                }
                 self.source.snapshot_state(&mut self.state)?;
                 parts.push(OperatorPart {
                     info: self.info.clone(),
@@ -222,10 +243,42 @@ impl<T: Send> SourceTask<T> {
                 self.source.notify_checkpoint_complete(id)?;
                 self.head.event(&ChainEvent::Complete(id), &mut parts)?;
             }
-            TaskCommand::Abort(id) => self.head.event(&ChainEvent::Aborted(id), &mut parts)?,
+            TaskCommand::Abort(id) => {
+                if self.stopped_at == Some(id) {
+                    tracing::info!(
+                        checkpoint_id = id.get(),
+                        "the stop-with-savepoint failed: reading on"
+                    );
+                    self.stopped_at = None;
+                }
+                self.head.event(&ChainEvent::Aborted(id), &mut parts)?;
+            }
             TaskCommand::Subsumed(id) => self.head.event(&ChainEvent::Subsumed(id), &mut parts)?,
         }
         Ok(())
+    }
+
+    /// Stopped for a savepoint: serves commands, reading nothing, until the
+    /// master says [`TaskCommand::Finish`] (the savepoint completed: `true`)
+    /// or the savepoint is aborted (`false`: read on).
+    fn wait_while_stopped(&mut self, rt: &TaskRuntime) -> Result<bool> {
+        let mut parts = Vec::new();
+        self.head.event(&ChainEvent::Flush, &mut parts)?;
+        while self.stopped_at.is_some() {
+            rt.check_cancel()?;
+            match rt.control.recv_timeout(TICK) {
+                Ok(TaskCommand::Finish) => {
+                    return self
+                        .head
+                        .event(&ChainEvent::EndOfPartition, &mut parts)
+                        .map(|()| true);
+                }
+                Ok(command) => self.command(rt, command)?,
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return Err(ExecutorError::Canceled),
+            }
+        }
+        Ok(false)
     }
 }
 
@@ -262,6 +315,9 @@ impl<T: Send> Task for SourceTask<T> {
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => return Err(ExecutorError::Canceled),
                 }
+            }
+            if self.stopped_at.is_some() && self.wait_while_stopped(rt)? {
+                return Ok(());
             }
             match self.source.poll_next()? {
                 SourcePoll::Record(record) => {

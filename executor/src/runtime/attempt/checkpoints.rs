@@ -3,14 +3,19 @@
 
 use std::time::Duration;
 
+use crossbeam_channel::Sender;
 use state_core::OperatorSnapshot;
-use state_core::{CheckpointId, CheckpointMetadata, KeyedStateHandle, OperatorId, SnapshotKind};
+use state_core::{
+    CheckpointId, CheckpointMetadata, CheckpointStorage, KeyedStateHandle, OperatorId, SnapshotKind,
+};
 
 use super::{Attempt, FINAL_CHECKPOINT_RETRY_MS, FinalCheckpoint};
-use crate::error::ExecutorError;
+use crate::error::{ExecutorError, Result};
+use crate::job::savepoint::{SavepointInfo, SavepointTarget};
 use crate::runtime::coordinator::FailedCheckpoint;
 use crate::runtime::events::{CompletedCheckpointInfo, JobEvent};
 use crate::runtime::job_state::{JobState, elapsed_millis};
+use crate::runtime::savepoint::PendingSavepoint;
 use crate::runtime::task::{AckedState, TaskCommand};
 
 /// Why in-flight checkpoints are aborted once a task finished (no
@@ -29,8 +34,22 @@ impl Attempt {
         job: &mut JobState,
         id: CheckpointId,
     ) -> Option<ExecutorError> {
+        let storage = job.spec.storage.clone();
+        self.trigger_into(job, id, storage.as_ref(), "CHECKPOINT", false)
+    }
+
+    /// Triggers checkpoint `id` at the sources, its streams going to
+    /// `storage`; with `stop`, the sources stop reading after its barrier.
+    fn trigger_into(
+        &mut self,
+        job: &mut JobState,
+        id: CheckpointId,
+        storage: &dyn CheckpointStorage,
+        kind: &str,
+        stop: bool,
+    ) -> Option<ExecutorError> {
         let timestamp = job.spec.clock.now_millis();
-        if let Err(e) = job.spec.storage.initialize_checkpoint(id) {
+        if let Err(e) = storage.initialize_checkpoint(id) {
             let now = elapsed_millis(job.started);
             let failed = self.coordinator.fail(
                 id,
@@ -43,7 +62,7 @@ impl Attempt {
         tracing::info!(
             job = %job.spec.config.job_id,
             checkpoint_id = id.get(),
-            "Triggering checkpoint {id} (type=CHECKPOINT) @ {timestamp} for job {}.",
+            "Triggering checkpoint {id} (type={kind}) @ {timestamp} for job {}.",
             job.spec.config.job_id
         );
         job.emit(JobEvent::CheckpointTriggered {
@@ -52,10 +71,85 @@ impl Attempt {
         });
         for &s in &self.sources {
             if let Some((_, _, tx)) = self.tasks.get(s) {
-                let _ = tx.send(TaskCommand::Trigger { id, timestamp });
+                let _ = tx.send(TaskCommand::Trigger {
+                    id,
+                    timestamp,
+                    stop,
+                });
             }
         }
         None
+    }
+
+    /// Takes a savepoint: opens its storage for the next checkpoint id and
+    /// triggers it; `reply` gets the outcome. A storage that cannot be
+    /// opened fails the savepoint, never the job.
+    pub(super) fn trigger_savepoint(
+        &mut self,
+        job: &mut JobState,
+        target: SavepointTarget,
+        stop: bool,
+        reply: Sender<Result<SavepointInfo>>,
+    ) -> Option<ExecutorError> {
+        let format = target.format();
+        let id = self.coordinator.next_checkpoint_id();
+        let storage = match target.open(id) {
+            Ok(storage) => storage,
+            Err(e) => {
+                let _ = reply.send(Err(ExecutorError::Checkpoint {
+                    checkpoint: id,
+                    reason: format!("cannot open the savepoint's storage: {e}"),
+                }));
+                return None;
+            }
+        };
+        let id = self.coordinator.trigger_now(elapsed_millis(job.started));
+        tracing::info!(
+            job = %job.spec.config.job_id,
+            checkpoint_id = id.get(),
+            %format,
+            stop,
+            "Triggering a {format} savepoint {id} into {}{}.",
+            storage.describe(),
+            if stop { " and stopping the job after it" } else { "" }
+        );
+        self.savepoints
+            .insert(id, storage.clone(), format.snapshot_mode());
+        self.pending_savepoints.insert(
+            id,
+            PendingSavepoint {
+                storage: storage.clone(),
+                format,
+                stop,
+                reply,
+            },
+        );
+        let kind = if stop {
+            "SUSPEND_SAVEPOINT"
+        } else {
+            "SAVEPOINT"
+        };
+        self.trigger_into(job, id, storage.as_ref(), kind, stop)
+    }
+
+    /// An acknowledgement of a checkpoint that is no longer pending (it
+    /// failed or was aborted meanwhile): its files go, unless it is retained.
+    pub(super) fn discard_late_ack(
+        &self,
+        job: &mut JobState,
+        id: CheckpointId,
+        states: &[AckedState],
+    ) {
+        let handles: Vec<KeyedStateHandle> = states
+            .iter()
+            .flat_map(|s| s.snapshot.keyed.iter().cloned())
+            .collect();
+        if self.savepoints.contains(id) {
+            let storage = self.savepoints.storage(id, &job.spec.storage);
+            discard_savepoint(storage.as_ref(), id, &handles);
+        } else if !job.store.retained().iter().any(|m| m.checkpoint_id == id) {
+            let _ = job.store.abort(id, &handles);
+        }
     }
 
     /// Checkpoint `completed` completed: older checkpoints still in flight
@@ -67,11 +161,13 @@ impl Attempt {
         job: &mut JobState,
         completed: CheckpointId,
     ) -> Option<ExecutorError> {
+        // A savepoint is not overtaken: its files are its own, and
+        // checkpoints wait while it is in flight.
         let older: Vec<CheckpointId> = self
             .coordinator
             .pending()
             .into_iter()
-            .filter(|&id| id < completed)
+            .filter(|&id| id < completed && !self.savepoints.contains(id))
             .collect();
         for id in older {
             let reason = format!("checkpoint {completed}, triggered after it, {OVERTAKEN}");
@@ -123,6 +219,10 @@ impl Attempt {
             acks,
             fail_job,
         } = failed;
+        if let Some(savepoint) = self.pending_savepoints.remove(&id) {
+            self.failed_savepoint(job, id, savepoint, reason, &acks);
+            return None;
+        }
         if reason == ENDED_BEFORE_COMPLETION || reason == JOB_STOPPED || reason.ends_with(OVERTAKEN)
         {
             // Expected at the end of every bounded job: not worth a warning.
@@ -159,6 +259,90 @@ impl Attempt {
                 job.checkpoint_config.tolerable_failures
             ),
         })
+    }
+
+    /// Savepoint `id` failed: its files go, whoever waits is told why, the
+    /// tasks are told it was aborted (stopped sources read on), and the job
+    /// runs on: a failed savepoint never counts as a failed checkpoint.
+    fn failed_savepoint(
+        &mut self,
+        job: &mut JobState,
+        id: CheckpointId,
+        savepoint: PendingSavepoint,
+        reason: String,
+        acks: &[Vec<AckedState>],
+    ) {
+        tracing::warn!(checkpoint_id = id.get(), %reason, "Savepoint {id} of job {} failed: {reason}", job.spec.config.job_id);
+        self.timestamps.remove(&id);
+        let handles: Vec<KeyedStateHandle> = acks
+            .iter()
+            .flatten()
+            .flat_map(|s| s.snapshot.keyed.iter().cloned())
+            .collect();
+        discard_savepoint(savepoint.storage.as_ref(), id, &handles);
+        for (_, _, tx) in &self.tasks {
+            let _ = tx.send(TaskCommand::Abort(id));
+        }
+        job.shared.record(id, Err(reason.clone()));
+        job.emit(JobEvent::CheckpointFailed {
+            id,
+            reason: reason.clone(),
+        });
+        let _ = savepoint.reply.send(Err(ExecutorError::Checkpoint {
+            checkpoint: id,
+            reason,
+        }));
+    }
+
+    /// Writes savepoint `id`'s metadata into its own storage (never the
+    /// job's store: the job neither retains nor deletes it) and tells every
+    /// task it completed.
+    fn finalize_savepoint(
+        &mut self,
+        job: &mut JobState,
+        savepoint: PendingSavepoint,
+        metadata: CheckpointMetadata,
+        duration: Duration,
+    ) {
+        let id = metadata.checkpoint_id;
+        let bytes = metadata.checkpointed_size();
+        if let Err(e) = savepoint.storage.write_metadata(&metadata) {
+            let reason = format!("writing the savepoint metadata failed: {e}");
+            let handles: Vec<KeyedStateHandle> = metadata
+                .operators
+                .iter()
+                .flat_map(|op| &op.subtasks)
+                .flat_map(|s| s.keyed.iter().cloned())
+                .collect();
+            discard_savepoint(savepoint.storage.as_ref(), id, &handles);
+            self.failed_savepoint(job, id, savepoint, reason, &[]);
+            return;
+        }
+        let location = savepoint.storage.describe();
+        tracing::info!(
+            job = %job.spec.config.job_id,
+            checkpoint_id = id.get(),
+            bytes,
+            duration_ms = duration.as_millis() as u64,
+            "Completed {} savepoint {id} for job {} at {location} ({bytes} bytes in {} ms).",
+            savepoint.format,
+            job.spec.config.job_id,
+            duration.as_millis()
+        );
+        for (_, _, tx) in &self.tasks {
+            let _ = tx.send(TaskCommand::Complete(id));
+        }
+        if savepoint.stop {
+            self.stopped_with_savepoint = Some(id);
+        }
+        let info = SavepointInfo {
+            id,
+            format: savepoint.format,
+            location,
+            bytes,
+            duration,
+        };
+        let _ = savepoint.reply.send(Ok(info));
     }
 
     pub(super) fn finalize(
@@ -206,6 +390,10 @@ impl Attempt {
             },
             operators,
         };
+        if let Some(savepoint) = self.pending_savepoints.remove(&id) {
+            self.finalize_savepoint(job, savepoint, metadata, duration);
+            return None;
+        }
         let bytes = metadata.checkpointed_size();
         let state_size = metadata.state_size();
         let subsumed = match job.store.complete(metadata) {
@@ -257,5 +445,26 @@ impl Attempt {
             }
         }
         None
+    }
+}
+
+/// Deletes what an unfinished savepoint wrote into its own storage: its
+/// keyed streams (a native savepoint's `shared/` files are its own) and its
+/// `chk-<n>` location. Failures are logged: the savepoint is not one, and
+/// what is left is in the user's directory, never the job's.
+fn discard_savepoint(
+    storage: &dyn CheckpointStorage,
+    id: CheckpointId,
+    handles: &[KeyedStateHandle],
+) {
+    for handle in handles {
+        for stream in handle.streams() {
+            if let Err(e) = storage.discard_stream(stream) {
+                tracing::warn!(checkpoint_id = id.get(), stream = %stream.describe(), error = %e, "could not delete a file of a failed savepoint");
+            }
+        }
+    }
+    if let Err(e) = storage.discard_checkpoint(id) {
+        tracing::warn!(checkpoint_id = id.get(), error = %e, "could not delete a failed savepoint");
     }
 }
