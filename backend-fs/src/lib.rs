@@ -95,6 +95,7 @@ mod lock;
 mod mmap;
 mod orphans;
 mod output;
+mod savepoint;
 mod storage;
 
 pub use locate::looks_like_job_dir;
@@ -102,6 +103,7 @@ pub use lock::{JobLock, LOCK_FILE_NAME, LockOwner, LockState};
 pub use mmap::{MAP_THRESHOLD, MappedFs};
 pub use orphans::{Orphan, OrphanKind, OrphanReport, find_orphans, sweep_orphans};
 pub use output::FsOutput;
+pub use savepoint::{SAVEPOINT_DIR_PREFIX, is_savepoint_dir_name, savepoint_dir_name};
 pub use storage::{
     DEFAULT_WRITE_BUFFER_SIZE, FsCheckpointStorage, FsStorageOptions, MAX_WRITE_BUFFER_SIZE,
     SHARED_DIR, TASK_OWNED_DIR,

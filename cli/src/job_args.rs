@@ -136,6 +136,12 @@ pub struct JobArgs {
     #[arg(long, value_name = "DIR")]
     pub checkpoint_dir: Option<PathBuf>,
 
+    /// Where `cairn savepoint <job-dir>` and `cairn stop <job-dir>` put the
+    /// savepoints of this job when they name no directory (Flink's
+    /// `state.savepoints.dir`; default: none, so they must name one).
+    #[arg(long, value_name = "DIR")]
+    pub savepoint_dir: Option<PathBuf>,
+
     /// Keyed-state backend (Flink's `state.backend`: hashmap, filesystem, rocksdb).
     #[arg(long, value_enum, default_value_t = BackendKind::Heap)]
     pub backend: BackendKind,
@@ -278,6 +284,7 @@ impl Default for JobArgs {
             restore_mode: None,
             resume: false,
             checkpoint_dir: None,
+            savepoint_dir: None,
             backend: BackendKind::Heap,
             incremental: false,
             local_recovery: false,

@@ -9,6 +9,8 @@
 //! cairn checkpoints inspect <chk-dir | _metadata>          [--json]
 //! cairn checkpoints verify  <chk-dir | _metadata | job-dir> [--json]
 //! cairn checkpoints gc      <job-dir> [--delete]           [--json]
+//! cairn savepoint <job-dir> [--dir D] [--format canonical|native] [--timeout T] [--json]
+//! cairn stop      <job-dir> [--savepoint-dir D] [--format canonical|native] [--timeout T] [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
 //! ```
 //!
@@ -42,6 +44,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod control;
 mod demo;
 mod example;
 mod gc;
@@ -92,6 +95,53 @@ enum Command {
     /// Append to and read a replayable partitioned log (a Kafka topic on local files)
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Take a savepoint of the job running in a job directory (Flink's `flink savepoint`)
+    #[command(after_help = SAVEPOINT_HELP)]
+    Savepoint(SavepointArgs),
+    /// Stop the job running in a job directory with a savepoint: it ends FINISHED with its
+    /// sinks committed (Flink's `flink stop`)
+    #[command(after_help = SAVEPOINT_HELP)]
+    Stop(StopArgs),
+}
+
+const SAVEPOINT_HELP: &str = "The job is the `cairn run` process holding <job-dir>'s lock; it takes the savepoint into <dir>/savepoint-<job>-<n>-<hex>/, which it never rotates or deletes: restore it with `cairn run … --from <that dir> --checkpoint-dir <dir>`, on any backend and parallelism (canonical) or the same backend (native).\n\
+Prints `Savepoint completed. Path: <dir>`; --json prints {ok, id, path, bytes, duration_ms, error}.\n\
+Exit status: 0 done, 1 the savepoint failed (the job runs on), 2 no job runs there or bad input.";
+
+#[derive(Debug, Args)]
+struct SavepointArgs {
+    /// The job directory (`<checkpoint-dir>/<job-id>`) of the running job
+    job_dir: PathBuf,
+    /// Where the savepoint goes (default: the job's --savepoint-dir)
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// canonical (any backend, any parallelism) or native (the backend's own files)
+    #[arg(long, value_enum, default_value_t)]
+    format: control::FormatArg,
+    /// How long to wait for the job's answer
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = job_args::parse_duration)]
+    timeout: std::time::Duration,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct StopArgs {
+    /// The job directory (`<checkpoint-dir>/<job-id>`) of the running job
+    job_dir: PathBuf,
+    /// Where the savepoint goes (default: the job's --savepoint-dir)
+    #[arg(long, value_name = "DIR")]
+    savepoint_dir: Option<PathBuf>,
+    /// canonical (any backend, any parallelism) or native (the backend's own files)
+    #[arg(long, value_enum, default_value_t)]
+    format: control::FormatArg,
+    /// How long to wait for the savepoint and the end of the job
+    #[arg(long, value_name = "DURATION", default_value = "10min", value_parser = job_args::parse_duration)]
+    timeout: std::time::Duration,
+    /// Print one JSON document instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +253,28 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&a, &mut stdout),
         Command::Run(c) => run_job::run(c, &mut stdout),
         Command::Log(c) => log_cmd::run(c, &mut stdout),
+        Command::Savepoint(a) => control::ask(
+            &control::Ask {
+                job_dir: &a.job_dir,
+                dir: a.dir.as_deref(),
+                format: a.format,
+                stop: false,
+                timeout: a.timeout,
+                json: a.json,
+            },
+            &mut stdout,
+        ),
+        Command::Stop(a) => control::ask(
+            &control::Ask {
+                job_dir: &a.job_dir,
+                dir: a.savepoint_dir.as_deref(),
+                format: a.format,
+                stop: true,
+                timeout: a.timeout,
+                json: a.json,
+            },
+            &mut stdout,
+        ),
     };
     process::finish(result, &mut stdout, &mut std::io::stderr())
 }

@@ -128,7 +128,7 @@ struct Restore {
 }
 
 fn open_restore(path: &Path) -> anyhow::Result<Restore> {
-    let (storage, id) = FsCheckpointStorage::for_checkpoint_path(path)
+    let (storage, id) = FsCheckpointStorage::for_restore_path(path)
         .with_context(|| format!("--from {}", path.display()))?;
     let metadata =
         load_verified(&storage, id).with_context(|| format!("--from {}", path.display()))?;
@@ -140,14 +140,28 @@ fn open_restore(path: &Path) -> anyhow::Result<Restore> {
 
 fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     let restore = args.job.from.as_deref().map(open_restore).transpose()?;
-    // Restoring without --job-id keeps the restored job's id (its directory name).
-    let default_id = restore
-        .as_ref()
-        .and_then(|r| r.storage.job_dir().file_name())
-        .and_then(|n| n.to_str())
-        .filter(|n| JobId::new(*n).is_ok())
-        .unwrap_or(DEFAULT_JOB_ID)
-        .to_owned();
+    // Restoring without --job-id keeps the restored job's id (its directory
+    // name; a savepoint's directory is named after it, so its metadata's).
+    let default_id = match &restore {
+        Some(r) if r.storage.is_savepoint() => r.metadata.job_id.as_str().to_owned(),
+        _ => restore
+            .as_ref()
+            .and_then(|r| r.storage.job_dir().file_name())
+            .and_then(|n| n.to_str())
+            .filter(|n| JobId::new(*n).is_ok())
+            .unwrap_or(DEFAULT_JOB_ID)
+            .to_owned(),
+    };
+    if let Some(r) = &restore
+        && r.storage.is_savepoint()
+        && args.job.checkpoint_dir.is_none()
+    {
+        bail!(
+            "--from {} is a savepoint, which belongs to the user and is never written into: \
+             give --checkpoint-dir for the job's own checkpoints",
+            r.storage.job_dir().display()
+        );
+    }
     let mut config = args.job.job_config_with_default_id(&default_id)?;
     if let (None, Some(r)) = (config.max_parallelism, &restore) {
         // Keyed state cannot change its number of key groups: keep the checkpoint's.
@@ -199,6 +213,9 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         restore_mode: args.job.restore_mode.unwrap_or_default().into(),
         resume: args.job.resume,
         incremental: args.job.incremental,
+        control: job_dir
+            .clone()
+            .map(|dir| (dir, args.job.savepoint_dir.clone())),
     };
     let local = backend::LocalState::from_args(&args.job);
     let result = backend::with_backend_local(args.job.backend, storage, &local, &job_id, job)?;
@@ -376,6 +393,9 @@ struct WordCountJob {
     restore_mode: RestoreMode,
     resume: bool,
     incremental: bool,
+    /// The job directory to answer savepoint requests in (`control.rs`),
+    /// and the default savepoint directory.
+    control: Option<(PathBuf, Option<PathBuf>)>,
 }
 
 impl BackendVisitor for WordCountJob {
@@ -416,6 +436,7 @@ impl BackendVisitor for WordCountJob {
                 crate::sql_sink::build(&env, source, filter, sql, self.sink_mode, &job_id)?;
             }
         }
+        let job_id = env.config().job_id.clone();
         let job = env.start()?;
         // Ctrl-C cancels the job (Flink's `flink cancel`): it ends CANCELED and
         // its retained checkpoints are kept or deleted per --retain-on-cancel.
@@ -423,7 +444,18 @@ impl BackendVisitor for WordCountJob {
         if let Err(e) = ctrlc::set_handler(move || canceller.cancel()) {
             tracing::warn!(error = %e, "Ctrl-C will kill the job instead of cancelling it");
         }
-        Ok(job.wait()?)
+        // `cairn savepoint` / `cairn stop` from other processes.
+        let watcher = self
+            .control
+            .map(|(dir, savepoints)| {
+                crate::control::Watcher::start(dir, savepoints, job_id, job.controller())
+            })
+            .transpose()?;
+        let result = job.wait();
+        if let Some(watcher) = watcher {
+            watcher.finish();
+        }
+        Ok(result?)
     }
 }
 

@@ -25,12 +25,13 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{Rng, WordLog, command, completed, env_u64, p};
+use support::{
+    Rng, WordLog, command, committed_counts, completed, env_u64, lost_and_duplicated, p,
+};
 
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -204,35 +205,8 @@ impl Campaign {
         assert_eq!(out.status.code(), Some(0), "final run: {log}");
         figures.orphans_swept += log.matches("removed orphan").count() as u64;
         // Every count each word went through, from the committed files.
-        let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        let out_dir = self.dir.path().join("out");
-        for entry in std::fs::read_dir(&out_dir).unwrap() {
-            let entry = entry.unwrap();
-            let name = entry.file_name().into_string().unwrap();
-            assert!(!name.starts_with('.'), "uncommitted file {name} left");
-            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
-                let (word, count) = line
-                    .trim_start_matches('(')
-                    .trim_end_matches(')')
-                    .split_once(',')
-                    .unwrap();
-                seen.entry(word.to_owned())
-                    .or_default()
-                    .push(count.parse().unwrap());
-            }
-        }
-        for (word, &expected) in &self.words.counts {
-            let mut counts = seen.remove(word).unwrap_or_default();
-            counts.sort_unstable();
-            let mut distinct = counts.clone();
-            distinct.dedup();
-            figures.duplicated += (counts.len() - distinct.len()) as u64;
-            figures.lost += (1..=expected)
-                .filter(|n| distinct.binary_search(n).is_err())
-                .count() as u64;
-            figures.duplicated += distinct.iter().filter(|&&n| n > expected).count() as u64;
-        }
-        figures.duplicated += seen.values().map(|c| c.len() as u64).sum::<u64>();
+        let seen = committed_counts(&[&self.dir.path().join("out")]);
+        (figures.lost, figures.duplicated) = lost_and_duplicated(&self.words.counts, seen);
         eprintln!(
             "crash campaign: backend {:?}, seed {seed}: {} kills ({} during an upload, {} right after \
              a _metadata), {} restores, {} fallbacks past a damaged checkpoint, {} empty starts, \

@@ -185,3 +185,51 @@ impl WordLog {
             .unwrap();
     }
 }
+
+/// Every count each word went through in the committed part files of the
+/// exactly-once file sink in `dirs` (`(word,count)` lines). Panics on an
+/// uncommitted (dot) file: a finished job leaves none.
+pub(crate) fn committed_counts(dirs: &[&Path]) -> std::collections::BTreeMap<String, Vec<u64>> {
+    let mut seen: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for dir in dirs {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let entry = entry.unwrap();
+            let name = entry.file_name().into_string().unwrap();
+            assert!(!name.starts_with('.'), "uncommitted file {name} left");
+            for line in std::fs::read_to_string(entry.path()).unwrap().lines() {
+                let (word, count) = line
+                    .trim_start_matches('(')
+                    .trim_end_matches(')')
+                    .split_once(',')
+                    .unwrap();
+                seen.entry(word.to_owned())
+                    .or_default()
+                    .push(count.parse().unwrap());
+            }
+        }
+    }
+    seen
+}
+
+/// Against a fault-free run's output (for every word the counts `1..=n`
+/// once each, `n` from `expected`): how many outputs `seen` lacks and how
+/// many it has that are extra (twice, or beyond `n`, or of unknown words).
+pub(crate) fn lost_and_duplicated(
+    expected: &std::collections::BTreeMap<String, u64>,
+    mut seen: std::collections::BTreeMap<String, Vec<u64>>,
+) -> (u64, u64) {
+    let (mut lost, mut duplicated) = (0, 0);
+    for (word, &n) in expected {
+        let mut counts = seen.remove(word).unwrap_or_default();
+        counts.sort_unstable();
+        let mut distinct = counts.clone();
+        distinct.dedup();
+        duplicated += (counts.len() - distinct.len()) as u64;
+        lost += (1..=n)
+            .filter(|c| distinct.binary_search(c).is_err())
+            .count() as u64;
+        duplicated += distinct.iter().filter(|&&c| c > n).count() as u64;
+    }
+    duplicated += seen.values().map(|c| c.len() as u64).sum::<u64>();
+    (lost, duplicated)
+}
