@@ -2,7 +2,7 @@
 //! and their report as text, JSON or a plot.
 //!
 //! ```text
-//! cairn-bench state-size [--backend heap,fs,…] [--incremental] [--keys K] [--value-size S]
+//! cairn-bench state-size [--backend heap,fs,…] [--incremental] [--savepoints] [--keys K] [--value-size S]
 //!                        [--update-fraction F] [--rounds R] [--parallelism P] [--seed N]
 //!                        [--sweep keys=…|value-size=…]… [--plot FILE.svg]
 //!                        [--dir DIR] [--keep] [--json]
@@ -36,7 +36,9 @@ copies: on disk for rocks --incremental, in memory for heap and fs; null for
 rocks full snapshots, which keep none), restore_storage_ms (with the local
 copies removed),
 restored_keys, restore_exact (both restores),
-peak_rss_bytes, io_read_bytes, io_write_bytes, dir (null unless --keep).
+peak_rss_bytes, io_read_bytes, io_write_bytes, savepoints [{format, bytes,
+files, sync_ms, async_ms, duration_ms}] (empty without --savepoints), dir
+(null unless --keep).
 Sizes in bytes, times in ms unless the name says otherwise.";
 
 /// Options of `cairn-bench state-size`.
@@ -48,6 +50,10 @@ pub(crate) struct StateSizeArgs {
     /// Incremental checkpoints where the backend supports them
     #[arg(long)]
     incremental: bool,
+    /// After the last round, take a canonical and a native savepoint of the
+    /// same state and report their time and size beside the checkpoints
+    #[arg(long)]
+    savepoints: bool,
     /// Keys loaded (`key-0000000`…)
     #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
@@ -161,6 +167,7 @@ pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
                     parallelism: args.parallelism,
                     seed: args.seed,
                     show_progress: !args.json,
+                    savepoints: args.savepoints,
                 };
                 reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
             }
@@ -249,6 +256,18 @@ fn write_one(r: &measure::StateSizeReport, out: &mut dyn Write) -> anyhow::Resul
         r.io_read_bytes.map_or("-".into(), human::size),
         r.io_write_bytes.map_or("-".into(), human::size)
     )?;
+    for s in &r.savepoints {
+        writeln!(
+            out,
+            "{} savepoint: {} in {} files, sync {} ms, async {} ms, {} ms in all",
+            s.format,
+            human::size(s.bytes),
+            s.files,
+            s.sync_ms,
+            s.async_ms,
+            s.duration_ms
+        )?;
+    }
     if let Some(dir) = &r.dir {
         writeln!(out, "checkpoint data kept in {dir}")?;
     }

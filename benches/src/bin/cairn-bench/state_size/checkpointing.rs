@@ -6,10 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use backend_fs::FsCheckpointStorage;
 use state_core::CompletedCheckpointStore;
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, Checkpointable, Clock, JobId,
-    KeyedStateHandle, MaxParallelism, OperatorId, SnapshotKind, SnapshotMode, StreamLocation,
+    KeyedStateHandle, MaxParallelism, OperatorId, SavepointFormat, SnapshotKind, SnapshotMode,
+    StreamLocation,
 };
 use state_core::{OperatorSnapshot, SubtaskSnapshot};
 
@@ -29,25 +31,32 @@ pub(super) struct CheckpointCtx<'a> {
     pub(super) job_dir: Option<&'a Path>,
 }
 
-/// Takes checkpoint `id` of every subtask (synchronous part, then the write,
-/// on the subtask's thread), completes it in `store`, and measures it.
-pub(super) fn checkpoint<B: Checkpointable + Send>(
+/// One snapshot of every subtask: its metadata, and the slowest
+/// subtask's synchronous and asynchronous phases.
+struct Snapshot {
+    metadata: CheckpointMetadata,
+    sync: Duration,
+    written: Duration,
+}
+
+/// Snapshots every subtask for `id` in `mode` into `storage` (synchronous
+/// part, then the write, on the subtask's thread).
+fn snapshot_all<B: Checkpointable + Send>(
     ctx: &CheckpointCtx<'_>,
-    store: &mut CompletedCheckpointStore,
     subtasks: &mut [Subtask<B>],
     id: CheckpointId,
-) -> anyhow::Result<CheckpointReport> {
-    check_interrupted()?;
-    let started = Instant::now();
-    ctx.storage.initialize_checkpoint(id)?;
+    mode: SnapshotMode,
+    storage: &dyn CheckpointStorage,
+) -> anyhow::Result<Snapshot> {
+    storage.initialize_checkpoint(id)?;
     let timestamp_millis = ctx.clock.now_millis();
     let results = std::sync::Mutex::new(Vec::new());
     parallel(subtasks, |sub| {
         let t = Instant::now();
-        let pending = sub.backend.snapshot(id, ctx.mode)?;
+        let pending = sub.backend.snapshot(id, mode)?;
         let sync = t.elapsed();
         let t = Instant::now();
-        let handle = pending.write(ctx.storage)?;
+        let handle = pending.write(storage)?;
         let written = t.elapsed();
         let subtask = sub.index;
         results
@@ -88,6 +97,28 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
                 .collect(),
         }],
     };
+    Ok(Snapshot {
+        metadata,
+        sync,
+        written,
+    })
+}
+
+/// Takes checkpoint `id` of every subtask, completes it in `store`, and
+/// measures it.
+pub(super) fn checkpoint<B: Checkpointable + Send>(
+    ctx: &CheckpointCtx<'_>,
+    store: &mut CompletedCheckpointStore,
+    subtasks: &mut [Subtask<B>],
+    id: CheckpointId,
+) -> anyhow::Result<CheckpointReport> {
+    check_interrupted()?;
+    let started = Instant::now();
+    let Snapshot {
+        metadata,
+        sync,
+        written,
+    } = snapshot_all(ctx, subtasks, id, ctx.mode, ctx.storage)?;
     let (full_bytes, written_bytes) = (metadata.state_size(), metadata.checkpointed_size());
     let subsumed = store.complete(metadata)?;
     for sub in subtasks.iter_mut() {
@@ -112,9 +143,63 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
     })
 }
 
+/// A savepoint of the run, measured.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(super) struct SavepointReport {
+    /// `canonical` or `native`.
+    pub format: &'static str,
+    /// Bytes it wrote (all of its files: a savepoint shares none).
+    pub bytes: u64,
+    /// Files in its directory.
+    pub files: u64,
+    /// The synchronous phase, slowest subtask.
+    pub sync_ms: f64,
+    /// The asynchronous phase, slowest subtask.
+    pub async_ms: f64,
+    /// From the start to its metadata written.
+    pub duration_ms: f64,
+}
+
+/// Takes savepoint `id` in `format` of every subtask into a savepoint
+/// directory under `dir` and measures it, as the executor does: written to
+/// its own storage, its metadata last, and the backends told it was aborted
+/// (nothing builds on a savepoint).
+pub(super) fn savepoint<B: Checkpointable + Send>(
+    ctx: &CheckpointCtx<'_>,
+    subtasks: &mut [Subtask<B>],
+    id: CheckpointId,
+    format: SavepointFormat,
+    dir: &Path,
+) -> anyhow::Result<SavepointReport> {
+    check_interrupted()?;
+    let started = Instant::now();
+    let storage =
+        FsCheckpointStorage::create_savepoint(dir, ctx.job_id, id, ctx.clock.now_millis())?;
+    let snapshot = snapshot_all(ctx, subtasks, id, format.snapshot_mode(), &storage)?;
+    storage.write_metadata(&snapshot.metadata)?;
+    let duration = started.elapsed();
+    for sub in subtasks.iter_mut() {
+        sub.backend.notify_checkpoint_aborted(id)?;
+    }
+    let (bytes, files) = dir_bytes_and_files(storage.job_dir())?;
+    Ok(SavepointReport {
+        format: format.name(),
+        bytes,
+        files,
+        sync_ms: ms(snapshot.sync),
+        async_ms: ms(snapshot.written),
+        duration_ms: ms(duration),
+    })
+}
+
 /// Bytes of every file under `dir`.
 fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let mut total = 0;
+    Ok(dir_bytes_and_files(dir)?.0)
+}
+
+/// Bytes and number of the files under `dir`.
+fn dir_bytes_and_files(dir: &Path) -> anyhow::Result<(u64, u64)> {
+    let (mut total, mut files) = (0, 0);
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
         let entries = match std::fs::read_dir(&d) {
@@ -131,10 +216,11 @@ fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
                 pending.push(entry.path());
             } else {
                 total += meta.len();
+                files += 1;
             }
         }
     }
-    Ok(total)
+    Ok((total, files))
 }
 
 /// Bytes of the distinct streams the retained checkpoints reference (for

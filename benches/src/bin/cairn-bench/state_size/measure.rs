@@ -26,11 +26,11 @@ use serde::Serialize;
 use state_core::{
     BackendContext, BackendFactory, CheckpointId, CheckpointStorage, Checkpointable, Clock,
     EntryKey, JobId, KeyedStateBackend, KeyedStateHandle, MaxParallelism, MemoryCheckpointStorage,
-    OperatorId, SnapshotMode, StateDescriptor, StateKind, SystemClock,
+    OperatorId, SavepointFormat, SnapshotMode, StateDescriptor, StateKind, SystemClock,
 };
 use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
 
-use super::checkpointing::{CheckpointCtx, checkpoint};
+use super::checkpointing::{CheckpointCtx, SavepointReport, checkpoint, savepoint};
 use super::restore::{Source, check_source, local_copy_dirs, restore_fresh};
 use super::subtasks::{Subtask, parallel};
 use crate::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
@@ -58,6 +58,8 @@ pub(super) struct Params {
     pub seed: u64,
     /// Show progress bars.
     pub show_progress: bool,
+    /// After the rounds, take a canonical and a native savepoint.
+    pub savepoints: bool,
 }
 
 /// What one `state-size` run reports (sizes in bytes, times in ms).
@@ -107,6 +109,9 @@ pub(super) struct StateSizeReport {
     pub io_read_bytes: Option<u64>,
     /// Bytes this run made the storage layer write.
     pub io_write_bytes: Option<u64>,
+    /// With `--savepoints`: a canonical, then a native savepoint of the
+    /// state of the last checkpoint, taken right after it.
+    pub savepoints: Vec<SavepointReport>,
     /// Where the checkpoint data was kept (`--keep`), else null.
     pub dir: Option<String>,
 }
@@ -119,15 +124,24 @@ pub(super) fn run_one(
 ) -> anyhow::Result<StateSizeReport> {
     let job_id = JobId::new("bench-state-size").map_err(human::anyhow)?;
     let scratch = match params.backend {
-        BackendKind::Heap => None,
+        BackendKind::Heap if !params.savepoints => None,
         _ => Some(Scratch::create(dir, "cairn-bench-state-size", keep)?),
     };
-    let storage: Arc<dyn CheckpointStorage> = match &scratch {
+    let storage: Arc<dyn CheckpointStorage> = match (&scratch, params.backend) {
         // Heap state with checkpoints in memory, without the 5 MiB bound.
-        None => Arc::new(MemoryCheckpointStorage::new(u64::MAX)),
-        Some(s) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
+        (None, _) | (Some(_), BackendKind::Heap) => {
+            Arc::new(MemoryCheckpointStorage::new(u64::MAX))
+        }
+        (Some(s), kind) => backend::storage_for(kind, Some(s.path()), &job_id)?,
     };
-    let job_dir = scratch.as_ref().map(|s| s.path().join(job_id.as_str()));
+    let savepoint_dir = scratch
+        .as_ref()
+        .filter(|_| params.savepoints)
+        .map(|s| s.path().join("savepoints"));
+    let job_dir = scratch
+        .as_ref()
+        .filter(|_| params.backend != BackendKind::Heap)
+        .map(|s| s.path().join(job_id.as_str()));
     // Local recovery is on, so the run can restore from the local copies
     // and from storage: RocksDB keeps its copies in the scratch directory,
     // heap (and fs) keep theirs in memory.
@@ -155,6 +169,7 @@ pub(super) fn run_one(
             job_id: run_job_id,
             job_dir,
             local_dir,
+            savepoint_dir,
         },
     )?;
     if let Some((now, before)) = IoCounters::now().zip(io_before) {
@@ -173,6 +188,8 @@ struct Run<'a> {
     job_dir: Option<PathBuf>,
     /// Where the backend keeps local checkpoint copies (rocks), else `None`.
     local_dir: Option<PathBuf>,
+    /// Where savepoints go (`--savepoints`), else `None`.
+    savepoint_dir: Option<PathBuf>,
 }
 
 /// How often (in keys) the loops check Ctrl-C and move the progress bar.
@@ -278,6 +295,14 @@ impl BackendVisitor for Run<'_> {
             checkpoints.push(checkpoint(&ctx, &mut store, &mut subtasks, id)?);
         }
         check_interrupted()?;
+        let mut savepoints = Vec::new();
+        if let Some(dir) = &self.savepoint_dir {
+            let mut id = CheckpointId(u64::from(p.rounds) + 2);
+            for format in [SavepointFormat::Canonical, SavepointFormat::Native] {
+                savepoints.push(savepoint(&ctx, &mut subtasks, id, format, dir)?);
+                id = CheckpointId(id.get() + 1);
+            }
+        }
 
         // Restore the last checkpoint into fresh backends, as a restarted job
         // would (the loaded backends are dropped first): from the local
@@ -352,6 +377,7 @@ impl BackendVisitor for Run<'_> {
             peak_rss_bytes: None,
             io_read_bytes: None,
             io_write_bytes: None,
+            savepoints,
             dir: None,
         })
     }
@@ -471,6 +497,7 @@ mod tests {
             parallelism: 3,
             seed: 7,
             show_progress: false,
+            savepoints: true,
         };
         let report = run_one(&params, None, false).unwrap();
         assert_eq!(report.checkpoints.len(), 3);
@@ -484,6 +511,13 @@ mod tests {
                 Some(c.full_bytes),
                 "one retained, in memory"
             );
+        }
+        // Both savepoints hold the whole state: heap writes canonical for both.
+        let formats: Vec<&str> = report.savepoints.iter().map(|s| s.format).collect();
+        assert_eq!(formats, ["canonical", "native"]);
+        for s in &report.savepoints {
+            assert!(s.files >= 3, "metadata and a stream per subtask: {s:?}");
+            assert!(s.bytes >= report.checkpoints[2].full_bytes, "{s:?}");
         }
     }
 }

@@ -320,6 +320,7 @@ mod tests {
             peak_rss_bytes: None,
             io_read_bytes: None,
             io_write_bytes: None,
+            savepoints: Vec::new(),
             dir: None,
         }
     }
