@@ -35,10 +35,10 @@ use cairn_timely::{
 };
 use state_core::typed::ValueStateDescriptor;
 use state_core::{BackendFactory, CheckpointId, JobId, MaxParallelism};
-use timely::dataflow::ProbeHandle;
 use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
-use timely::dataflow::operators::{Input, Probe};
+use timely::dataflow::{InputHandleVec, ProbeHandle};
 
 fn key_of(i: u64, keys: u64) -> u64 {
     i.wrapping_mul(2_654_435_761) % keys
@@ -167,7 +167,8 @@ fn plain_job(workers: usize, records: u64, keys: u64) {
             let probe = ProbeHandle::new();
             let mut input =
                 worker.dataflow::<u64, _, _>(|scope| {
-                    let (input, stream) = scope.new_input::<u64>();
+                    let mut input = InputHandleVec::<u64, u64>::new();
+                    let stream = input.to_stream(scope);
                     stream
                 .unary::<timely::container::CapacityContainerBuilder<Vec<(u64, u64)>>, _, _, _>(
                     Exchange::new(|k: &u64| *k),
@@ -186,16 +187,16 @@ fn plain_job(workers: usize, records: u64, keys: u64) {
                         }
                     },
                 )
+                .probe_with(&probe)
                 .sink(timely::dataflow::channels::pact::Pipeline, "discard", |(input, _)| {
                     input.for_each(|_, data| {
                         std::hint::black_box(data);
                     });
-                })
-                .probe_with(&probe);
+                });
                     input
                 });
             let mut i = index;
-            let mut epoch = 0;
+            let mut epoch = 0u64;
             while i < records {
                 for _ in 0..10_000 {
                     if i >= records {

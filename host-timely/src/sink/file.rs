@@ -11,6 +11,9 @@ use state_core::backend_support::{StdFs, sync_parent};
 use super::EpochSink;
 use crate::error::TimelyError;
 
+/// Appends one record's text to a file's contents.
+type Format<T> = dyn Fn(&T, &mut String);
+
 /// Writes each checkpoint's records of one worker to
 /// `.pending-<checkpoint>-<worker>` (fsynced at the pre-commit) and renames
 /// it to `part-<checkpoint>-<worker>` when the checkpoint completed. A
@@ -23,7 +26,7 @@ pub struct EpochFileSink<T> {
     dir: PathBuf,
     worker: u32,
     peers: u32,
-    format: Box<dyn Fn(&T, &mut String)>,
+    format: Box<Format<T>>,
     pending: Vec<u64>,
 }
 
