@@ -1,6 +1,7 @@
 //! The cost of fault tolerance on timely: keyed-count records/s with cairn
 //! state (heap, RocksDB) and checkpoints every 2 s, beside the same job on
-//! timely with a plain `HashMap` and no checkpoints, in one run.
+//! timely with a plain `HashMap` and no checkpoints and on cairn's own
+//! executor (heap state, 2 s checkpoints), in one run.
 //!
 //! ```text
 //! cargo run --release -p cairn-timely --example bench_keyed_count -- --records 4000000 --keys 100000
@@ -33,8 +34,13 @@ use cairn_timely::{
     CheckpointConfig, EpochPolicy, EpochSink, PartitionedSource, ReadOutcome, StateStream,
     TimelyError, run_worker,
 };
+use executor::sink::{Sink, SinkContext};
+use executor::source::{Source, SourceContext, SourcePoll};
+use executor::{JobConfig, JobStatus, RestartStrategyConfig, StreamEnv};
 use state_core::typed::ValueStateDescriptor;
-use state_core::{BackendFactory, CheckpointId, JobId, MaxParallelism};
+use state_core::{
+    BackendFactory, CheckpointId, JobId, MaxParallelism, OperatorStateMode, OperatorStateStore,
+};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Probe;
 use timely::dataflow::operators::generic::Operator;
@@ -143,8 +149,7 @@ fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
                     |k: &u64| *k,
                     |st| st.value_state(&ValueStateDescriptor::<u64>::new("count")),
                     |st, count, key, out| {
-                        let n = count.value(st)?.unwrap_or(0) + 1;
-                        count.update(st, &n)?;
+                        let n = count.update_with(st, |n| n.unwrap_or(0) + 1)?;
                         out.push((key, n));
                         Ok(())
                     },
@@ -219,6 +224,94 @@ fn plain_job(workers: usize, records: u64, keys: u64) {
     }
 }
 
+/// The executor's generator: records `subtask, subtask + parallelism, …`.
+struct ExecutorSource {
+    records: u64,
+    keys: u64,
+    subtask: u64,
+    parallelism: u64,
+    position: u64,
+}
+
+impl Source<u64> for ExecutorSource {
+    fn open(
+        &mut self,
+        context: SourceContext,
+        restored: Option<&OperatorStateStore>,
+    ) -> executor::Result<()> {
+        self.subtask = u64::from(context.subtask);
+        self.parallelism = u64::from(context.parallelism);
+        if let Some(state) = restored {
+            self.position = state
+                .get_typed::<u64>("position")?
+                .first()
+                .copied()
+                .unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    fn poll_next(&mut self) -> executor::Result<SourcePoll<u64>> {
+        let i = self.position * self.parallelism + self.subtask;
+        if i >= self.records {
+            return Ok(SourcePoll::End);
+        }
+        self.position += 1;
+        Ok(SourcePoll::Record(key_of(i, self.keys)))
+    }
+
+    fn snapshot_state(&mut self, state: &mut OperatorStateStore) -> executor::Result<()> {
+        state.register("position", OperatorStateMode::Split)?;
+        state.update_typed("position", &[self.position])?;
+        Ok(())
+    }
+}
+
+/// The executor's sink: drops what it is given.
+struct ExecutorDiscard;
+
+impl Sink<(u64, i64)> for ExecutorDiscard {
+    fn open(&mut self, _: SinkContext, _: Option<&OperatorStateStore>) -> executor::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, record: (u64, i64)) -> executor::Result<()> {
+        std::hint::black_box(record);
+        Ok(())
+    }
+}
+
+/// The same count on cairn's executor: heap state, checkpoints every 2 s.
+fn executor_job(parallelism: u32, dir: &Path, records: u64, keys: u64) {
+    let job = JobId::new("bench-executor").unwrap();
+    let mut config = JobConfig::new(job.clone());
+    config.parallelism = parallelism;
+    config.checkpointing = Some(executor::CheckpointConfig::every(Duration::from_secs(2)));
+    config.restart = Some(RestartStrategyConfig::None);
+    let storage = Arc::new(FsCheckpointStorage::open(dir, job).unwrap());
+    let env = StreamEnv::new(
+        config,
+        HeapBackendFactory::new(HeapBackendOptions::default()),
+        storage,
+    );
+    env.source("generator", move |_: SourceContext| {
+        Ok(Box::new(ExecutorSource {
+            records,
+            keys,
+            subtask: 0,
+            parallelism: 1,
+            position: 0,
+        }) as Box<dyn Source<u64>>)
+    })
+    .map("to-pair", |k: u64| Ok((k, 1i64)))
+    .key_by(|(k, _): &(u64, i64)| *k)
+    .sum("count", |t| t.1, |t, v| t.1 = v)
+    .sink("discard", |_: SinkContext| {
+        Ok(Box::new(ExecutorDiscard) as Box<dyn Sink<(u64, i64)>>)
+    });
+    let result = env.start().unwrap().wait().unwrap();
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+}
+
 fn main() {
     let mut records = 4_000_000u64;
     let mut keys = 100_000u64;
@@ -257,33 +350,38 @@ fn main() {
         plain_job(workers, records, keys);
         let plain = rate(start);
         println!("timely-hashmap {workers} 1 {plain:.0} 1.00");
+        let heap = HeapBackendFactory::new(HeapBackendOptions::default());
         let start = Instant::now();
         cairn_job(
             timely::Config::process(workers),
             &dir(),
             records,
             keys,
-            HeapBackendFactory::new(HeapBackendOptions::default()),
+            heap,
         );
         let heap = rate(start);
         println!(
             "timely-cairn-heap {workers} 1 {heap:.0} {:.2}",
             heap / plain
         );
-        let local = dir();
+        let rocks = RocksBackendFactory::new(RocksBackendOptions::new(dir())).unwrap();
         let start = Instant::now();
         cairn_job(
             timely::Config::process(workers),
             &dir(),
             records,
             keys,
-            RocksBackendFactory::new(RocksBackendOptions::new(local)).unwrap(),
+            rocks,
         );
         let rocks = rate(start);
         println!(
             "timely-cairn-rocks {workers} 1 {rocks:.0} {:.2}",
             rocks / plain
         );
+        let start = Instant::now();
+        executor_job(workers as u32, &dir(), records, keys);
+        let exec = rate(start);
+        println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
         if workers == 2 {
             let work = dir();
             std::fs::create_dir_all(&work).unwrap();

@@ -84,10 +84,18 @@ impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
         let key = Rc::new(key);
         let route_key = Rc::clone(&key);
         let route = cairn.clone();
-        let exchange = Exchange::new(move |d: &D| match postcard::to_stdvec(&route_key(d)) {
-            Ok(bytes) => u64::from(route.owner_of_key(&bytes)),
-            // Refused again, with the operator named, where it is applied.
-            Err(_) => 0,
+        let exchange = Exchange::new(move |d: &D| {
+            let key = route_key(d);
+            // Small keys are encoded on the stack; larger ones allocate.
+            let mut buf = [0u8; 64];
+            match postcard::to_slice(&key, &mut buf) {
+                Ok(bytes) => u64::from(route.owner_of_key(bytes)),
+                Err(_) => match postcard::to_stdvec(&key) {
+                    Ok(bytes) => u64::from(route.owner_of_key(&bytes)),
+                    // Refused again, with the operator named, where it is applied.
+                    Err(_) => 0,
+                },
+            }
         });
         let (mut keyed, mut state, slot) = match open_state(cairn, uid, &factory, init) {
             Ok(opened) => opened,

@@ -9,12 +9,14 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use state_core::{CheckpointId, ManualClock};
-use support::{WordCount, Words, assert_exactly_once, read_output, run_process};
+use support::{
+    WordCount, Words, assert_exactly_once, part_files, read_counts, read_output, run_process,
+};
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -71,35 +73,6 @@ fn a_checkpoint_taken_at_four_workers_restores_at_three_and_at_six() {
     }
 }
 
-fn part_files(dir: &Path) -> BTreeSet<PathBuf> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.file_name()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .starts_with("part-")
-        })
-        .collect()
-}
-
-/// The counts emitted by the files added since `before`.
-fn counts_since(dir: &Path, before: &BTreeSet<PathBuf>) -> BTreeMap<String, Vec<u64>> {
-    let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for path in part_files(dir).difference(before) {
-        for line in std::fs::read_to_string(path).unwrap().lines() {
-            let (w, n) = line.split_once(' ').unwrap();
-            counts
-                .entry(w.to_owned())
-                .or_default()
-                .push(n.parse().unwrap());
-        }
-    }
-    counts
-}
-
 /// The reference counts of offsets `from..to` of every partition.
 fn reference_between(words: &Words, from: u64) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
@@ -134,7 +107,7 @@ fn restored_state_expires_by_its_ttl_and_lives_within_it() {
         clock.advance(advance);
         job.words = grown;
         run_process(&job, timely::Config::process(2), 0, clock.clone());
-        let second = counts_since(&job.output, &before);
+        let second = read_counts(part_files(&job.output).difference(&before));
         if expired {
             // Every restored count expired: counting starts again at 1.
             assert_exactly_once(&second, &reference_between(&grown, 500));

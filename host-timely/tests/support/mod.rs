@@ -300,8 +300,7 @@ fn run_with<F: BackendFactory + Clone + Send + Sync + 'static>(
                         st.value_state(&desc)
                     },
                     |st, count, word, out| {
-                        let n = count.value(st)?.unwrap_or(0) + 1;
-                        count.update(st, &n)?;
+                        let n = count.update_with(st, |n| n.unwrap_or(0) + 1)?;
                         out.push((word, n));
                         Ok(())
                     },
@@ -317,9 +316,9 @@ fn run_with<F: BackendFactory + Clone + Send + Sync + 'static>(
         .collect()
 }
 
-/// Every count the committed output holds, per word, in file order.
-pub fn read_output(dir: &Path) -> BTreeMap<String, Vec<u64>> {
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The committed output files of `dir`, in name (checkpoint) order.
+pub fn part_files(dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -329,11 +328,14 @@ pub fn read_output(dir: &Path) -> BTreeMap<String, Vec<u64>> {
                 .unwrap()
                 .starts_with("part-")
         })
-        .collect();
-    names.sort();
+        .collect()
+}
+
+/// Every count `files` hold, per word, in file order.
+pub fn read_counts<'a>(files: impl IntoIterator<Item = &'a PathBuf>) -> BTreeMap<String, Vec<u64>> {
     let mut counts: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for path in names {
-        for line in std::fs::read_to_string(&path).unwrap().lines() {
+    for path in files {
+        for line in std::fs::read_to_string(path).unwrap().lines() {
             let (w, n) = line.split_once(' ').unwrap();
             counts
                 .entry(w.to_owned())
@@ -342,6 +344,11 @@ pub fn read_output(dir: &Path) -> BTreeMap<String, Vec<u64>> {
         }
     }
     counts
+}
+
+/// Every count the committed output holds, per word.
+pub fn read_output(dir: &Path) -> BTreeMap<String, Vec<u64>> {
+    read_counts(&part_files(dir))
 }
 
 /// The output is exactly once: each word's counts, sorted, are `1..=n`
