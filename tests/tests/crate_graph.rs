@@ -1,6 +1,6 @@
 //! The workspace's dependencies point one way (ARCHITECTURE.md, "Crate map"):
-//! `state-core` depends on no cairn crate; backends, storages, the test kit
-//! and the executor depend on `state-core` alone; only the `cairn` command,
+//! `state-core` depends on no cairn crate; backends, storages, the test kit,
+//! the executor and `cairn-timely` depend on `state-core` alone; only the `cairn` command,
 //! the benchmark crate and this crate choose concrete backends. Dev-
 //! dependencies are free (tests may run a backend over another's storage).
 //!
@@ -24,7 +24,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("cairn-backend-fs", &["cairn-state-core"]),
     ("cairn-backend-rocks", &["cairn-state-core"]),
     ("cairn-executor", &["cairn-state-core"]),
-    ("cairn-host-timely", &["cairn-state-core"]),
+    ("cairn-timely", &["cairn-state-core"]),
     (
         "cairn-cli",
         &[
@@ -33,7 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cairn-backend-fs",
             "cairn-backend-rocks",
             "cairn-executor",
-            "cairn-host-timely",
+            "cairn-timely",
         ],
     ),
     (
@@ -45,7 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cairn-backend-fs",
             "cairn-backend-rocks",
             "cairn-executor",
-            "cairn-host-timely",
+            "cairn-timely",
             "cairn-cli",
         ],
     ),
@@ -58,7 +58,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "cairn-backend-fs",
             "cairn-backend-rocks",
             "cairn-executor",
-            "cairn-host-timely",
+            "cairn-timely",
             "cairn-cli",
         ],
     ),

@@ -1,0 +1,411 @@
+//! The cost of fault tolerance on timely: keyed-count records/s with cairn
+//! state (heap, RocksDB) and checkpoints every 2 s, beside the same job on
+//! timely with a plain `HashMap` and no checkpoints and on cairn's own
+//! executor (heap state, 2 s checkpoints), in one run.
+//!
+//! ```text
+//! cargo run --release -p cairn-timely --example bench_keyed_count -- --records 4000000 --keys 100000
+//! ```
+//!
+//! Prints one line per configuration: `variant workers processes records/s
+//! ratio` (ratio: to the plain `HashMap` job at the same workers). Record
+//! `i` has key `i · 2654435761 mod keys`; each worker reads every
+//! `workers`-th record; every update goes to a sink that drops it.
+//! `--child` runs one process of the two-process configuration (the bench
+//! starts those through the supervisor).
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backend_fs::FsCheckpointStorage;
+use backend_heap::{HeapBackendFactory, HeapBackendOptions};
+use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
+use cairn_timely::supervisor::{SupervisorConfig, supervise};
+use cairn_timely::{
+    CheckpointConfig, EpochPolicy, EpochSink, PartitionedSource, ReadOutcome, StateStream,
+    TimelyError, run_worker,
+};
+use executor::sink::{Sink, SinkContext};
+use executor::source::{Source, SourceContext, SourcePoll};
+use executor::{JobConfig, JobStatus, RestartStrategyConfig, StreamEnv};
+use state_core::typed::ValueStateDescriptor;
+use state_core::{
+    BackendFactory, CheckpointId, JobId, MaxParallelism, OperatorStateMode, OperatorStateStore,
+};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Probe;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::{InputHandleVec, ProbeHandle};
+
+fn key_of(i: u64, keys: u64) -> u64 {
+    i.wrapping_mul(2_654_435_761) % keys
+}
+
+/// Records `i` with `i % partitions == p` as partition `p`.
+#[derive(Debug, Clone)]
+struct Generator {
+    records: u64,
+    keys: u64,
+    partitions: u32,
+}
+
+impl PartitionedSource for Generator {
+    type Item = u64;
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn read(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        max: usize,
+        out: &mut Vec<u64>,
+    ) -> Result<ReadOutcome, TimelyError> {
+        let p = u64::from(self.partitions);
+        let mut n = 0;
+        let mut o = offset;
+        while n < max {
+            let i = o * p + u64::from(partition);
+            if i >= self.records {
+                break;
+            }
+            out.push(key_of(i, self.keys));
+            o += 1;
+            n += 1;
+        }
+        Ok(if n == 0 {
+            ReadOutcome::Ended
+        } else {
+            ReadOutcome::Read(n)
+        })
+    }
+}
+
+/// Drops what it is given.
+#[derive(Debug, Clone, Copy)]
+struct Discard;
+
+impl EpochSink<(u64, u64)> for Discard {
+    fn recover(&mut self, _: Option<CheckpointId>) -> Result<(), TimelyError> {
+        Ok(())
+    }
+    fn pre_commit(&mut self, _: CheckpointId, records: Vec<(u64, u64)>) -> Result<(), TimelyError> {
+        std::hint::black_box(records);
+        Ok(())
+    }
+    fn commit(&mut self, _: CheckpointId) -> Result<(), TimelyError> {
+        Ok(())
+    }
+}
+
+fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
+    timely: timely::Config,
+    dir: &Path,
+    records: u64,
+    keys: u64,
+    factory: F,
+) {
+    let storage = FsCheckpointStorage::open(dir, JobId::new("bench").unwrap()).unwrap();
+    let mut config = CheckpointConfig::new(JobId::new("bench").unwrap(), Arc::new(storage));
+    config.max_parallelism = MaxParallelism::new(128).unwrap();
+    config.epochs = EpochPolicy::Interval(Duration::from_secs(2));
+    config.epochs_in_flight = 2;
+    let partitions = match &timely.communication {
+        timely::CommunicationConfig::Cluster {
+            threads, addresses, ..
+        } => threads * addresses.len(),
+        timely::CommunicationConfig::Process(n) => *n,
+        _ => 1,
+    } as u32;
+    let source = Generator {
+        records,
+        keys,
+        partitions,
+    };
+    let guards = timely::execute(timely, move |worker| {
+        let factory = factory.clone();
+        let source = source.clone();
+        run_worker(
+            worker,
+            &config,
+            move |_| Ok(source),
+            |_| Ok(Discard),
+            move |cairn, keys| {
+                keys.keyed_process(
+                    cairn,
+                    "count",
+                    factory,
+                    |k: &u64| *k,
+                    |st| st.value_state(&ValueStateDescriptor::<u64>::new("count")),
+                    |st, count, key, out| {
+                        let n = count.update_with(st, |n| n.unwrap_or(0) + 1)?;
+                        out.push((key, n));
+                        Ok(())
+                    },
+                )
+            },
+        )
+    })
+    .unwrap();
+    for r in guards.join() {
+        r.unwrap().unwrap();
+    }
+}
+
+/// The same count on timely with a `HashMap`, no state backend, no checkpoints.
+fn plain_job(workers: usize, records: u64, keys: u64) {
+    let guards =
+        timely::execute(timely::Config::process(workers), move |worker| {
+            let index = worker.index() as u64;
+            let peers = worker.peers() as u64;
+            let probe = ProbeHandle::new();
+            let mut input =
+                worker.dataflow::<u64, _, _>(|scope| {
+                    let mut input = InputHandleVec::<u64, u64>::new();
+                    let stream = input.to_stream(scope);
+                    stream
+                .unary::<timely::container::CapacityContainerBuilder<Vec<(u64, u64)>>, _, _, _>(
+                    Exchange::new(|k: &u64| *k),
+                    "count",
+                    |_, _| {
+                        let mut counts: HashMap<u64, u64> = HashMap::new();
+                        move |input, output| {
+                            input.for_each(|cap, data| {
+                                let mut session = output.session(&cap);
+                                for k in data.drain(..) {
+                                    let n = counts.entry(k).or_insert(0);
+                                    *n += 1;
+                                    session.give((k, *n));
+                                }
+                            });
+                        }
+                    },
+                )
+                .probe_with(&probe)
+                .sink(timely::dataflow::channels::pact::Pipeline, "discard", |(input, _)| {
+                    input.for_each(|_, data| {
+                        std::hint::black_box(data);
+                    });
+                });
+                    input
+                });
+            let mut i = index;
+            let mut epoch = 0u64;
+            while i < records {
+                for _ in 0..10_000 {
+                    if i >= records {
+                        break;
+                    }
+                    input.send(key_of(i, keys));
+                    i += peers;
+                }
+                epoch += 1;
+                input.advance_to(epoch);
+                // As many epochs in flight as the cairn job allows.
+                while probe.less_than(&epoch.saturating_sub(2)) {
+                    worker.step();
+                }
+            }
+        })
+        .unwrap();
+    for r in guards.join() {
+        r.unwrap();
+    }
+}
+
+/// The executor's generator: records `subtask, subtask + parallelism, …`.
+struct ExecutorSource {
+    records: u64,
+    keys: u64,
+    subtask: u64,
+    parallelism: u64,
+    position: u64,
+}
+
+impl Source<u64> for ExecutorSource {
+    fn open(
+        &mut self,
+        context: SourceContext,
+        restored: Option<&OperatorStateStore>,
+    ) -> executor::Result<()> {
+        self.subtask = u64::from(context.subtask);
+        self.parallelism = u64::from(context.parallelism);
+        if let Some(state) = restored {
+            self.position = state
+                .get_typed::<u64>("position")?
+                .first()
+                .copied()
+                .unwrap_or(0);
+        }
+        Ok(())
+    }
+
+    fn poll_next(&mut self) -> executor::Result<SourcePoll<u64>> {
+        let i = self.position * self.parallelism + self.subtask;
+        if i >= self.records {
+            return Ok(SourcePoll::End);
+        }
+        self.position += 1;
+        Ok(SourcePoll::Record(key_of(i, self.keys)))
+    }
+
+    fn snapshot_state(&mut self, state: &mut OperatorStateStore) -> executor::Result<()> {
+        state.register("position", OperatorStateMode::Split)?;
+        state.update_typed("position", &[self.position])?;
+        Ok(())
+    }
+}
+
+/// The executor's sink: drops what it is given.
+struct ExecutorDiscard;
+
+impl Sink<(u64, i64)> for ExecutorDiscard {
+    fn open(&mut self, _: SinkContext, _: Option<&OperatorStateStore>) -> executor::Result<()> {
+        Ok(())
+    }
+    fn write(&mut self, record: (u64, i64)) -> executor::Result<()> {
+        std::hint::black_box(record);
+        Ok(())
+    }
+}
+
+/// The same count on cairn's executor: heap state, checkpoints every 2 s.
+fn executor_job(parallelism: u32, dir: &Path, records: u64, keys: u64) {
+    let job = JobId::new("bench-executor").unwrap();
+    let mut config = JobConfig::new(job.clone());
+    config.parallelism = parallelism;
+    config.checkpointing = Some(executor::CheckpointConfig::every(Duration::from_secs(2)));
+    config.restart = Some(RestartStrategyConfig::None);
+    let storage = Arc::new(FsCheckpointStorage::open(dir, job).unwrap());
+    let env = StreamEnv::new(
+        config,
+        HeapBackendFactory::new(HeapBackendOptions::default()),
+        storage,
+    );
+    env.source("generator", move |_: SourceContext| {
+        Ok(Box::new(ExecutorSource {
+            records,
+            keys,
+            subtask: 0,
+            parallelism: 1,
+            position: 0,
+        }) as Box<dyn Source<u64>>)
+    })
+    .map("to-pair", |k: u64| Ok((k, 1i64)))
+    .key_by(|(k, _): &(u64, i64)| *k)
+    .sum("count", |t| t.1, |t, v| t.1 = v)
+    .sink("discard", |_: SinkContext| {
+        Ok(Box::new(ExecutorDiscard) as Box<dyn Sink<(u64, i64)>>)
+    });
+    let result = env.start().unwrap().wait().unwrap();
+    assert_eq!(result.status, JobStatus::Finished, "{result:?}");
+}
+
+fn main() {
+    let mut records = 4_000_000u64;
+    let mut keys = 100_000u64;
+    let mut child = None;
+    let mut timely_args = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--records" => records = args.next().unwrap().parse().unwrap(),
+            "--keys" => keys = args.next().unwrap().parse().unwrap(),
+            "--child" => child = Some(args.next().unwrap()),
+            _ => timely_args.push(arg),
+        }
+    }
+    if let Some(dir) = child {
+        let config = timely::Config::from_args(timely_args.into_iter()).unwrap();
+        cairn_job(
+            config,
+            Path::new(&dir),
+            records,
+            keys,
+            HeapBackendFactory::new(HeapBackendOptions::default()),
+        );
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap();
+    let mut case = 0;
+    let mut dir = || {
+        case += 1;
+        scratch.path().join(format!("case-{case}"))
+    };
+    let rate = |start: Instant| records as f64 / start.elapsed().as_secs_f64();
+    println!("variant workers processes records_per_s ratio_to_plain");
+    for workers in [1usize, 2, 4] {
+        let start = Instant::now();
+        plain_job(workers, records, keys);
+        let plain = rate(start);
+        println!("timely-hashmap {workers} 1 {plain:.0} 1.00");
+        let heap = HeapBackendFactory::new(HeapBackendOptions::default());
+        let start = Instant::now();
+        cairn_job(
+            timely::Config::process(workers),
+            &dir(),
+            records,
+            keys,
+            heap,
+        );
+        let heap = rate(start);
+        println!(
+            "timely-cairn-heap {workers} 1 {heap:.0} {:.2}",
+            heap / plain
+        );
+        let rocks = RocksBackendFactory::new(RocksBackendOptions::new(dir())).unwrap();
+        let start = Instant::now();
+        cairn_job(
+            timely::Config::process(workers),
+            &dir(),
+            records,
+            keys,
+            rocks,
+        );
+        let rocks = rate(start);
+        println!(
+            "timely-cairn-rocks {workers} 1 {rocks:.0} {:.2}",
+            rocks / plain
+        );
+        let start = Instant::now();
+        executor_job(workers as u32, &dir(), records, keys);
+        let exec = rate(start);
+        println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
+        if workers == 2 {
+            let work = dir();
+            std::fs::create_dir_all(&work).unwrap();
+            let config = SupervisorConfig {
+                program: std::env::current_exe().unwrap(),
+                args: vec![
+                    "--records".into(),
+                    records.to_string(),
+                    "--keys".into(),
+                    keys.to_string(),
+                    "--child".into(),
+                    work.join("checkpoints").display().to_string(),
+                ],
+                env: Vec::new(),
+                processes: 2,
+                workers: 2,
+                max_restarts: 0,
+                work_dir: work,
+                timely_args_env: None,
+            };
+            let start = Instant::now();
+            supervise(&config).unwrap();
+            let two = rate(start);
+            println!("timely-cairn-heap 2x2 2 {two:.0} {:.2}", two / plain);
+        }
+    }
+}

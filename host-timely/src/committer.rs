@@ -1,0 +1,141 @@
+//! The committer: on worker 0, turns the acknowledgements of every
+//! participant into the checkpoint's `_metadata`, in the layout and format
+//! the executor's coordinator writes, and announces the completion.
+
+use std::collections::BTreeMap;
+
+use state_core::{
+    CheckpointId, CheckpointMetadata, CompletedCheckpointStore, JobId, KeyedStateHandle,
+    OperatorSnapshot, SnapshotKind,
+};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::error::fail_stop;
+use crate::protocol::{Ack, Completion};
+
+/// Routes every acknowledgement to worker 0, which writes checkpoint `n`'s
+/// metadata once its input frontier passed `n - 1` (every participant of
+/// every worker acknowledged `n`) and emits `n`'s [`Completion`] at `n - 1`.
+pub(crate) fn committer<'s>(
+    acks: StreamVec<'s, u64, Ack>,
+    mut store: Option<CompletedCheckpointStore>,
+    job_id: JobId,
+    clock: std::sync::Arc<dyn state_core::Clock>,
+) -> StreamVec<'s, u64, Completion> {
+    acks.unary_frontier::<CapacityContainerBuilder<Vec<Completion>>, _, _, _>(
+        Exchange::new(|_: &Ack| 0),
+        "cairn-checkpoint-committer",
+        move |_capability, _info| {
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<Ack>)> = BTreeMap::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|cap, data| {
+                    let Some(cap) = cap.retain_least(0) else {
+                        return;
+                    };
+                    for batch in data {
+                        for ack in batch.drain(..) {
+                            let n = ack.checkpoint;
+                            stash
+                                .entry(n)
+                                .or_insert_with(|| (cap.delayed(&n.saturating_sub(1)), Vec::new()))
+                                .1
+                                .push(ack);
+                        }
+                    }
+                });
+                let reached = frontier.frontier().iter().min().copied();
+                let due: Vec<u64> = stash
+                    .keys()
+                    .copied()
+                    .filter(|&n| reached.is_none_or(|f| n <= f))
+                    .collect();
+                for n in due {
+                    let Some((cap, acks)) = stash.remove(&n) else {
+                        continue;
+                    };
+                    let Some(store) = store.as_mut() else {
+                        continue;
+                    };
+                    let completion = finalize(store, &job_id, clock.as_ref(), n, acks);
+                    output.session(&cap).give(completion);
+                }
+            }
+        },
+    )
+}
+
+/// Writes checkpoint `n` from every participant's acknowledgement, as the
+/// executor's coordinator does: one operator entry per uid (sorted by uid),
+/// its subtasks sorted, incremental if any keyed handle is.
+fn finalize(
+    store: &mut CompletedCheckpointStore,
+    job_id: &JobId,
+    clock: &dyn state_core::Clock,
+    n: u64,
+    acks: Vec<Ack>,
+) -> Completion {
+    let id = CheckpointId(n);
+    let sources: Vec<bool> = acks.iter().filter_map(|a| a.source_exhausted).collect();
+    let last = !sources.is_empty() && sources.iter().all(|&e| e);
+    let timestamp = acks
+        .iter()
+        .filter_map(|a| a.timestamp_millis)
+        .max()
+        .unwrap_or_else(|| clock.now_millis());
+    let mut operators: Vec<OperatorSnapshot> = Vec::new();
+    let mut incremental = false;
+    for ack in acks {
+        let Some(snapshot) = ack.snapshot else {
+            continue;
+        };
+        incremental |= snapshot
+            .keyed
+            .iter()
+            .any(|h| matches!(h, KeyedStateHandle::Incremental(_)));
+        match operators.iter_mut().find(|o| o.operator_id == ack.operator) {
+            Some(op) => op.subtasks.push(snapshot),
+            None => operators.push(OperatorSnapshot {
+                operator_id: ack.operator,
+                parallelism: ack.parallelism,
+                max_parallelism: ack.max_parallelism,
+                subtasks: vec![snapshot],
+            }),
+        }
+    }
+    operators.sort_by(|a, b| a.operator_id.0.cmp(&b.operator_id.0));
+    for op in &mut operators {
+        op.subtasks.sort_by_key(|s| s.subtask);
+    }
+    let metadata = CheckpointMetadata {
+        checkpoint_id: id,
+        job_id: job_id.clone(),
+        timestamp_millis: timestamp,
+        kind: if incremental {
+            SnapshotKind::Incremental
+        } else {
+            SnapshotKind::Full
+        },
+        operators,
+    };
+    let bytes = metadata.checkpointed_size();
+    let subsumed = match store.complete(metadata) {
+        Ok(subsumed) => subsumed,
+        Err(err) => fail_stop(&format!("completing checkpoint {n}"), &err),
+    };
+    tracing::info!(
+        job = %job_id,
+        checkpoint_id = n,
+        bytes,
+        last,
+        "Completed checkpoint {n} for job {job_id} ({bytes} bytes)."
+    );
+    Completion {
+        checkpoint: n,
+        subsumed: subsumed.into_iter().map(CheckpointId::get).collect(),
+        last,
+    }
+}

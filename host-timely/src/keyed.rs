@@ -1,0 +1,272 @@
+//! The keyed stateful operator: state in a cairn backend for the key groups
+//! the worker owns, snapshotted when the input frontier passes an epoch.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::{Arc, mpsc};
+
+use serde::Serialize;
+use state_core::typed::KeyedState;
+use state_core::{
+    BackendContext, BackendFactory, CheckpointId, Checkpointable, KeyedStateHandle, OperatorId,
+    handles_for_range,
+};
+use timely::ExchangeData;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::StreamVec;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::context::Cairn;
+use crate::error::fail_stop;
+use crate::protocol::{PendingPart, Slot, SlotRef};
+
+/// Keyed, checkpointed state on timely streams whose timestamp is the epoch.
+pub trait StateStream<'s, D> {
+    /// Processes each record with the state of its key.
+    ///
+    /// Records are exchanged by key group (`murmur3(postcard(key)) % maxP`,
+    /// owner `kg·peers/maxP`), so a checkpoint taken with `n` workers
+    /// restores with `m`. On each worker the state lives in a backend
+    /// created by `factory` for the worker's key groups and restored from
+    /// the job's restored checkpoint (operator `uid`); `init` registers the
+    /// states (after the restore) and returns their handles; `logic` gets
+    /// the state with the record's key set as the current key, and pushes
+    /// outputs (at the record's epoch).
+    ///
+    /// Records of an epoch are applied only once the input frontier reached
+    /// it; when the frontier passes epoch `n - 1`, the operator takes the
+    /// synchronous part of checkpoint `n` and writes the asynchronous part
+    /// on another thread. An error from the backend or `logic` stops the
+    /// process (fail-stop; the supervisor restarts from the last checkpoint).
+    #[allow(clippy::too_many_arguments)]
+    fn keyed_process<F, K, KF, S, I, O, L>(
+        self,
+        cairn: &Cairn,
+        uid: &str,
+        factory: F,
+        key: KF,
+        init: I,
+        logic: L,
+    ) -> StreamVec<'s, u64, O>
+    where
+        F: BackendFactory,
+        K: Serialize,
+        KF: Fn(&D) -> K + 'static,
+        I: FnOnce(&mut KeyedState<F::Backend>) -> state_core::Result<S>,
+        S: 'static,
+        O: Clone + 'static,
+        L: FnMut(&mut KeyedState<F::Backend>, &mut S, D, &mut Vec<O>) -> state_core::Result<()>
+            + 'static;
+}
+
+impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
+    fn keyed_process<F, K, KF, S, I, O, L>(
+        self,
+        cairn: &Cairn,
+        uid: &str,
+        factory: F,
+        key: KF,
+        init: I,
+        mut logic: L,
+    ) -> StreamVec<'s, u64, O>
+    where
+        F: BackendFactory,
+        K: Serialize,
+        KF: Fn(&D) -> K + 'static,
+        I: FnOnce(&mut KeyedState<F::Backend>) -> state_core::Result<S>,
+        S: 'static,
+        O: Clone + 'static,
+        L: FnMut(&mut KeyedState<F::Backend>, &mut S, D, &mut Vec<O>) -> state_core::Result<()>
+            + 'static,
+    {
+        let key = Rc::new(key);
+        let route_key = Rc::clone(&key);
+        let route = cairn.clone();
+        let exchange = Exchange::new(move |d: &D| {
+            let key = route_key(d);
+            // Small keys are encoded on the stack; larger ones allocate.
+            let mut buf = [0u8; 64];
+            match postcard::to_slice(&key, &mut buf) {
+                Ok(bytes) => u64::from(route.owner_of_key(bytes)),
+                Err(_) => match postcard::to_stdvec(&key) {
+                    Ok(bytes) => u64::from(route.owner_of_key(&bytes)),
+                    // Refused again, with the operator named, where it is applied.
+                    Err(_) => 0,
+                },
+            }
+        });
+        let (mut keyed, mut state, slot) = match open_state(cairn, uid, &factory, init) {
+            Ok(opened) => opened,
+            Err(err) => fail_stop(&format!("operator {uid}: opening its state"), &err),
+        };
+        let storage = Arc::clone(&cairn.config().storage);
+        let mode = cairn.config().snapshot_mode;
+        let mut epoch = cairn.start_epoch();
+        let name = format!("cairn-keyed-{uid}");
+        let uid = uid.to_owned();
+        self.unary_frontier::<CapacityContainerBuilder<Vec<O>>, _, _, _>(
+            exchange,
+            &name,
+            move |_capability, _info| {
+                let mut stash: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
+                let mut out: Vec<O> = Vec::new();
+                move |(input, frontier), output| {
+                    notify_backend(&slot, &mut keyed, &uid);
+                    input.for_each_stamp(|cap, data| {
+                        let Some(cap) = cap.retain_least(0) else {
+                            return;
+                        };
+                        let entry = stash
+                            .entry(*cap.time())
+                            .or_insert_with(|| (cap, Vec::new()));
+                        for batch in data {
+                            entry.1.append(batch);
+                        }
+                    });
+                    let reached = frontier.frontier().iter().min().copied();
+                    loop {
+                        let due: Vec<u64> = match reached {
+                            Some(_) => stash.range(..=epoch).map(|(t, _)| *t).collect(),
+                            None => stash.keys().copied().collect(),
+                        };
+                        for t in due {
+                            let Some((cap, records)) = stash.remove(&t) else {
+                                continue;
+                            };
+                            for record in records {
+                                let k = key(&record);
+                                let applied = keyed
+                                    .set_current_key(&k)
+                                    .and_then(|()| logic(&mut keyed, &mut state, record, &mut out));
+                                if let Err(err) = applied {
+                                    fail_stop(&format!("operator {uid}"), &err);
+                                }
+                            }
+                            output.session(&cap).give_iterator(out.drain(..));
+                        }
+                        match reached {
+                            Some(f) if epoch < f => {
+                                epoch += 1;
+                                snapshot(&slot, &mut keyed, &storage, mode, epoch, &uid);
+                            }
+                            _ => break,
+                        }
+                    }
+                }
+            },
+        )
+    }
+}
+
+type Opened<B, S> = (KeyedState<B>, S, SlotRef);
+
+/// Creates the worker's backend, restores it and registers its participant.
+fn open_state<F: BackendFactory, S>(
+    cairn: &Cairn,
+    uid: &str,
+    factory: &F,
+    init: impl FnOnce(&mut KeyedState<F::Backend>) -> state_core::Result<S>,
+) -> Result<Opened<F::Backend, S>, crate::TimelyError> {
+    let config = cairn.config();
+    let operator_id = OperatorId(uid.to_owned());
+    let context = BackendContext {
+        operator_id: operator_id.clone(),
+        subtask: cairn.worker_index(),
+        parallelism: cairn.peers(),
+        max_parallelism: config.max_parallelism,
+        clock: Arc::clone(&config.clock),
+    };
+    let range = context.key_group_range()?;
+    let mut backend = factory.create(&context)?;
+    if let Some(op) = cairn.restored_operator(&operator_id) {
+        if op.max_parallelism != config.max_parallelism.get() {
+            return Err(crate::TimelyError::Config(format!(
+                "operator {uid}: checkpoint {} was taken with max parallelism {}, the job has {}; \
+                 the number of key groups cannot change",
+                cairn.restored_checkpoint().map_or(0, CheckpointId::get),
+                op.max_parallelism,
+                config.max_parallelism
+            )));
+        }
+        let all: Vec<&KeyedStateHandle> = op.subtasks.iter().flat_map(|s| &s.keyed).collect();
+        let handles = handles_for_range(all, range);
+        backend.restore(&handles, config.storage.as_ref())?;
+        tracing::info!(
+            operator = uid,
+            worker = cairn.worker_index(),
+            handles = handles.len(),
+            key_groups = %range,
+            "restored keyed state"
+        );
+    }
+    let mut keyed = KeyedState::new(backend, Arc::clone(&config.clock));
+    let state = init(&mut keyed)?;
+    let slot = Slot::new(
+        operator_id,
+        cairn.worker_index(),
+        cairn.peers(),
+        config.max_parallelism.get(),
+        cairn.start_epoch(),
+    );
+    cairn.register(Rc::clone(&slot))?;
+    Ok((keyed, state, slot))
+}
+
+/// Tells the backend which checkpoints completed or were subsumed.
+fn notify_backend<B: Checkpointable>(slot: &SlotRef, keyed: &mut KeyedState<B>, uid: &str) {
+    let (completed, subsumed) = {
+        let mut s = slot.borrow_mut();
+        (
+            std::mem::take(&mut s.completed),
+            std::mem::take(&mut s.subsumed),
+        )
+    };
+    for id in completed {
+        if let Err(err) = keyed.backend_mut().notify_checkpoint_complete(id) {
+            tracing::warn!(operator = uid, checkpoint_id = id.get(), error = %err, "notify_checkpoint_complete failed");
+        }
+    }
+    for id in subsumed {
+        if let Err(err) = keyed.backend_mut().notify_checkpoint_subsumed(id) {
+            tracing::warn!(operator = uid, checkpoint_id = id.get(), error = %err, "notify_checkpoint_subsumed failed");
+        }
+    }
+}
+
+/// The synchronous part of checkpoint `n` on the worker thread; the
+/// asynchronous part on a thread of its own.
+fn snapshot<B: Checkpointable>(
+    slot: &SlotRef,
+    keyed: &mut KeyedState<B>,
+    storage: &Arc<dyn state_core::CheckpointStorage>,
+    mode: state_core::SnapshotMode,
+    n: u64,
+    uid: &str,
+) {
+    let id = CheckpointId(n);
+    let what = format!("operator {uid}: checkpoint {n}");
+    if let Err(err) = storage.initialize_checkpoint(id) {
+        fail_stop(&what, &err);
+    }
+    let part = match keyed.backend_mut().snapshot(id, mode) {
+        Ok(part) => part,
+        Err(err) => fail_stop(&what, &err),
+    };
+    let (tx, rx) = mpsc::channel();
+    let storage = Arc::clone(storage);
+    let thread = std::thread::Builder::new()
+        .name(format!("cairn-snapshot-{n}"))
+        .spawn(move || {
+            let _ = tx.send(part.write(storage.as_ref()));
+        });
+    match thread {
+        Ok(thread) => slot.borrow_mut().pending.push_back(PendingPart {
+            checkpoint: n,
+            done: rx,
+            thread: Some(thread),
+        }),
+        Err(err) => fail_stop(&what, &err),
+    }
+}
