@@ -25,9 +25,11 @@ const ARGS_ENV: &str = "CAIRN_TIMELY_TEST_ARGS";
 /// once it has read that many records.
 const KILL_ENV: &str = "CAIRN_TIMELY_TEST_KILL";
 
-/// The entry point of the child processes the other tests start; in a
-/// normal test run (no job in the environment) it has nothing to do.
+/// The entry point of the child processes the other tests start (run with
+/// `--ignored --exact child_process`); ignored in a normal run, where it
+/// would have nothing to do.
 #[test]
+#[ignore = "the entry point of the child processes the other tests start"]
 fn child_process() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
@@ -61,6 +63,7 @@ fn supervised(
         program: std::env::current_exe().unwrap(),
         args: [
             "child_process",
+            "--ignored",
             "--exact",
             "--nocapture",
             "--test-threads=1",
