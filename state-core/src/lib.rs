@@ -146,8 +146,9 @@ pub mod backend_support {
     pub use crate::metadata::{METADATA_MAGIC, METADATA_VERSION};
     pub use crate::small_bytes::SmallBytes;
     pub use crate::snapshot_format::{
-        DEFAULT_COMPRESSION_LEVEL, KeyGroupStreamReader, KeyGroupStreamWriter, Record, RecordEntry,
-        SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
+        DEFAULT_COMPRESSION_LEVEL, KeyGroupStreamReader, KeyGroupStreamWriter,
+        LegacyStateDescriptor, Record, RecordEntry, SNAPSHOT_FORMAT_VERSION,
+        SNAPSHOT_FORMAT_VERSION_V1, SNAPSHOT_MAGIC,
     };
     pub use crate::storage::{check_stream_name, file_name_part, is_safe_file_name, read_verified};
     pub use crate::timer_names::{EVENT_TIME_TIMERS, PROCESSING_TIME_TIMERS, TIMER_STATE_PREFIX};
