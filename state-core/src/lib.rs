@@ -15,6 +15,8 @@
 //!   checkpoint metadata ([`CheckpointMetadata`]); the
 //!   [`SharedStateRegistry`] and the [`CompletedCheckpointStore`] with
 //!   retention, restore selection and verification.
+//! - [`SavepointReader`] and [`SavepointWriter`]: a checkpoint's state read
+//!   and written offline in the canonical format (the State Processor API).
 //! - [`backend_support`]: what backend and storage authors build on (the
 //!   snapshot stream format, the state catalog, file-name rules, durable
 //!   writes); a job or an engine does not need it.
@@ -87,6 +89,7 @@ mod memory_storage;
 mod metadata;
 mod operator_state;
 mod registry;
+mod savepoint;
 mod small_bytes;
 mod snapshot_format;
 mod storage;
@@ -125,6 +128,9 @@ pub use metadata::{
 };
 pub use operator_state::OperatorStateStore;
 pub use registry::SharedStateRegistry;
+pub use savepoint::{
+    CanonicalStream, KeyedOperatorWriter, NativeHandle, SavepointReader, SavepointWriter,
+};
 pub use storage::{CheckpointOutput, CheckpointStorage};
 pub use timers::{Timer, TimerService};
 pub use ttl::{TtlConfig, TtlUpdateType, TtlVisibility};

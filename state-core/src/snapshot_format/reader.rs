@@ -26,6 +26,16 @@ pub enum RecordEntry<'a> {
     Map(&'a [(&'a [u8], &'a [u8])]),
 }
 
+impl RecordEntry<'_> {
+    /// The value of a value-layout record, `None` for lists and maps.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            RecordEntry::Value(v) => Some(v),
+            RecordEntry::List(_) | RecordEntry::Map(_) => None,
+        }
+    }
+}
+
 /// The state of one (key, namespace) of one state in a snapshot stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record<'a> {
