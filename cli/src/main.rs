@@ -10,6 +10,10 @@
 //! cairn checkpoints verify  <chk-dir | _metadata | job-dir> [--json]
 //! cairn checkpoints gc      <job-dir> [--delete]           [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
+//! cairn checkpoints rescale|convert <checkpoint> [--parallelism N] --format canonical --out DIR
+//! cairn state list      <checkpoint|savepoint>                      [--json]
+//! cairn state dump      <checkpoint|savepoint> --operator UID --state NAME [--key K] [--json|--csv]
+//! cairn state bootstrap --operator UID --state NAME --input keys.jsonl --out DIR --type T
 //! ```
 //!
 //! Job options (`cairn run … --help`) come from one struct,
@@ -49,9 +53,14 @@ mod inspect;
 mod job_dir;
 mod list;
 mod log_cmd;
+mod rescale;
 mod run_job;
 mod sink_arg;
 mod sql_sink;
+mod state_bootstrap;
+mod state_cmd;
+mod state_codec;
+mod state_open;
 mod sweep;
 mod verify;
 mod wordcount;
@@ -92,6 +101,9 @@ enum Command {
     /// Append to and read a replayable partitioned log (a Kafka topic on local files)
     #[command(subcommand)]
     Log(log_cmd::LogCommand),
+    /// Read, dump and bootstrap keyed state of checkpoints and savepoints offline (the State Processor API)
+    #[command(subcommand)]
+    State(state_cmd::StateCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -108,6 +120,10 @@ enum CheckpointsCommand {
     /// Remove the files of a job directory that no completed checkpoint references (dry run unless --delete)
     #[command(after_help = gc::JSON_HELP)]
     Gc(GcArgs),
+    /// Rewrite a checkpoint offline as a canonical savepoint at another parallelism
+    Rescale(rescale::RescaleArgs),
+    /// Rewrite a checkpoint offline as a canonical savepoint (any backend, any parallelism)
+    Convert(rescale::RescaleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -203,6 +219,11 @@ fn main() -> ExitCode {
         Command::Demo(a) => demo::run(&a, &mut stdout),
         Command::Run(c) => run_job::run(c, &mut stdout),
         Command::Log(c) => log_cmd::run(c, &mut stdout),
+        Command::State(c) => state_cmd::run(c, &mut stdout),
+        Command::Checkpoints(CheckpointsCommand::Rescale(a)) => rescale::run(&a, true, &mut stdout),
+        Command::Checkpoints(CheckpointsCommand::Convert(a)) => {
+            rescale::run(&a, false, &mut stdout)
+        }
     };
     process::finish(result, &mut stdout, &mut std::io::stderr())
 }
