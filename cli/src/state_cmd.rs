@@ -47,7 +47,9 @@ use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
-use state_core::backend_support::{Record, RecordEntry};
+use state_core::backend_support::{
+    Record, RecordEntry, put_bytes, put_varint, take_bytes, take_varint,
+};
 use state_core::{
     KeyGroupRange, MaxParallelism, OperatorStateMode, StateError, StateKind, StateLayout,
 };
@@ -320,21 +322,54 @@ enum Format {
     Csv,
 }
 
-/// One rendered entry, kept until its key group is printed in order.
-struct Row {
-    key: Vec<u8>,
-    namespace: Vec<u8>,
-    value: Value,
-}
-
-/// Prints rows of one key group at a time.
+/// Prints the entries of one key group at a time, sorted by (key,
+/// namespace) bytes. A key group's records are kept as bytes in one arena
+/// (about the size of its decompressed block) with an index, and rendered
+/// as they are printed: memory holds one key group, a `1/max_parallelism`
+/// share of the state, never the state.
 struct Printer<'a> {
     out: &'a mut dyn Write,
     format: Format,
     key_type: Option<Ty>,
-    rows: Vec<Row>,
+    view: ValueView,
+    /// The current key group's records: key, namespace, then the entry
+    /// (tag 0 value, 1 list, 2 map, in the stream's record encoding).
+    arena: Vec<u8>,
+    /// Where each record starts in `arena`.
+    starts: Vec<usize>,
     key_group: Option<u16>,
     printed: u64,
+}
+
+/// An entry as kept in the arena.
+enum Kept<'b> {
+    Value(&'b [u8]),
+    List(Vec<&'b [u8]>),
+    Map(Vec<(&'b [u8], &'b [u8])>),
+}
+
+/// The key, namespace and entry of the record at the front of `input`.
+fn take_kept<'b>(input: &mut &'b [u8]) -> Option<(&'b [u8], &'b [u8], Kept<'b>)> {
+    let key = take_bytes(input)?;
+    let ns = take_bytes(input)?;
+    let (&tag, rest) = input.split_first()?;
+    *input = rest;
+    let kept = match tag {
+        0 => Kept::Value(take_bytes(input)?),
+        1 => {
+            let n = take_varint(input)?;
+            Kept::List((0..n).map(|_| take_bytes(input)).collect::<Option<_>>()?)
+        }
+        _ => {
+            let n = take_varint(input)?;
+            Kept::Map(
+                (0..n)
+                    .map(|_| Some((take_bytes(input)?, take_bytes(input)?)))
+                    .collect::<Option<_>>()?,
+            )
+        }
+    };
+    Some((key, ns, kept))
 }
 
 impl Printer<'_> {
@@ -346,15 +381,80 @@ impl Printer<'_> {
         }
     }
 
+    /// Keeps `record`, printing the previous key group first when the
+    /// record's is another.
+    fn add(&mut self, record: &Record<'_>) -> std::io::Result<()> {
+        let kg = record.key_group.0;
+        if self.key_group != Some(kg) {
+            self.flush_group()?;
+            self.key_group = Some(kg);
+        }
+        self.starts.push(self.arena.len());
+        let a = &mut self.arena;
+        put_bytes(a, record.key);
+        put_bytes(a, record.namespace);
+        match record.entry {
+            RecordEntry::Value(v) => {
+                a.push(0);
+                put_bytes(a, v);
+            }
+            RecordEntry::List(elements) => {
+                a.push(1);
+                put_varint(a, elements.len() as u64);
+                for e in elements {
+                    put_bytes(a, e);
+                }
+            }
+            RecordEntry::Map(entries) => {
+                a.push(2);
+                put_varint(a, entries.len() as u64);
+                for (k, v) in entries {
+                    put_bytes(a, k);
+                    put_bytes(a, v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The JSON value of a kept entry (a map's pairs sorted by user key).
+    fn entry_value(&self, kept: Kept<'_>) -> Value {
+        match kept {
+            Kept::Value(v) => self.view.value(v),
+            Kept::List(elements) => {
+                Value::Array(elements.iter().map(|e| self.view.value(e)).collect())
+            }
+            Kept::Map(mut entries) => {
+                entries.sort_by_key(|(k, _)| *k);
+                Value::Array(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| Value::Array(vec![self.view.user_key(k), self.view.value(v)]))
+                        .collect(),
+                )
+            }
+        }
+    }
+
     fn flush_group(&mut self) -> std::io::Result<()> {
         let Some(kg) = self.key_group else {
             return Ok(());
         };
-        let mut rows = std::mem::take(&mut self.rows);
-        rows.sort_by(|a, b| (&a.key, &a.namespace).cmp(&(&b.key, &b.namespace)));
-        for row in rows {
-            let key = key_value(self.key_type.as_ref(), &row.key);
-            let ns = key_value(None, &row.namespace);
+        let arena = std::mem::take(&mut self.arena);
+        let mut starts = std::mem::take(&mut self.starts);
+        let head = |start: usize| {
+            let mut input = arena.get(start..).unwrap_or_default();
+            (take_bytes(&mut input), take_bytes(&mut input))
+        };
+        starts.sort_by(|a, b| head(*a).cmp(&head(*b)));
+        for start in &starts {
+            let mut input = arena.get(*start..).unwrap_or_default();
+            let Some((key, ns, kept)) = take_kept(&mut input) else {
+                continue;
+            };
+            let k = key_value(self.key_type.as_ref(), key);
+            let ns = key_value(None, ns);
+            let value = self.entry_value(kept);
             match self.format {
                 Format::Text => {
                     let ns = if ns.is_null() {
@@ -362,29 +462,34 @@ impl Printer<'_> {
                     } else {
                         format!(" @ {}", text(&ns))
                     };
-                    writeln!(self.out, "{}{ns} = {}", text(&key), text(&row.value))?;
+                    writeln!(self.out, "{}{ns} = {}", text(&k), text(&value))?;
                 }
                 Format::Json => {
                     let sep = if self.printed == 0 { "\n" } else { ",\n" };
                     let doc = serde_json::json!({
-                        "key_group": kg, "key": key, "namespace": ns, "value": row.value,
+                        "key_group": kg, "key": k, "namespace": ns, "value": value,
                     });
                     write!(self.out, "{sep}{doc}")?;
                 }
                 Format::Csv => writeln!(
                     self.out,
                     "{kg},{},{},{}",
-                    csv_field(&key),
+                    csv_field(&k),
                     if ns.is_null() {
                         String::new()
                     } else {
                         csv_field(&ns)
                     },
-                    csv_field(&row.value)
+                    csv_field(&value)
                 )?,
             }
             self.printed += 1;
         }
+        // Keep the buffers' capacity for the next key group.
+        self.arena = arena;
+        self.arena.clear();
+        starts.clear();
+        self.starts = starts;
         Ok(())
     }
 
@@ -421,26 +526,6 @@ fn csv_field(v: &Value) -> String {
         format!("\"{}\"", raw.replace('"', "\"\""))
     } else {
         raw
-    }
-}
-
-/// The JSON value of a record's entry.
-fn entry_value(view: &ValueView, entry: &RecordEntry<'_>) -> Value {
-    match entry {
-        RecordEntry::Value(v) => view.value(v),
-        RecordEntry::List(elements) => {
-            Value::Array(elements.iter().map(|e| view.value(e)).collect())
-        }
-        RecordEntry::Map(entries) => {
-            let mut sorted: Vec<&(&[u8], &[u8])> = entries.iter().collect();
-            sorted.sort_by_key(|(k, _)| *k);
-            Value::Array(
-                sorted
-                    .into_iter()
-                    .map(|(k, v)| Value::Array(vec![view.user_key(k), view.value(v)]))
-                    .collect(),
-            )
-        }
     }
 }
 
@@ -510,7 +595,9 @@ fn dump(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             Format::Text
         },
         key_type,
-        rows: Vec::new(),
+        view,
+        arena: Vec::new(),
+        starts: Vec::new(),
         key_group: None,
         printed: 0,
     };
@@ -521,16 +608,7 @@ fn dump(args: &DumpArgs, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
             if key.as_deref().is_some_and(|k| k != r.key) {
                 return Ok(());
             }
-            if printer.key_group != Some(r.key_group.0) {
-                printer.flush_group().map_err(io)?;
-                printer.key_group = Some(r.key_group.0);
-            }
-            printer.rows.push(Row {
-                key: r.key.to_vec(),
-                namespace: r.namespace.to_vec(),
-                value: entry_value(&view, &r.entry),
-            });
-            Ok(())
+            printer.add(r).map_err(io)
         })
         .map_err(human::anyhow)?;
     printer.end().map_err(io).map_err(human::anyhow)?;

@@ -118,6 +118,26 @@ fn checkpointed_run(log: &Path, ck: &Path, outputs: u64, extra: &[&str]) -> Path
     job_dir.join(format!("chk-{newest}"))
 }
 
+/// `cairn run wordcount --bounded` on `log` from checkpoint `from`, its own
+/// checkpoints in `ck`, plus `extra`.
+fn bounded_run(log: &Path, from: &Path, ck: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "run",
+        "wordcount",
+        "--input",
+        p(log),
+        "--topic",
+        "words",
+        "--bounded",
+        "--from",
+        p(from),
+        "--checkpoint-dir",
+        p(ck),
+    ];
+    args.extend_from_slice(extra);
+    cairn(&args)
+}
+
 /// The counts a `state dump --json` of wordcount's `Sum`/`reduce` shows.
 fn dumped_counts(dump: &serde_json::Value) -> BTreeMap<String, u64> {
     dump.as_array()
@@ -384,21 +404,12 @@ fn offline_rescale_two_five_three_restores_exact_counts() {
         }
     }
     let sp3_chk = sp3.join(format!("chk-{}", listing["checkpoint_id"]));
-    let out = cairn(&[
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--bounded",
-        "--parallelism",
-        "3",
-        "--from",
-        p(&sp3_chk),
-        "--checkpoint-dir",
-        p(&dir.path().join("ck3")),
-    ]);
+    let out = bounded_run(
+        &log,
+        &sp3_chk,
+        &dir.path().join("ck3"),
+        &["--parallelism", "3"],
+    );
     assert_ok(&out);
     let printed = last_counts(&stdout(&out));
     let seen: u64 = printed.len() as u64;
@@ -496,19 +507,7 @@ fn bad_input_is_one_line_naming_it() {
     // permanent; see the branch's report.)
     let log = dir.path().join("log");
     append(&log, &["tea".to_owned()]);
-    let out = cairn(&[
-        "run",
-        "wordcount",
-        "--input",
-        p(&log),
-        "--topic",
-        "words",
-        "--bounded",
-        "--from",
-        p(&sp.join("chk-1")),
-        "--checkpoint-dir",
-        p(&dir.path().join("ck")),
-    ]);
+    let out = bounded_run(&log, &sp.join("chk-1"), &dir.path().join("ck"), &[]);
     assert_code(&out, 1);
     let err = stderr(&out);
     assert!(
