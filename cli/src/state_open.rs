@@ -35,8 +35,8 @@ pub(crate) struct Opened {
 /// Opens `path` and converts the native handles of operator `only` (or of
 /// every operator). Errors name the path.
 pub(crate) fn open(path: &Path, only: Option<&str>) -> anyhow::Result<Opened> {
-    let (storage, id) = FsCheckpointStorage::open_path(path)
-        .map_err(|e| naming(path, human::anyhow(e)))?;
+    let (storage, id) =
+        FsCheckpointStorage::open_path(path).map_err(|e| naming(path, human::anyhow(e)))?;
     let id = match id {
         Some(id) => id,
         None => newest_readable(&storage).map_err(|e| naming(path, e))?,
