@@ -424,7 +424,7 @@ pub(crate) fn run(args: &BootstrapArgs, out: &mut dyn Write) -> anyhow::Result<E
         metadata.checkpoint_id,
         args.operator,
         args.state,
-        crate::state_cmd::kind_name(kind),
+        crate::state_codec::kind_name(kind),
         args.type_name,
         max,
         args.parallelism

@@ -50,11 +50,9 @@ use serde_json::Value;
 use state_core::backend_support::{
     Record, RecordEntry, put_bytes, put_varint, take_bytes, take_varint,
 };
-use state_core::{
-    KeyGroupRange, MaxParallelism, OperatorStateMode, StateError, StateKind, StateLayout,
-};
+use state_core::{KeyGroupRange, MaxParallelism, OperatorStateMode, StateError, StateLayout};
 
-use crate::state_codec::{Ty, ValueView, key_value};
+use crate::state_codec::{Ty, ValueView, key_value, kind_name};
 use crate::state_open;
 use crate::{human, state_bootstrap};
 
@@ -129,17 +127,6 @@ pub(crate) fn run(command: StateCommand, out: &mut dyn Write) -> anyhow::Result<
         StateCommand::List(a) => list(&a, out),
         StateCommand::Dump(a) => dump(&a, out),
         StateCommand::Bootstrap(a) => state_bootstrap::run(&a, out),
-    }
-}
-
-/// The command-line name of a state kind.
-pub(crate) fn kind_name(kind: StateKind) -> &'static str {
-    match kind {
-        StateKind::Value => "value",
-        StateKind::List => "list",
-        StateKind::Map => "map",
-        StateKind::Reducing => "reducing",
-        StateKind::Aggregating => "aggregating",
     }
 }
 

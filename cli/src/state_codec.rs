@@ -14,6 +14,7 @@ use anyhow::{Context, anyhow, bail};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
+use state_core::StateKind;
 use state_core::backend_support::{TTL_PREFIX_LEN, unwrap_ttl};
 use state_core::typed::MAP_TYPE_SEPARATOR;
 
@@ -347,6 +348,17 @@ fn field_names(fields: &[(&str, Ty)]) -> String {
         .map(|(n, _)| *n)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The command-line name of a state kind.
+pub(crate) fn kind_name(kind: StateKind) -> &'static str {
+    match kind {
+        StateKind::Value => "value",
+        StateKind::List => "list",
+        StateKind::Map => "map",
+        StateKind::Reducing => "reducing",
+        StateKind::Aggregating => "aggregating",
+    }
 }
 
 /// Lowercase hex of `bytes`.
