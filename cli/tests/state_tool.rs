@@ -17,7 +17,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{
-    assert_bad_input, assert_code, assert_ok, cairn, command, completed, json, p, stderr, stdout,
+    assert_bad_input, assert_code, assert_ok, cairn, command, completed, json, last_counts, p,
+    stderr, stdout,
 };
 
 /// Generous: only reached when something is broken.
@@ -151,36 +152,25 @@ fn dumped_counts(dump: &serde_json::Value) -> BTreeMap<String, u64> {
         .collect()
 }
 
-fn dump(path: &Path, format: &[&str]) -> String {
+/// `cairn state dump path --operator op --state state`, plus `extra`.
+fn dump_of(path: &Path, operator: &str, state: &str, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "state",
         "dump",
         p(path),
         "--operator",
-        "Sum",
+        operator,
         "--state",
-        "reduce",
+        state,
     ];
-    args.extend_from_slice(format);
-    let out = cairn(&args);
-    assert_ok(&out);
-    stdout(&out)
+    args.extend_from_slice(extra);
+    cairn(&args)
 }
 
-/// The last count printed per word (lines `(w,c)`, with a `n> ` prefix at
-/// a parallelism above 1).
-fn last_counts(out: &str) -> BTreeMap<String, u64> {
-    out.lines()
-        .map(|l| {
-            let l = l.split_once("> ").map_or(l, |(_, rest)| rest);
-            let (w, c) = l
-                .trim_start_matches('(')
-                .trim_end_matches(')')
-                .split_once(',')
-                .unwrap();
-            (w.to_owned(), c.parse().unwrap())
-        })
-        .collect()
+fn dump(path: &Path, format: &[&str]) -> String {
+    let out = dump_of(path, "Sum", "reduce", format);
+    assert_ok(&out);
+    stdout(&out)
 }
 
 #[test]
@@ -428,15 +418,7 @@ fn bad_input_is_one_line_naming_it() {
     std::fs::create_dir_all(&empty).unwrap();
     let out = cairn(&["state", "list", p(&empty)]);
     assert_bad_input(&out, p(&empty));
-    let out = cairn(&[
-        "state",
-        "dump",
-        p(&dir.path().join("missing")),
-        "--operator",
-        "Sum",
-        "--state",
-        "reduce",
-    ]);
+    let out = dump_of(&dir.path().join("missing"), "Sum", "reduce", &[]);
     assert_bad_input(&out, "missing");
 
     let input = dir.path().join("in.jsonl");
@@ -479,25 +461,9 @@ fn bad_input_is_one_line_naming_it() {
     assert_bad_input(&out, "not empty");
 
     // Unknown operator and state, named with what the checkpoint holds.
-    let out = cairn(&[
-        "state",
-        "dump",
-        p(&sp),
-        "--operator",
-        "Nope",
-        "--state",
-        "reduce",
-    ]);
+    let out = dump_of(&sp, "Nope", "reduce", &[]);
     assert_bad_input(&out, "no operator with uid \"Nope\"");
-    let out = cairn(&[
-        "state",
-        "dump",
-        p(&sp),
-        "--operator",
-        "Sum",
-        "--state",
-        "total",
-    ]);
+    let out = dump_of(&sp, "Sum", "total", &[]);
     assert_bad_input(&out, "no state \"total\"");
 
     // A type mismatch: wordcount registers reduce as WordCount, the savepoint
@@ -527,15 +493,7 @@ fn bad_input_is_one_line_naming_it() {
     let bytes = std::fs::read(&keyed).unwrap();
     std::fs::write(&keyed, &bytes[..bytes.len() / 2]).unwrap();
     let name = keyed.file_name().unwrap().to_string_lossy().into_owned();
-    let out = cairn(&[
-        "state",
-        "dump",
-        p(&sp),
-        "--operator",
-        "Sum",
-        "--state",
-        "reduce",
-    ]);
+    let out = dump_of(&sp, "Sum", "reduce", &[]);
     assert_bad_input(&out, &name);
     let out = cairn(&["state", "list", p(&chk)]);
     assert_bad_input(&out, &name);
