@@ -33,6 +33,10 @@ impl CatalogEntry for State {
     fn set_ttl(&mut self, ttl: Option<state_core::TtlConfig>) {
         self.descriptor.ttl = ttl;
     }
+
+    fn set_type_name(&mut self, type_name: Option<String>) {
+        self.descriptor.type_name = type_name;
+    }
 }
 
 /// Keyed state of one subtask in process memory (Flink's HashMap state

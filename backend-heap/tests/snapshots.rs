@@ -404,6 +404,7 @@ fn empty_backend_writes_nothing_and_ttl_is_cleaned_in_snapshots() {
             name: "session".into(),
             kind: StateKind::Value,
             ttl: Some(ttl),
+            ..StateDescriptor::new("session", StateKind::Value)
         })
         .unwrap();
     b.put(s, &entry(b"old"), Bytes::from(wrap_ttl(800, b"x")))

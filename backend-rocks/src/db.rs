@@ -93,6 +93,10 @@ impl CatalogEntry for State {
         self.descriptor.ttl = ttl;
         set_ttl(&self.ttl, ttl);
     }
+
+    fn set_type_name(&mut self, type_name: Option<String>) {
+        self.descriptor.type_name = type_name;
+    }
 }
 
 pub(crate) fn set_ttl(cell: &TtlCell, ttl: Option<TtlConfig>) {

@@ -4,14 +4,21 @@
 //! Layout: magic `CAIRNRKM` (8 bytes), format version (u16 LE), then the
 //! postcard encoding of [`RocksMeta`]. Its length and CRC-32 are in the
 //! handle, so a damaged stream is caught before it is decoded.
+//!
+//! Version 2 records each state's type name in its descriptor; version 1
+//! (no type names, [`LegacyStateDescriptor`]) is still read, its states
+//! taking the type their job registers.
 
 use serde::{Deserialize, Serialize};
+use state_core::backend_support::LegacyStateDescriptor;
 use state_core::{KeyGroupRange, Result, StateDescriptor, StateError};
 
 /// The first bytes of every meta stream.
 pub(crate) const META_MAGIC: &[u8; 8] = b"CAIRNRKM";
-/// The meta format version this build writes and reads.
-pub(crate) const META_VERSION: u16 = 1;
+/// The meta format version this build writes; it reads [`META_VERSION_V1`] too.
+pub(crate) const META_VERSION: u16 = 2;
+/// The first meta format version: descriptors without type names.
+pub(crate) const META_VERSION_V1: u16 = 1;
 /// The meta stream's file name inside a local checkpoint copy.
 pub(crate) const LOCAL_META_FILE: &str = "_cairn_meta";
 
@@ -31,6 +38,38 @@ pub(crate) struct RocksMeta {
 pub(crate) struct MetaState {
     pub(crate) descriptor: StateDescriptor,
     pub(crate) cf_name: String,
+}
+
+/// [`RocksMeta`] as version 1 stored it.
+#[derive(Deserialize)]
+struct RocksMetaV1 {
+    max_parallelism: u32,
+    range: KeyGroupRange,
+    states: Vec<MetaStateV1>,
+}
+
+/// [`MetaState`] as version 1 stored it.
+#[derive(Deserialize)]
+struct MetaStateV1 {
+    descriptor: LegacyStateDescriptor,
+    cf_name: String,
+}
+
+impl From<RocksMetaV1> for RocksMeta {
+    fn from(old: RocksMetaV1) -> Self {
+        RocksMeta {
+            max_parallelism: old.max_parallelism,
+            range: old.range,
+            states: old
+                .states
+                .into_iter()
+                .map(|s| MetaState {
+                    descriptor: s.descriptor.into(),
+                    cf_name: s.cf_name,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl RocksMeta {
@@ -63,14 +102,22 @@ impl RocksMeta {
             return Err(StateError::corrupted(what, "truncated meta header"));
         };
         let version = u16::from_le_bytes(*version);
-        if version != META_VERSION {
-            return Err(StateError::incompatible(
+        let bad = |e: postcard::Error| {
+            StateError::corrupted(what, format!("rocks meta does not decode: {e}"))
+        };
+        match version {
+            META_VERSION => postcard::from_bytes(body).map_err(bad),
+            META_VERSION_V1 => postcard::from_bytes::<RocksMetaV1>(body)
+                .map(RocksMeta::from)
+                .map_err(bad),
+            _ => Err(StateError::incompatible(
                 what,
-                format!("rocks meta version {version}; this build reads version {META_VERSION}"),
-            ));
+                format!(
+                    "rocks meta version {version}; this build reads versions \
+                     {META_VERSION_V1} to {META_VERSION}"
+                ),
+            )),
         }
-        postcard::from_bytes(body)
-            .map_err(|e| StateError::corrupted(what, format!("rocks meta does not decode: {e}")))
     }
 }
 
@@ -99,5 +146,35 @@ mod tests {
         for len in 0..bytes.len() {
             assert!(RocksMeta::decode(&bytes[..len], "m").is_err());
         }
+    }
+
+    #[test]
+    fn type_names_are_kept_and_version_1_reads_without_them() {
+        let typed = StateDescriptor::new("count", StateKind::Value).with_type_name("u64");
+        let meta = RocksMeta {
+            max_parallelism: 128,
+            range: KeyGroupRange::new(KeyGroup(0), KeyGroup(63)),
+            states: vec![MetaState {
+                descriptor: typed.clone(),
+                cf_name: "s:count".into(),
+            }],
+        };
+        let bytes = meta.encode().unwrap();
+        assert_eq!(RocksMeta::decode(&bytes, "m").unwrap(), meta);
+        // Version 1: the same fields without the type name.
+        let old_state = (
+            ("count", StateKind::Value, None::<state_core::TtlConfig>),
+            "s:count",
+        );
+        let body = postcard::to_stdvec(&(128u32, meta.range, vec![old_state])).unwrap();
+        let mut v1 = META_MAGIC.to_vec();
+        v1.extend_from_slice(&META_VERSION_V1.to_le_bytes());
+        v1.extend_from_slice(&body);
+        let read = RocksMeta::decode(&v1, "m").unwrap();
+        assert_eq!(
+            read.states[0].descriptor,
+            StateDescriptor::new("count", StateKind::Value)
+        );
+        assert_eq!(read.states[0].cf_name, "s:count");
     }
 }

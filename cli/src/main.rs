@@ -12,6 +12,10 @@
 //! cairn savepoint <job-dir> [--dir D] [--format canonical|native] [--timeout T] [--json]
 //! cairn stop      <job-dir> [--savepoint-dir D] [--format canonical|native] [--timeout T] [--json]
 //! cairn example --dir <base-dir> [--checkpoints N] [--retained R] [--force] [--json]
+//! cairn checkpoints rescale|convert <checkpoint> [--parallelism N] --format canonical --out DIR
+//! cairn state list      <checkpoint|savepoint>                      [--json]
+//! cairn state dump      <checkpoint|savepoint> --operator UID --state NAME [--key K] [--json|--csv]
+//! cairn state bootstrap --operator UID --state NAME --input keys.jsonl --out DIR --type T
 //! ```
 //!
 //! Job options (`cairn run … --help`) come from one struct,
@@ -52,9 +56,14 @@ mod inspect;
 mod job_dir;
 mod list;
 mod log_cmd;
+mod rescale;
 mod run_job;
 mod sink_arg;
 mod sql_sink;
+mod state_bootstrap;
+mod state_cmd;
+mod state_codec;
+mod state_open;
 mod sweep;
 mod verify;
 mod wordcount;
@@ -102,6 +111,9 @@ enum Command {
     /// sinks committed (Flink's `flink stop`)
     #[command(after_help = SAVEPOINT_HELP)]
     Stop(StopArgs),
+    /// Read, dump and bootstrap keyed state of checkpoints and savepoints offline (the State Processor API)
+    #[command(subcommand)]
+    State(state_cmd::StateCommand),
 }
 
 const SAVEPOINT_HELP: &str = "The job is the `cairn run` process holding <job-dir>'s lock; it takes the savepoint into <dir>/savepoint-<job>-<n>-<hex>/, which it never rotates or deletes: restore it with `cairn run … --from <that dir> --checkpoint-dir <dir>`, on any backend and parallelism (canonical) or the same backend (native).\n\
@@ -158,6 +170,10 @@ enum CheckpointsCommand {
     /// Remove the files of a job directory that no completed checkpoint references (dry run unless --delete)
     #[command(after_help = gc::JSON_HELP)]
     Gc(GcArgs),
+    /// Rewrite a checkpoint offline as a canonical savepoint at another parallelism
+    Rescale(rescale::RescaleArgs),
+    /// Rewrite a checkpoint offline as a canonical savepoint (any backend, any parallelism)
+    Convert(rescale::RescaleArgs),
 }
 
 #[derive(Debug, Args)]
@@ -275,6 +291,11 @@ fn main() -> ExitCode {
             },
             &mut stdout,
         ),
+        Command::State(c) => state_cmd::run(c, &mut stdout),
+        Command::Checkpoints(CheckpointsCommand::Rescale(a)) => rescale::run(&a, true, &mut stdout),
+        Command::Checkpoints(CheckpointsCommand::Convert(a)) => {
+            rescale::run(&a, false, &mut stdout)
+        }
     };
     process::finish(result, &mut stdout, &mut std::io::stderr())
 }

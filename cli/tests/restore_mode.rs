@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use support::{assert_bad_input, assert_code, cairn, command, completed, p, stderr, stdout};
+use support::{
+    assert_bad_input, assert_code, cairn, command, completed, last_counts, p, stderr, stdout,
+};
 
 /// Generous: only reached when something is broken.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -119,20 +121,6 @@ impl Dirs {
         let out = cairn(&["checkpoints", "verify", p(&self.job_dir())]);
         assert_code(&out, 0);
     }
-}
-
-/// The last count printed per word.
-fn last_counts(out: &str) -> BTreeMap<String, u64> {
-    out.lines()
-        .map(|l| {
-            let (w, c) = l
-                .trim_start_matches('(')
-                .trim_end_matches(')')
-                .split_once(',')
-                .unwrap();
-            (w.to_owned(), c.parse().unwrap())
-        })
-        .collect()
 }
 
 #[test]

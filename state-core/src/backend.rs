@@ -73,16 +73,36 @@ pub struct StateDescriptor {
     pub kind: StateKind,
     /// Its time-to-live, if entries expire.
     pub ttl: Option<TtlConfig>,
+    /// The name of the stored type (the typed layer records
+    /// `std::any::type_name` of it; see [`crate::typed`]), kept in every
+    /// snapshot. `None`: not recorded (a byte-level registration, or a
+    /// snapshot older than the formats that record it). Registering a state
+    /// whose recorded type name differs is refused unless
+    /// [`StateDescriptor::migrate_from`] names the recorded one.
+    pub type_name: Option<String>,
+    /// At registration only, never stored: the recorded type name this
+    /// registration converts from (the caller rewrites the entries, as the
+    /// typed layer's migrations do). `None` for every stored descriptor.
+    #[serde(skip)]
+    pub migrate_from: Option<String>,
 }
 
 impl StateDescriptor {
-    /// A descriptor without TTL.
+    /// A descriptor without TTL and without a recorded type.
     pub fn new(name: impl Into<String>, kind: StateKind) -> Self {
         StateDescriptor {
             name: name.into(),
             kind,
             ttl: None,
+            type_name: None,
+            migrate_from: None,
         }
+    }
+
+    /// The same descriptor recording `type_name` as the stored type.
+    pub fn with_type_name(mut self, type_name: impl Into<String>) -> Self {
+        self.type_name = Some(type_name.into());
+        self
     }
 
     /// The TTL by which full snapshots drop this state's expired entries
@@ -149,6 +169,11 @@ pub trait KeyedStateBackend: Send + Debug {
     /// Registers a state, or returns the id of the state already registered
     /// under the same name (also one restored from a snapshot). Registering a
     /// name again with another kind is an error; a changed TTL replaces the old one.
+    /// Type names follow [`backend_support::StateCatalog::register`]: another
+    /// type name than the recorded one is an error naming both, unless the
+    /// descriptor migrates from the recorded one.
+    ///
+    /// [`backend_support::StateCatalog::register`]: crate::backend_support::StateCatalog::register
     fn register_state(&mut self, descriptor: &StateDescriptor) -> Result<StateId>;
 
     /// The descriptors of every registered state, indexed by [`StateId`].

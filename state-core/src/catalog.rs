@@ -23,6 +23,9 @@ pub trait CatalogEntry {
     fn descriptor(&self) -> &StateDescriptor;
     /// Takes `ttl` as the state's TTL (registering a state again replaces it).
     fn set_ttl(&mut self, ttl: Option<TtlConfig>);
+    /// Takes `type_name` as the state's recorded type (a registration that
+    /// records a type over a snapshot that had none, or a migration).
+    fn set_type_name(&mut self, type_name: Option<String>);
 }
 
 impl CatalogEntry for StateDescriptor {
@@ -32,6 +35,10 @@ impl CatalogEntry for StateDescriptor {
 
     fn set_ttl(&mut self, ttl: Option<TtlConfig>) {
         self.ttl = ttl;
+    }
+
+    fn set_type_name(&mut self, type_name: Option<String>) {
+        self.type_name = type_name;
     }
 }
 
@@ -62,6 +69,14 @@ impl<S: CatalogEntry> StateCatalog<S> {
     /// and keeps its id, if its kind is the same (an error if not); a new name
     /// gets the next id and the entry `create` makes. Returns the id and
     /// whether the state is new.
+    ///
+    /// Type names: a registration without one (byte-level access) keeps the
+    /// recorded one; a state recorded without one (an old snapshot) takes the
+    /// registered one; a registered type name other than the recorded one is
+    /// refused with both names and the state's, unless
+    /// [`StateDescriptor::migrate_from`] is the recorded name (the caller
+    /// then rewrites the entries) and the state takes the new name. The
+    /// catalog never stores `migrate_from`.
     pub fn register(
         &mut self,
         descriptor: &StateDescriptor,
@@ -78,6 +93,10 @@ impl<S: CatalogEntry> StateCatalog<S> {
                     descriptor.name, kind, descriptor.kind
                 )));
             }
+            check_type_name(s.descriptor(), descriptor)?;
+            if descriptor.type_name.is_some() {
+                s.set_type_name(descriptor.type_name.clone());
+            }
             s.set_ttl(descriptor.ttl);
             return Ok((id, false));
         }
@@ -87,7 +106,15 @@ impl<S: CatalogEntry> StateCatalog<S> {
                 self.backend
             ))
         })?);
-        self.states.push(create(descriptor));
+        if descriptor.migrate_from.is_some() {
+            let stored = StateDescriptor {
+                migrate_from: None,
+                ..descriptor.clone()
+            };
+            self.states.push(create(&stored));
+        } else {
+            self.states.push(create(descriptor));
+        }
         self.by_name.insert(descriptor.name.clone(), id);
         Ok((id, true))
     }
@@ -119,6 +146,23 @@ impl<S: CatalogEntry> StateCatalog<S> {
             by_name: self.by_name.clone(),
         }
     }
+}
+
+/// Whether `registered` may take the place of `recorded` as far as type
+/// names go (see [`StateCatalog::register`]); the error names both.
+fn check_type_name(recorded: &StateDescriptor, registered: &StateDescriptor) -> Result<()> {
+    let (Some(old), Some(new)) = (&recorded.type_name, &registered.type_name) else {
+        return Ok(());
+    };
+    if old == new || registered.migrate_from.as_ref() == Some(old) {
+        return Ok(());
+    }
+    Err(StateError::invalid(format!(
+        "state {:?} was written with type {old} but is registered with type {new}; \
+         register it with type {old}, or with a migration from {old} \
+         (ValueStateDescriptor::with_migration)",
+        registered.name
+    )))
 }
 
 impl<S> Deref for StateCatalog<S> {
@@ -168,6 +212,43 @@ mod tests {
             .register(&StateDescriptor::new("a", StateKind::List), Clone::clone)
             .unwrap_err();
         assert!(err.to_string().contains("is registered as Value"), "{err}");
+    }
+
+    #[test]
+    fn type_names_are_checked_taken_and_migrated() {
+        let mut c = StateCatalog::<StateDescriptor>::new("test");
+        let old = StateDescriptor::new("a", StateKind::Value);
+        let (a, _) = c.register(&old, Clone::clone).unwrap();
+        // A state recorded without a type takes the registered one.
+        let typed = old.clone().with_type_name("u64");
+        assert_eq!(c.register(&typed, Clone::clone).unwrap(), (a, false));
+        assert_eq!(c[a.index()].type_name.as_deref(), Some("u64"));
+        // Untyped access keeps it.
+        c.register(&old, Clone::clone).unwrap();
+        assert_eq!(c[a.index()].type_name.as_deref(), Some("u64"));
+        // Another type is refused naming the state and both types.
+        let other = old.clone().with_type_name("alloc::string::String");
+        let err = c.register(&other, Clone::clone).unwrap_err().to_string();
+        assert!(
+            err.contains("\"a\"")
+                && err.contains("type u64")
+                && err.contains("alloc::string::String"),
+            "{err}"
+        );
+        assert_eq!(c[a.index()].type_name.as_deref(), Some("u64"));
+        // A migration from a type that is not the recorded one is refused too.
+        let mut wrong = other.clone();
+        wrong.migrate_from = Some("i32".into());
+        assert!(c.register(&wrong, Clone::clone).is_err());
+        let mut migrating = other.clone();
+        migrating.migrate_from = Some("u64".into());
+        c.register(&migrating, Clone::clone).unwrap();
+        assert_eq!(c[a.index()], other);
+        // A new state never stores migrate_from.
+        let mut fresh = StateDescriptor::new("b", StateKind::Value).with_type_name("u8");
+        fresh.migrate_from = Some("u16".into());
+        let (b, _) = c.register(&fresh, Clone::clone).unwrap();
+        assert_eq!(c[b.index()].migrate_from, None);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //!   checkpoint metadata ([`CheckpointMetadata`]); the
 //!   [`SharedStateRegistry`] and the [`CompletedCheckpointStore`] with
 //!   retention, restore selection and verification.
+//! - [`SavepointReader`] and [`SavepointWriter`]: a checkpoint's state read
+//!   and written offline in the canonical format (the State Processor API).
 //! - [`backend_support`]: what backend and storage authors build on (the
 //!   snapshot stream format, the state catalog, file-name rules, durable
 //!   writes); a job or an engine does not need it.
@@ -87,6 +89,7 @@ mod memory_storage;
 mod metadata;
 mod operator_state;
 mod registry;
+mod savepoint;
 mod small_bytes;
 mod snapshot_format;
 mod storage;
@@ -125,6 +128,9 @@ pub use metadata::{
 };
 pub use operator_state::OperatorStateStore;
 pub use registry::SharedStateRegistry;
+pub use savepoint::{
+    CanonicalStream, KeyedOperatorWriter, NativeHandle, SavepointReader, SavepointWriter,
+};
 pub use storage::{CheckpointOutput, CheckpointStorage};
 pub use timers::{Timer, TimerService};
 pub use ttl::{TtlConfig, TtlUpdateType, TtlVisibility};
@@ -146,8 +152,9 @@ pub mod backend_support {
     pub use crate::metadata::{METADATA_MAGIC, METADATA_VERSION};
     pub use crate::small_bytes::SmallBytes;
     pub use crate::snapshot_format::{
-        DEFAULT_COMPRESSION_LEVEL, KeyGroupStreamReader, KeyGroupStreamWriter, Record, RecordEntry,
-        SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC,
+        DEFAULT_COMPRESSION_LEVEL, KeyGroupStreamReader, KeyGroupStreamWriter,
+        LegacyStateDescriptor, Record, RecordEntry, SNAPSHOT_FORMAT_VERSION,
+        SNAPSHOT_FORMAT_VERSION_V1, SNAPSHOT_MAGIC,
     };
     pub use crate::storage::{check_stream_name, file_name_part, is_safe_file_name, read_verified};
     pub use crate::timer_names::{EVENT_TIME_TIMERS, PROCESSING_TIME_TIMERS, TIMER_STATE_PREFIX};

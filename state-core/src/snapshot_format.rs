@@ -8,12 +8,13 @@
 //! ```text
 //! stream header
 //!   magic        8 bytes  "CAIRNKGS"
-//!   version      u16      SNAPSHOT_FORMAT_VERSION
+//!   version      u16      SNAPSHOT_FORMAT_VERSION (2; version 1 is read too)
 //!   max_par      u32      the job's number of key groups
 //!   first_kg     u16      first key group of the range
 //!   kg_count     u32      number of key groups (= number of blocks)
 //!   desc_len     u32      length of the descriptors
-//!   descriptors  desc_len postcard encoding of Vec<StateDescriptor>
+//!   descriptors  desc_len postcard encoding of Vec<StateDescriptor> (name, kind,
+//!                         ttl, type_name); version 1 has no type_name (read as None)
 //!   header_crc   u32      CRC-32 of every header byte before it
 //! one block per key group of the range, in order
 //!   key_group    u16
@@ -46,7 +47,47 @@
 
 use std::io;
 
+use serde::Deserialize;
+
 use crate::StateError;
+use crate::backend::{StateDescriptor, StateKind};
+use crate::ttl::TtlConfig;
+
+/// A state descriptor as the first formats stored it (key-group stream
+/// version 1, RocksDB meta version 1): no type name. For readers of those
+/// versions only.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LegacyStateDescriptor {
+    /// The state's name.
+    pub name: String,
+    /// Its kind.
+    pub kind: StateKind,
+    /// Its time-to-live.
+    pub ttl: Option<TtlConfig>,
+}
+
+impl From<LegacyStateDescriptor> for StateDescriptor {
+    fn from(old: LegacyStateDescriptor) -> Self {
+        StateDescriptor {
+            ttl: old.ttl,
+            ..StateDescriptor::new(old.name, old.kind)
+        }
+    }
+}
+
+/// Decodes the descriptors of a stream header of `version` (already known
+/// to be one this build reads).
+pub(crate) fn decode_descriptors(
+    version: u16,
+    bytes: &[u8],
+) -> std::result::Result<Vec<StateDescriptor>, postcard::Error> {
+    if version == SNAPSHOT_FORMAT_VERSION_V1 {
+        let old: Vec<LegacyStateDescriptor> = postcard::from_bytes(bytes)?;
+        Ok(old.into_iter().map(StateDescriptor::from).collect())
+    } else {
+        postcard::from_bytes(bytes)
+    }
+}
 
 mod reader;
 mod writer;
@@ -56,8 +97,12 @@ pub use writer::KeyGroupStreamWriter;
 
 /// The first bytes of every key-group snapshot stream.
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"CAIRNKGS";
-/// The stream format version this build writes and reads.
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+/// The stream format version this build writes. It reads this one and
+/// [`SNAPSHOT_FORMAT_VERSION_V1`].
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// The first stream format version: its state descriptors record no type
+/// name ([`LegacyStateDescriptor`]).
+pub const SNAPSHOT_FORMAT_VERSION_V1: u16 = 1;
 /// The zstd level used when none is given: fast, as befits a state backend.
 pub const DEFAULT_COMPRESSION_LEVEL: i32 = 1;
 

@@ -49,6 +49,7 @@ mod codec;
 mod descriptor;
 mod list;
 mod map;
+mod migrate;
 mod value;
 
 use std::sync::Arc;
@@ -64,14 +65,15 @@ use crate::timer_names::TIMER_STATE_PREFIX;
 use crate::{Result, StateError};
 
 pub use descriptor::{
-    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MapStateDescriptor,
-    ReduceFn, ReducingStateDescriptor, ValueStateDescriptor,
+    AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MAP_TYPE_SEPARATOR,
+    MapStateDescriptor, ReduceFn, ReducingStateDescriptor, ValueStateDescriptor,
 };
 pub use list::ListState;
 pub use map::MapState;
 pub use value::{AggregatingState, ReducingState, ValueState};
 
 use codec::StateMeta;
+use descriptor::Migration;
 
 /// A handle to a registered state, for operations over all its keys.
 pub trait StateHandle {
@@ -217,22 +219,54 @@ impl<B: KeyedStateBackend> KeyedState<B> {
         u32::try_from(index).ok().map(StateId)
     }
 
-    /// Registers a value state (or finds it, if already registered).
+    /// Registers a value state (or finds it, if already registered). A
+    /// state restored with another recorded type name is refused naming
+    /// both, unless `desc` migrates from it: then every value is rewritten
+    /// first ([`ValueStateDescriptor::with_migration`]).
     pub fn value_state<T: Serialize + DeserializeOwned>(
         &mut self,
         desc: &ValueStateDescriptor<T>,
     ) -> Result<ValueState<T>> {
-        Ok(ValueState::new(
-            self.register(desc.to_backend_descriptor())?,
-        ))
+        let meta =
+            self.register_migrating(desc.to_backend_descriptor(), desc.migration.as_ref())?;
+        Ok(ValueState::new(meta))
     }
 
-    /// Registers a list state (or finds it, if already registered).
+    /// Registers a list state (or finds it, if already registered); type
+    /// names and migrations as in [`KeyedState::value_state`], element by element.
     pub fn list_state<T: Serialize + DeserializeOwned>(
         &mut self,
         desc: &ListStateDescriptor<T>,
     ) -> Result<ListState<T>> {
-        Ok(ListState::new(self.register(desc.to_backend_descriptor())?))
+        let meta =
+            self.register_migrating(desc.to_backend_descriptor(), desc.migration.as_ref())?;
+        Ok(ListState::new(meta))
+    }
+
+    /// Registers `desc`, first rewriting the state's entries with
+    /// `migration` when the restored state recorded its source type.
+    fn register_migrating(
+        &mut self,
+        mut desc: StateDescriptor,
+        migration: Option<&Migration>,
+    ) -> Result<StateMeta> {
+        let recorded = self
+            .backend
+            .states()
+            .into_iter()
+            .find(|d| d.name == desc.name)
+            .and_then(|d| d.type_name);
+        let migration = migration
+            .filter(|m| recorded.as_deref() == Some(m.from.as_str()) && desc.type_name != recorded);
+        if let Some(m) = migration {
+            desc.migrate_from = Some(m.from.clone());
+        }
+        let meta = self.register(desc)?;
+        if let Some(m) = migration {
+            let rewritten = migrate::rewrite(&mut self.backend, &meta, m.convert.as_ref())?;
+            tracing::info!(state = %meta.name, from = %m.from, entries = rewritten, "migrated keyed state");
+        }
+        Ok(meta)
     }
 
     /// Registers a map state (or finds it, if already registered).

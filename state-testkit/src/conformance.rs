@@ -29,6 +29,7 @@ mod snapshots;
 mod state_ops;
 mod timers;
 mod ttl;
+mod types;
 
 pub use fixture::{MAX_PARALLELISM, create_subtask, keys_in_range, restore_subtask, snapshot_all};
 pub use snapshots::{
@@ -47,6 +48,7 @@ pub use ttl::{
     ttl_expired_entries_dropped_by_full_snapshot, ttl_list_and_map_elements,
     ttl_value_each_update_type_and_visibility,
 };
+pub use types::state_types_are_recorded_checked_and_migrated;
 
 /// Expands to `mod conformance` with one `#[test]` per conformance test,
 /// each calling `$setup()` for a fresh [`Setup`](crate::Setup), plus the model test.
@@ -82,6 +84,7 @@ macro_rules! conformance_tests {
                 ttl_list_and_map_elements,
                 ttl_expired_entries_dropped_by_full_snapshot,
                 timers_survive_snapshot_and_restore,
+                state_types_are_recorded_checked_and_migrated,
             );
 
             #[test]

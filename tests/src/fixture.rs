@@ -2,8 +2,11 @@
 //! kind of state, TTL, timers and source offsets, checkpointed twice to
 //! filesystem storage.
 //!
-//! Regenerate (only when a new format version is introduced; the v1 files must
-//! then stay as they are): `cargo run -p cairn-tests --example write_fixture -- tests/fixtures/v1`.
+//! Regenerate (only when a new format version is introduced; the files of
+//! older versions must then stay as they are): `cargo run -p cairn-tests
+//! --example write_fixture -- tests/fixtures/vN`. `tests/fixtures/v1` was
+//! written by format version 1, `tests/fixtures/v2` by version 2 (state type
+//! names recorded, `docs/format-v2.md`).
 
 use std::path::Path;
 use std::sync::Arc;

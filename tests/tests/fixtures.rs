@@ -1,7 +1,9 @@
 //! Checked-in checkpoints of older formats must still restore.
 //!
 //! `tests/fixtures/v1/fixture-v1` was written by format version 1 (see
-//! `cairn_tests::fixture`). It is restored here at its own parallelism and
+//! `cairn_tests::fixture`), `tests/fixtures/v2/fixture-v1` by version 2,
+//! which records each state's type name: both restore, the first taking
+//! the types its job registers, the second refusing another type. It is restored here at its own parallelism and
 //! rescaled, and every kind of state, TTL state, timers and source offsets are
 //! checked against what the job had counted. Never regenerate these files to
 //! make this test pass: a failure means old checkpoints no longer restore.
@@ -15,14 +17,20 @@ use std::sync::Arc;
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackend, HeapBackendOptions};
 use cairn_tests::fixture::{self, WORDS};
-use state_core::typed::KeyedState;
+use state_core::typed::{KeyedState, ValueStateDescriptor};
 use state_core::{
     CheckpointId, CheckpointMetadata, Checkpointable, ManualClock, MaxParallelism,
-    OperatorStateStore, TimerService, handles_for_range, load_verified, select_for_restore,
+    OperatorStateStore, SavepointReader, TimerService, handles_for_range, load_verified,
+    select_for_restore,
 };
 
 fn checked_in() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v1/fixture-v1")
+}
+
+/// The same job written by format version 2 (state type names recorded).
+fn checked_in_v2() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2/fixture-v1")
 }
 
 /// Restores `metadata` at `parallelism` and checks every word's state as of
@@ -137,4 +145,78 @@ fn fixture_generator_writes_what_the_checks_expect() {
     let storage = FsCheckpointStorage::for_job_dir(dir.path().join(fixture::JOB)).unwrap();
     let selection = select_for_restore(&storage).unwrap();
     restore_and_check(&storage, &selection.metadata, 2, WORDS.len());
+}
+
+#[test]
+fn v2_fixture_restores_and_records_the_state_types() {
+    let storage = FsCheckpointStorage::for_job_dir(checked_in_v2()).unwrap();
+    let selection = select_for_restore(&storage).unwrap();
+    assert_eq!(selection.metadata.checkpoint_id, CheckpointId(2));
+    for p in [fixture::PARALLELISM, 3] {
+        restore_and_check(&storage, &selection.metadata, p, WORDS.len());
+    }
+    let reader = SavepointReader::new(Arc::new(storage), selection.metadata.clone());
+    let types: Vec<(String, Option<String>)> = reader
+        .states(fixture::OPERATOR)
+        .unwrap()
+        .into_iter()
+        .map(|d| (d.name, d.type_name))
+        .filter(|(name, _)| !name.starts_with("_timers"))
+        .collect();
+    let named = |n: &str, t: &str| (n.to_owned(), Some(t.to_owned()));
+    assert_eq!(
+        types,
+        vec![
+            named("count", "u64"),
+            named("seen-on-lines", "u32"),
+            named("next-word", "alloc::string::String => u64"),
+            named("longest-line", "u32"),
+            named("last-seen", "u32"),
+        ]
+    );
+}
+
+#[test]
+fn v1_fixture_records_no_types_and_takes_the_registered_ones() {
+    let storage = FsCheckpointStorage::for_job_dir(checked_in()).unwrap();
+    let selection = select_for_restore(&storage).unwrap();
+    let reader = SavepointReader::new(Arc::new(storage), selection.metadata);
+    let states = reader.states(fixture::OPERATOR).unwrap();
+    assert!(!states.is_empty());
+    assert!(states.iter().all(|d| d.type_name.is_none()), "{states:?}");
+}
+
+#[test]
+fn v2_fixture_refuses_another_type_naming_both() {
+    let storage = FsCheckpointStorage::for_job_dir(checked_in_v2()).unwrap();
+    let metadata = select_for_restore(&storage).unwrap().metadata;
+    let handles: Vec<_> = metadata.operators[0]
+        .subtasks
+        .iter()
+        .flat_map(|s| s.keyed.clone())
+        .collect();
+    let clock = Arc::new(ManualClock::new(fixture::WRITTEN_AT_MILLIS));
+    let ctx = fixture::context(0, 1, clock.clone());
+    let mut backend = HeapBackend::new(&ctx, HeapBackendOptions::default()).unwrap();
+    backend.restore(&handles, &storage).unwrap();
+    let mut st = KeyedState::new(backend, clock);
+    let err = st
+        .value_state(&ValueStateDescriptor::<String>::new("count"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"count\"")
+            && err.contains("type u64")
+            && err.contains("alloc::string::String"),
+        "{err}"
+    );
+    // With a migration from the recorded type, every count converts.
+    let count = st
+        .value_state(
+            &ValueStateDescriptor::<String>::new("count")
+                .with_migration(|n: u64| format!("{n} times")),
+        )
+        .unwrap();
+    st.set_current_key("flink").unwrap();
+    assert_eq!(count.value(&mut st).unwrap().as_deref(), Some("4 times"));
 }

@@ -233,3 +233,19 @@ pub(crate) fn lost_and_duplicated(
     duplicated += seen.values().map(|c| c.len() as u64).sum::<u64>();
     (lost, duplicated)
 }
+
+/// The last count printed per word by `cairn run wordcount` (lines
+/// `(w,c)`, prefixed `n> ` at a parallelism above 1).
+pub(crate) fn last_counts(out: &str) -> std::collections::BTreeMap<String, u64> {
+    out.lines()
+        .map(|l| {
+            let l = l.split_once("> ").map_or(l, |(_, rest)| rest);
+            let (w, c) = l
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .split_once(',')
+                .unwrap();
+            (w.to_owned(), c.parse().unwrap())
+        })
+        .collect()
+}

@@ -10,8 +10,8 @@ use crate::metadata::KeyGroupsHandle;
 use crate::{Result, StateError};
 
 use super::{
-    BLOCK_HEADER_LEN, FIXED_HEADER_LEN, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_MAGIC, take_bytes,
-    take_varint,
+    BLOCK_HEADER_LEN, FIXED_HEADER_LEN, SNAPSHOT_FORMAT_VERSION, SNAPSHOT_FORMAT_VERSION_V1,
+    SNAPSHOT_MAGIC, decode_descriptors, take_bytes, take_varint,
 };
 
 /// The entries of one record, by the state's layout. Slices borrow the
@@ -24,6 +24,16 @@ pub enum RecordEntry<'a> {
     List(&'a [&'a [u8]]),
     /// The (user key, value) entries of a map-layout state (at least one).
     Map(&'a [(&'a [u8], &'a [u8])]),
+}
+
+impl RecordEntry<'_> {
+    /// The value of a value-layout record, `None` for lists and maps.
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            RecordEntry::Value(v) => Some(v),
+            RecordEntry::List(_) | RecordEntry::Map(_) => None,
+        }
+    }
 }
 
 /// The state of one (key, namespace) of one state in a snapshot stream.
@@ -76,11 +86,12 @@ impl KeyGroupStreamReader {
             return Err(corrupted("truncated stream header".into()));
         };
         let version = u16::from_le_bytes(*version);
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if version != SNAPSHOT_FORMAT_VERSION && version != SNAPSHOT_FORMAT_VERSION_V1 {
             return Err(StateError::incompatible(
                 &stream,
                 format!(
-                    "snapshot format version {version}; this build reads version {SNAPSHOT_FORMAT_VERSION}"
+                    "snapshot format version {version}; this build reads versions \
+                     {SNAPSHOT_FORMAT_VERSION_V1} to {SNAPSHOT_FORMAT_VERSION}"
                 ),
             ));
         }
@@ -142,7 +153,7 @@ impl KeyGroupStreamReader {
                 handle.range
             )));
         }
-        let states: Vec<StateDescriptor> = postcard::from_bytes(descriptors)
+        let states = decode_descriptors(version, descriptors)
             .map_err(|e| corrupted(format!("state descriptors do not decode: {e}")))?;
         Ok(KeyGroupStreamReader {
             bytes,

@@ -181,6 +181,7 @@ fn ttl_cleanup_drops_expired_entries_and_empty_keys() {
         name: "kept".into(),
         kind: StateKind::Value,
         ttl: Some(ttl.with_cleanup_in_full_snapshot(false)),
+        ..StateDescriptor::new("kept", StateKind::Value)
     });
     let (old, fresh) = (wrap_ttl(0, b"old"), wrap_ttl(950, b"new"));
     let mut w = writer(&sts, 1_000);
@@ -308,4 +309,63 @@ fn varints_round_trip_and_reject_overlong() {
     assert_eq!(take_varint(&mut input), None);
     let mut input: &[u8] = &[0x80];
     assert_eq!(take_varint(&mut input), None);
+}
+
+/// `sample()` rewritten as format version 1 (descriptors without type
+/// names), with the handle's offsets and size moved to match.
+fn sample_as_v1(typed: &[StateDescriptor]) -> (Bytes, KeyGroupsHandle) {
+    let mut w = writer(typed, 0);
+    w.begin_key_group(KeyGroup(3)).unwrap();
+    w.write_value(0, b"alice", b"", b"1").unwrap();
+    let mut handle = w.finish().unwrap();
+    let v2 = inline_bytes(&handle);
+    let desc_len = u32::from_le_bytes(v2[20..24].try_into().unwrap()) as usize;
+    let old: Vec<(String, StateKind, Option<TtlConfig>)> = typed
+        .iter()
+        .map(|d| (d.name.clone(), d.kind, d.ttl))
+        .collect();
+    let old = postcard::to_stdvec(&old).unwrap();
+    let mut v1 = v2[..FIXED_HEADER_LEN].to_vec();
+    v1[8..10].copy_from_slice(&SNAPSHOT_FORMAT_VERSION_V1.to_le_bytes());
+    v1[20..24].copy_from_slice(&(old.len() as u32).to_le_bytes());
+    v1.extend_from_slice(&old);
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    let blocks = FIXED_HEADER_LEN + desc_len + 4;
+    v1.extend_from_slice(&v2[blocks..]);
+    let shift = blocks as i64 - (FIXED_HEADER_LEN + old.len() + 4) as i64;
+    for o in &mut handle.key_group_offsets {
+        *o = (*o as i64 - shift) as u64;
+    }
+    handle.stream.size = v1.len() as u64;
+    (Bytes::from(v1), handle)
+}
+
+#[test]
+fn version_1_streams_read_with_no_type_names() {
+    let typed: Vec<StateDescriptor> = states()
+        .into_iter()
+        .map(|d| d.with_type_name("u64"))
+        .collect();
+    let (bytes, handle) = sample_as_v1(&typed);
+    let reader = KeyGroupStreamReader::open(bytes, &handle).unwrap();
+    assert_eq!(reader.states(), &states()[..]);
+    let records = collect(&reader, range()).unwrap();
+    assert_eq!(
+        records,
+        vec![(3, 0, b"alice".to_vec(), vec![], vec![b"1".to_vec()])]
+    );
+}
+
+#[test]
+fn type_names_round_trip_in_version_2() {
+    let typed: Vec<StateDescriptor> = states()
+        .into_iter()
+        .map(|d| d.with_type_name("alloc::string::String"))
+        .collect();
+    let handle = writer(&typed, 0).finish().unwrap();
+    let bytes = inline_bytes(&handle);
+    assert_eq!(&bytes[8..10], &SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    let reader = KeyGroupStreamReader::open(bytes, &handle).unwrap();
+    assert_eq!(reader.states(), &typed[..]);
 }
