@@ -467,14 +467,12 @@ fn bad_input_is_one_line_naming_it() {
     assert_bad_input(&out, "no state \"total\"");
 
     // A type mismatch: wordcount registers reduce as WordCount, the savepoint
-    // says u64. The job fails naming the state and both types. (Its exit
-    // status is 1, a FAILED job: the executor reports a state error raised
-    // in an operator's open as a task error, which it does not classify as
-    // permanent; see the branch's report.)
+    // says u64. The job fails at once, not restarting (no restart can fix
+    // it), with exit status 2, naming the state and both types.
     let log = dir.path().join("log");
     append(&log, &["tea".to_owned()]);
     let out = bounded_run(&log, &sp.join("chk-1"), &dir.path().join("ck"), &[]);
-    assert_code(&out, 1);
+    assert_code(&out, 2);
     let err = stderr(&out);
     assert!(
         err.contains("\"reduce\"")

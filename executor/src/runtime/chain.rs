@@ -41,9 +41,24 @@ pub(crate) struct OpInfo {
 }
 
 impl OpInfo {
-    /// The task error for a user function's error.
+    /// The task error for a user function's error. A state error of kind
+    /// invalid argument that the function passed on (a state registered with
+    /// another type or kind than its checkpoint recorded, say) is a problem
+    /// of the job no restart can fix: [`ExecutorError::InvalidJob`], naming
+    /// the operator, so the job fails at once instead of restarting forever.
     pub(crate) fn user_error(&self, e: UserError) -> ExecutorError {
-        self.failed(e.to_string())
+        match e.downcast::<state_core::StateError>() {
+            Ok(state) if state.kind() == state_core::ErrorKind::InvalidArgument => {
+                ExecutorError::InvalidJob(format!(
+                    "{} ({}/{}): {state}",
+                    self.uid.0,
+                    self.subtask + 1,
+                    self.parallelism
+                ))
+            }
+            Ok(state) => self.failed(state.to_string()),
+            Err(e) => self.failed(e.to_string()),
+        }
     }
 
     /// The task error with `message`.
