@@ -18,7 +18,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -138,31 +138,48 @@ impl S3Server {
     fn start(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("server.log")).expect("log file");
         let err = log.try_clone().expect("log file");
-        let mut cmd = match self.kind {
-            S3Kind::Moto => {
-                let mut c = Command::new("moto_server");
-                c.args(["-H", "127.0.0.1", "-p", &self.port.to_string()]);
-                c
-            }
+        let args: Vec<String> = match self.kind {
+            S3Kind::Moto => vec![
+                "moto_server".into(),
+                "-H".into(),
+                "127.0.0.1".into(),
+                "-p".into(),
+                self.port.to_string(),
+            ],
             S3Kind::Seaweed => {
                 let data = self.dir.path().join("data");
                 std::fs::create_dir_all(&data).expect("data directory");
                 let p = &self.ports;
-                let mut c = Command::new("weed");
-                c.arg("mini")
-                    .arg(format!("-dir={}", data.display()))
-                    .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"])
-                    .arg(format!("-s3.port={}", self.port))
-                    .arg(format!("-master.port={}", p[0]))
-                    .arg(format!("-volume.port={}", p[1]))
-                    .arg(format!("-filer.port={}", p[2]))
-                    .arg(format!("-admin.port={}", p[3]))
-                    .arg(format!("-webdav.port={}", p[4]))
-                    .arg("-admin.ui=false");
-                c
+                vec![
+                    "weed".into(),
+                    "mini".into(),
+                    format!("-dir={}", data.display()),
+                    "-ip=127.0.0.1".into(),
+                    "-ip.bind=127.0.0.1".into(),
+                    format!("-s3.port={}", self.port),
+                    format!("-master.port={}", p[0]),
+                    format!("-volume.port={}", p[1]),
+                    format!("-filer.port={}", p[2]),
+                    format!("-admin.port={}", p[3]),
+                    format!("-webdav.port={}", p[4]),
+                    "-admin.ui=false".into(),
+                    "-s3.port.iceberg=0".into(),
+                    "-s3.port.lance=0".into(),
+                ]
             }
         };
-        let child = cmd
+        // A watchdog shell: the server dies with the test process however
+        // that ends (a server of a static is never dropped).
+        let pid_file = self.dir.path().join("server.pid");
+        let script = "\"$@\" & child=$!; echo $child > \"$PIDFILE\"; \
+            trap 'kill -9 $child 2>/dev/null' EXIT TERM INT; \
+            while kill -0 $PPID 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 0.2; done";
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("sh")
+            .args(&args)
+            .env("PIDFILE", &pid_file)
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(log)
@@ -247,8 +264,17 @@ impl S3Server {
     /// Kills the server at once (SIGKILL), keeping its data directory.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("server.pid")) {
+                let _ = Command::new("kill").args(["-9", pid.trim()]).status();
+            }
+            // The watchdog ends once its server is gone.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !matches!(child.try_wait(), Ok(Some(_))) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
+            let _ = std::fs::remove_file(self.dir.path().join("server.pid"));
         }
     }
 
@@ -324,6 +350,7 @@ pub struct FaultCounts {
 #[derive(Debug)]
 pub struct FaultProxy {
     addr: SocketAddr,
+    faults: Arc<Mutex<Faults>>,
     counts: Arc<FaultCounts>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -352,12 +379,14 @@ impl FaultProxy {
         let counts = Arc::new(FaultCounts::default());
         let stop = Arc::new(AtomicBool::new(false));
         let dice = Arc::new(Dice(AtomicU64::new(faults.seed)));
-        let (c, s) = (counts.clone(), stop.clone());
+        let shared = Arc::new(Mutex::new(faults));
+        let (c, s, f) = (counts.clone(), stop.clone(), shared.clone());
         let accept = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let (c, d) = (c.clone(), dice.clone());
+                        let faults = *f.lock().expect("faults");
                         std::thread::spawn(move || {
                             let _ = serve(client, upstream, faults, &c, &d);
                         });
@@ -371,6 +400,7 @@ impl FaultProxy {
         });
         FaultProxy {
             addr,
+            faults: shared,
             counts,
             stop,
             accept: Some(accept),
@@ -380,6 +410,11 @@ impl FaultProxy {
     /// Its endpoint URL (`http://127.0.0.1:<port>`).
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Changes the faults of connections accepted from now on.
+    pub fn set_faults(&self, faults: Faults) {
+        *self.faults.lock().expect("faults") = faults;
     }
 
     /// What it did so far.

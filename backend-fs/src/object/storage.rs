@@ -322,10 +322,14 @@ impl ObjectCheckpointStorage {
         }
     }
 
-    /// Every object key below `relative` (recursively), relative to the job
-    /// location, with its size.
+    /// Every object key below `relative` (recursively; `""`: the whole job
+    /// location), relative to the job location, with its size; sorted.
     pub fn list_below(&self, relative: &str) -> Result<Vec<(String, u64)>> {
-        let prefix = self.shared.key(relative)?;
+        let prefix = if relative.is_empty() {
+            self.shared.job_prefix.clone()
+        } else {
+            self.shared.key(relative)?
+        };
         let s = self.shared.clone();
         let what = self.shared.url_of(relative);
         let metas = self
