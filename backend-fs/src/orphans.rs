@@ -151,6 +151,13 @@ pub trait OrphanScan {
     /// Removes `orphans` (in order: each directory after its contents),
     /// returning one result per orphan.
     fn remove_orphans(&self, orphans: &[Orphan]) -> Vec<Result<()>>;
+
+    /// Whether an empty directory is an entry of its own, an orphan to
+    /// remove (a filesystem). On an object store an empty prefix holds
+    /// nothing, even where the store still lists it (SeaweedFS's filer).
+    fn empty_dirs_are_entries(&self) -> bool {
+        true
+    }
 }
 
 /// A shared storage scans as the storage itself.
@@ -179,6 +186,10 @@ impl<T: OrphanScan + ?Sized> OrphanScan for std::sync::Arc<T> {
 
     fn remove_orphans(&self, orphans: &[Orphan]) -> Vec<Result<()>> {
         (**self).remove_orphans(orphans)
+    }
+
+    fn empty_dirs_are_entries(&self) -> bool {
+        (**self).empty_dirs_are_entries()
     }
 }
 
@@ -350,11 +361,13 @@ fn walk<S: OrphanScan + ?Sized>(
     out: &mut Vec<Orphan>,
 ) -> Result<bool> {
     let mut all_orphans = true;
+    let mut empty = true;
     for entry in storage.list_entries(relative)?.unwrap_or_default() {
         let child = relative.join(&entry.name);
         all_orphans &= visit(storage, child, entry.kind, referenced, out)?;
+        empty = false;
     }
-    if all_orphans && !keep_self {
+    if all_orphans && !keep_self && (!empty || storage.empty_dirs_are_entries()) {
         out.push(Orphan {
             path: relative.to_path_buf(),
             kind: OrphanKind::Dir,

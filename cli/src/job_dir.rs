@@ -271,7 +271,13 @@ fn scan_object(storage: &ObjectCheckpointStorage) -> anyhow::Result<Vec<Checkpoi
         }
         let status = match storage.read_metadata(id) {
             Ok(m) => CheckpointStatus::Complete(Box::new(m)),
-            Err(e) if e.kind() == ErrorKind::NotFound => CheckpointStatus::Incomplete,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // An empty prefix some stores keep listing is no checkpoint at all.
+                if storage.list_below(&name).map_err(human::anyhow)?.is_empty() {
+                    continue;
+                }
+                CheckpointStatus::Incomplete
+            }
             Err(e) => CheckpointStatus::Corrupt(e),
         };
         entries.push(CheckpointEntry { id, status });

@@ -165,6 +165,9 @@ impl S3Server {
                     "-admin.ui=false".into(),
                     "-s3.port.iceberg=0".into(),
                     "-s3.port.lance=0".into(),
+                    // Loopback only: no statistics sent anywhere.
+                    "-master.telemetry=false".into(),
+                    "-master.telemetry.url=http://127.0.0.1:9/".into(),
                 ]
             }
         };
@@ -212,7 +215,8 @@ impl S3Server {
     }
 
     fn create_probe(&self) -> bool {
-        matches!(self.request("PUT", "/cairn-ready", &[]), Ok(s) if s < 300)
+        // 409: the bucket is there from an earlier try.
+        matches!(self.request("PUT", "/cairn-ready", &[]), Ok(s) if s < 300 || s == 409)
             && matches!(self.request("PUT", "/cairn-ready/probe", b"ok"), Ok(s) if s < 300)
     }
 

@@ -83,11 +83,11 @@ fn metadata(id: u64, streams: Vec<StreamHandle>) -> CheckpointMetadata {
     }
 }
 
-/// Checkpoint `id`: an exclusive stream and a shared one, committed.
+/// Checkpoint `id`: two exclusive streams, committed.
 fn checkpoint(s: &Arc<ObjectCheckpointStorage>, store: &mut CompletedCheckpointStore, id: u64) {
     let own = stream(s, id, StateScope::Exclusive, "op-0-operator", 40_000);
-    let shared = stream(s, id, StateScope::Shared, &format!("{id:06}.sst"), 300_000);
-    store.complete(metadata(id, vec![own, shared])).unwrap();
+    let big = stream(s, id, StateScope::Exclusive, "op-1-operator", 300_000);
+    store.complete(metadata(id, vec![own, big])).unwrap();
 }
 
 /// Every stream of checkpoint `id` reads back byte for byte.
@@ -163,7 +163,7 @@ fn a_server_killed_during_an_upload_leaves_nothing_visible_and_the_sweep_leaves_
     assert_eq!(find_orphans(&storage).unwrap().orphans, []);
     let left = storage.list_below("").unwrap();
     let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["_lock", "chk-1/_metadata", "chk-1/op-0-operator", "shared/000001.sst"]);
+    assert_eq!(names, ["_lock", "chk-1/_metadata", "chk-1/op-0-operator", "chk-1/op-1-operator"]);
     drop(lock);
     // And the job goes on: checkpoint 2 is written again over the swept prefix.
     let mut store =

@@ -56,6 +56,10 @@ impl OrphanScan for ObjectCheckpointStorage {
         }
     }
 
+    fn empty_dirs_are_entries(&self) -> bool {
+        false
+    }
+
     fn remove_orphans(&self, orphans: &[Orphan]) -> Vec<Result<()>> {
         let files: Vec<String> = orphans
             .iter()

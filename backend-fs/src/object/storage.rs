@@ -241,6 +241,7 @@ impl ObjectCheckpointStorage {
         };
         let s = self.shared.clone();
         let what = self.shared.url_of(relative);
+        let listed = prefix.clone();
         let listing = self
             .shared
             .block_on(async move {
@@ -256,6 +257,10 @@ impl ObjectCheckpointStorage {
             }
         }
         for object in listing.objects {
+            // Filer-backed stores (SeaweedFS) list a directory's own marker.
+            if object.location == listed {
+                continue;
+            }
             if let Some(name) = object.location.filename() {
                 out.push((name.to_owned(), Some(object.size)));
             }
@@ -332,6 +337,7 @@ impl ObjectCheckpointStorage {
         };
         let s = self.shared.clone();
         let what = self.shared.url_of(relative);
+        let prefix_listed = prefix.clone();
         let metas = self
             .shared
             .block_on(async move {
@@ -343,6 +349,9 @@ impl ObjectCheckpointStorage {
         let job = self.shared.job_prefix.clone();
         let mut out = Vec::new();
         for meta in metas {
+            if meta.location == prefix_listed {
+                continue;
+            }
             if let Some(parts) = meta.location.prefix_match(&job) {
                 let rel: Vec<String> = parts.map(|p| p.as_ref().to_owned()).collect();
                 out.push((rel.join("/"), meta.size));

@@ -42,6 +42,8 @@ use crate::scratch::{Scratch, check_interrupted};
 pub(super) struct Params {
     /// The backend.
     pub backend: BackendKind,
+    /// Checkpoints in this object store (`--checkpoint-url`) instead of files.
+    pub checkpoint_url: Option<String>,
     /// `--incremental`.
     pub incremental: bool,
     /// Keys loaded.
@@ -65,6 +67,8 @@ pub(super) struct Params {
 pub(super) struct StateSizeReport {
     /// `heap`, `fs`, `rocks`.
     pub backend: &'static str,
+    /// Where the checkpoints went: `file` (or memory for heap) or the URL.
+    pub storage: String,
     /// Whether incremental checkpoints were asked for.
     pub incremental: bool,
     /// Keys loaded.
@@ -122,12 +126,17 @@ pub(super) fn run_one(
         BackendKind::Heap => None,
         _ => Some(Scratch::create(dir, "cairn-bench-state-size", keep)?),
     };
-    let storage: Arc<dyn CheckpointStorage> = match &scratch {
+    let storage: Arc<dyn CheckpointStorage> = match (&params.checkpoint_url, &scratch) {
+        (Some(url), _) => backend::storage_for(params.backend, Some(Path::new(url)), &job_id)?,
         // Heap state with checkpoints in memory, without the 5 MiB bound.
-        None => Arc::new(MemoryCheckpointStorage::new(u64::MAX)),
-        Some(s) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
+        (None, None) => Arc::new(MemoryCheckpointStorage::new(u64::MAX)),
+        (None, Some(s)) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
     };
-    let job_dir = scratch.as_ref().map(|s| s.path().join(job_id.as_str()));
+    // The bytes in storage are measured for a directory only.
+    let job_dir = match params.checkpoint_url {
+        Some(_) => None,
+        None => scratch.as_ref().map(|s| s.path().join(job_id.as_str())),
+    };
     // Local recovery is on, so the run can restore from the local copies
     // and from storage: RocksDB keeps its copies in the scratch directory,
     // heap (and fs) keep theirs in memory.
@@ -333,6 +342,7 @@ impl BackendVisitor for Run<'_> {
         let load_seconds = load.as_secs_f64();
         Ok(StateSizeReport {
             backend: backend::name(p.backend),
+            storage: p.checkpoint_url.clone().unwrap_or_else(|| "file".to_owned()),
             incremental: p.incremental,
             keys,
             value_size: p.value_size,
