@@ -43,7 +43,9 @@ use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, METADATA_FILE_NAME, Result, StateError};
+use state_core::{
+    CheckpointId, CheckpointMetadata, CheckpointStorage, METADATA_FILE_NAME, Result, StateError,
+};
 
 use crate::lock::{JobLock, LOCK_FILE_NAME};
 use crate::storage::{FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR, plain_parts};

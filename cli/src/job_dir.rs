@@ -135,7 +135,9 @@ pub(crate) fn location_for_run(path: &Path) -> anyhow::Result<JobLocation> {
         #[cfg(not(feature = "object-store"))]
         bail!("{url}: {}", backend::NO_OBJECT_STORE);
     }
-    Ok(JobLocation::Dir(FsCheckpointStorage::for_job_dir(backend::plain_path(path)).map_err(human::anyhow)?))
+    Ok(JobLocation::Dir(
+        FsCheckpointStorage::for_job_dir(backend::plain_path(path)).map_err(human::anyhow)?,
+    ))
 }
 
 /// Whether checkpoint `id` of the job location `path` has its `_metadata`.
@@ -152,15 +154,15 @@ pub(crate) fn open_checkpoint(path: &Path) -> anyhow::Result<(JobLocation, Check
     if let Some(url) = backend::object_url(path) {
         #[cfg(feature = "object-store")]
         {
-            let (storage, id) =
-                ObjectCheckpointStorage::for_checkpoint_url(&parse_url(url)?).map_err(human::anyhow)?;
+            let (storage, id) = ObjectCheckpointStorage::for_checkpoint_url(&parse_url(url)?)
+                .map_err(human::anyhow)?;
             return Ok((JobLocation::Object(storage), id));
         }
         #[cfg(not(feature = "object-store"))]
         bail!("{url}: {}", backend::NO_OBJECT_STORE);
     }
-    let (storage, id) =
-        FsCheckpointStorage::for_checkpoint_path(backend::plain_path(path)).map_err(human::anyhow)?;
+    let (storage, id) = FsCheckpointStorage::for_checkpoint_path(backend::plain_path(path))
+        .map_err(human::anyhow)?;
     Ok((JobLocation::Dir(storage), id))
 }
 

@@ -343,7 +343,8 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         // Object-store locations: the same URL, options aside.
         _ => {
-            let url = |p: &Path| backend::object_url(p).map(|u| u.split('?').next().map(str::to_owned));
+            let url =
+                |p: &Path| backend::object_url(p).map(|u| u.split('?').next().map(str::to_owned));
             url(a).is_some() && url(a) == url(b)
         }
     }

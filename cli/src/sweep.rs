@@ -43,7 +43,10 @@ pub(crate) fn before_start(
     if let Some(why) = &swept.held_back {
         tracing::warn!(job_dir = %job_dir, "{why}");
     }
-    let mut retained = location.storage().list_checkpoints().map_err(human::anyhow)?;
+    let mut retained = location
+        .storage()
+        .list_checkpoints()
+        .map_err(human::anyhow)?;
     retained.extend(restored);
     backend::sweep_dead_local_state(job.backend, &LocalState::from_args(job), job_id, &retained)
 }

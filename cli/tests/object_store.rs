@@ -101,18 +101,32 @@ impl Running {
 
 #[test]
 fn wordcount_fails_over_on_s3_checkpoints_and_resumes_from_the_url() {
-    let Some(server) = S3Server::moto_or_skip() else { return };
-    server.create_bucket("ck");
+    let Some(server) = S3Server::moto_or_skip() else {
+        return;
+    };
+    server.create_bucket("cairn-ck");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
     let local = dir.path().join("local");
-    let base = "s3://ck/jobs";
-    let job_url = "s3://ck/jobs/word-count";
+    let base = "s3://cairn-ck/jobs";
+    let job_url = "s3://cairn-ck/jobs/word-count";
     append(&log, &["a", "b", "a"]);
     let run = |extra: &[&str]| -> Vec<String> {
         let mut args: Vec<String> = [
-            "run", "wordcount", "--input", p(&log), "--topic", "word", "--backend", "rocks",
-            "--incremental", "--local-dir", p(&local), "--checkpoint-dir", base, "--job-id",
+            "run",
+            "wordcount",
+            "--input",
+            p(&log),
+            "--topic",
+            "word",
+            "--backend",
+            "rocks",
+            "--incremental",
+            "--local-dir",
+            p(&local),
+            "--checkpoint-dir",
+            base,
+            "--job-id",
             "word-count",
         ]
         .iter()
@@ -122,8 +136,16 @@ fn wordcount_fails_over_on_s3_checkpoints_and_resumes_from_the_url() {
         args
     };
     let args = run(&[
-        "--checkpoint-interval", "100ms", "--retained", "1000", "--restart-strategy",
-        "fixed-delay", "--restart-attempts", "3", "--restart-delay", "10ms",
+        "--checkpoint-interval",
+        "100ms",
+        "--retained",
+        "1000",
+        "--restart-strategy",
+        "fixed-delay",
+        "--restart-attempts",
+        "3",
+        "--restart-delay",
+        "10ms",
     ]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut job = Running::start(&server, &argv);
@@ -132,7 +154,11 @@ fn wordcount_fails_over_on_s3_checkpoints_and_resumes_from_the_url() {
     // While it runs, a second run of the same job is refused by the lock object.
     let second = cairn_s3(&server, &argv);
     assert_code(&second, 2);
-    assert!(stderr(&second).contains("is in use by"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("is in use by"),
+        "{}",
+        stderr(&second)
+    );
 
     // A checkpoint on S3 taken after the three words were counted.
     let deadline = Instant::now() + PATIENCE;
@@ -152,8 +178,14 @@ fn wordcount_fails_over_on_s3_checkpoints_and_resumes_from_the_url() {
     let out = job.child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let summary = stderr(&out).lines().last().unwrap_or_default().to_owned();
-    assert!(summary.starts_with("job word-count FAILED: 3 restarts, "), "{summary}");
-    assert!(summary.contains(job_url) && summary.contains("(kept)"), "{summary}");
+    assert!(
+        summary.starts_with("job word-count FAILED: 3 restarts, "),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(job_url) && summary.contains("(kept)"),
+        "{summary}"
+    );
 
     let ids = completed(&server, job_url);
     let newest = *ids.last().unwrap();
@@ -165,8 +197,15 @@ fn wordcount_fails_over_on_s3_checkpoints_and_resumes_from_the_url() {
     assert_eq!(json(&inspect)["kind"], "incremental");
     let verify = cairn_s3(&server, &["checkpoints", "verify", job_url]);
     assert_code(&verify, 0);
-    assert!(stdout(&verify).contains(" 0 corrupt"), "{}", stdout(&verify));
-    let gc = cairn_s3(&server, &["checkpoints", "gc", job_url, "--delete", "--json"]);
+    assert!(
+        stdout(&verify).contains(" 0 corrupt"),
+        "{}",
+        stdout(&verify)
+    );
+    let gc = cairn_s3(
+        &server,
+        &["checkpoints", "gc", job_url, "--delete", "--json"],
+    );
     assert_code(&gc, 0);
 
     // Resume from the newest checkpoint on S3, the poison filtered out.
@@ -177,8 +216,20 @@ fn wordcount_fails_over_on_s3_checkpoints_and_resumes_from_the_url() {
     assert_eq!(stdout(&out), "(a,3)\n(c,1)\n");
 
     // --from a URL names what is wrong when it is not a checkpoint.
-    let out = cairn_s3(&server, &["run", "wordcount", "--input", p(&log), "--topic", "word",
-        "--bounded", "--from", "s3://ck/jobs/word-count/chk-999999"]);
+    let out = cairn_s3(
+        &server,
+        &[
+            "run",
+            "wordcount",
+            "--input",
+            p(&log),
+            "--topic",
+            "word",
+            "--bounded",
+            "--from",
+            "s3://cairn-ck/jobs/word-count/chk-999999",
+        ],
+    );
     assert_code(&out, 2);
     assert!(stderr(&out).contains("chk-999999"), "{}", stderr(&out));
 }

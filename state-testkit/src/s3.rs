@@ -18,8 +18,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -209,7 +209,11 @@ impl S3Server {
                     return;
                 }
             }
-            assert!(Instant::now() < deadline, "the S3 server did not start: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "the S3 server did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -261,8 +265,13 @@ impl S3Server {
 
     /// Creates bucket `name`.
     pub fn create_bucket(&self, name: &str) {
-        let status = self.request("PUT", &format!("/{name}"), &[]).expect("create bucket");
-        assert!(status < 300 || status == 409, "creating bucket {name}: HTTP {status}");
+        let status = self
+            .request("PUT", &format!("/{name}"), &[])
+            .expect("create bucket");
+        assert!(
+            status < 300 || status == 409,
+            "creating bucket {name}: HTTP {status}"
+        );
     }
 
     /// Kills the server at once (SIGKILL), keeping its data directory.
@@ -378,7 +387,9 @@ impl FaultProxy {
     /// Starts the proxy on a free loopback port, forwarding to `upstream`.
     pub fn start(upstream: SocketAddr, faults: Faults) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
-        listener.set_nonblocking(true).expect("nonblocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("nonblocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let counts = Arc::new(FaultCounts::default());
         let stop = Arc::new(AtomicBool::new(false));

@@ -54,7 +54,13 @@ fn pattern(len: usize, salt: u64) -> Vec<u8> {
         .collect()
 }
 
-fn stream(s: &ObjectCheckpointStorage, id: u64, scope: StateScope, name: &str, len: usize) -> StreamHandle {
+fn stream(
+    s: &ObjectCheckpointStorage,
+    id: u64,
+    scope: StateScope,
+    name: &str,
+    len: usize,
+) -> StreamHandle {
     let mut out = s.create_output(CheckpointId(id), scope, name).unwrap();
     out.write_all(&pattern(len, id)).unwrap();
     out.close().unwrap()
@@ -76,7 +82,10 @@ fn metadata(id: u64, streams: Vec<StreamHandle>) -> CheckpointMetadata {
                 .map(|(i, stream)| SubtaskSnapshot {
                     subtask: u32::try_from(i).unwrap(),
                     keyed: Vec::new(),
-                    operator: Some(OperatorStateHandle { stream, states: Vec::new() }),
+                    operator: Some(OperatorStateHandle {
+                        stream,
+                        states: Vec::new(),
+                    }),
                 })
                 .collect(),
         }],
@@ -97,17 +106,23 @@ fn assert_exact(s: &dyn CheckpointStorage, id: u64) {
     assert_eq!(streams.len(), 2);
     for handle in streams {
         let bytes = s.read(handle).unwrap();
-        assert_eq!(&bytes[..], &pattern(usize::try_from(handle.size).unwrap(), id)[..]);
+        assert_eq!(
+            &bytes[..],
+            &pattern(usize::try_from(handle.size).unwrap(), id)[..]
+        );
     }
 }
 
 #[test]
 fn checkpoints_survive_a_killed_server_and_restore_exactly() {
-    let Some(mut server) = S3Server::seaweed_or_skip() else { return };
+    let Some(mut server) = S3Server::seaweed_or_skip() else {
+        return;
+    };
     server.create_bucket(BUCKET);
     let storage = Arc::new(open(&server, MIN_PART_SIZE));
     let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default()).unwrap();
+        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default())
+            .unwrap();
     for id in 1..=3 {
         checkpoint(&storage, &mut store, id);
     }
@@ -118,7 +133,10 @@ fn checkpoints_survive_a_killed_server_and_restore_exactly() {
     server.restart();
 
     let storage = Arc::new(open(&server, MIN_PART_SIZE));
-    assert_eq!(storage.list_checkpoints().unwrap(), [CheckpointId(2), CheckpointId(3)]);
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(2), CheckpointId(3)]
+    );
     let selection = select_for_restore(storage.as_ref()).unwrap();
     assert_eq!(selection.checkpoint_id(), CheckpointId(3));
     assert_exact(storage.as_ref(), 3);
@@ -128,16 +146,21 @@ fn checkpoints_survive_a_killed_server_and_restore_exactly() {
 
 #[test]
 fn a_server_killed_during_an_upload_leaves_nothing_visible_and_the_sweep_leaves_no_orphan() {
-    let Some(mut server) = S3Server::seaweed_or_skip() else { return };
+    let Some(mut server) = S3Server::seaweed_or_skip() else {
+        return;
+    };
     server.create_bucket(BUCKET);
     let storage = Arc::new(open(&server, MIN_PART_SIZE));
     let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default()).unwrap();
+        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default())
+            .unwrap();
     checkpoint(&storage, &mut store, 1);
 
     // Checkpoint 2: a small stream lands, then a multipart upload is cut off.
     let landed = stream(&storage, 2, StateScope::Exclusive, "op-0-operator", 40_000);
-    let mut out = storage.create_output(CheckpointId(2), StateScope::Shared, "000002.sst").unwrap();
+    let mut out = storage
+        .create_output(CheckpointId(2), StateScope::Shared, "000002.sst")
+        .unwrap();
     out.write_all(&pattern(MIN_PART_SIZE + 1000, 2)).unwrap();
     server.kill();
     let written = out
@@ -145,29 +168,58 @@ fn a_server_killed_during_an_upload_leaves_nothing_visible_and_the_sweep_leaves_
         .map_err(|e| e.to_string())
         .and_then(|()| out.close().map(|_| ()).map_err(|e| e.to_string()));
     let err = written.expect_err("an upload to a killed server cannot complete");
-    assert!(err.contains("000002.sst") || err.contains(BUCKET), "the error names the object: {err}");
+    assert!(
+        err.contains("000002.sst") || err.contains(BUCKET),
+        "the error names the object: {err}"
+    );
     drop(store);
     drop(storage);
 
     server.restart();
     let storage = Arc::new(open(&server, MIN_PART_SIZE));
-    assert_eq!(storage.list_checkpoints().unwrap(), [CheckpointId(1)], "checkpoint 2 never existed");
-    assert_eq!(select_for_restore(storage.as_ref()).unwrap().checkpoint_id(), CheckpointId(1));
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(1)],
+        "checkpoint 2 never existed"
+    );
+    assert_eq!(
+        select_for_restore(storage.as_ref())
+            .unwrap()
+            .checkpoint_id(),
+        CheckpointId(1)
+    );
     assert_exact(storage.as_ref(), 1);
 
     let report = find_orphans(&storage).unwrap();
-    let paths: Vec<String> = report.orphans.iter().map(backend_fs::Orphan::display_path).collect();
-    assert!(paths.contains(&landed.describe()) || paths.iter().any(|p| p.contains("chk-2/op-0-operator")), "{paths:?}");
+    let paths: Vec<String> = report
+        .orphans
+        .iter()
+        .map(backend_fs::Orphan::display_path)
+        .collect();
+    assert!(
+        paths.contains(&landed.describe())
+            || paths.iter().any(|p| p.contains("chk-2/op-0-operator")),
+        "{paths:?}"
+    );
     let lock = ObjectJobLock::acquire(&storage, &LockOwner::this_process(0)).unwrap();
     sweep_orphans(&storage, &lock).unwrap();
     assert_eq!(find_orphans(&storage).unwrap().orphans, []);
     let left = storage.list_below("").unwrap();
     let names: Vec<&str> = left.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(names, ["_lock", "chk-1/_metadata", "chk-1/op-0-operator", "chk-1/op-1-operator"]);
+    assert_eq!(
+        names,
+        [
+            "_lock",
+            "chk-1/_metadata",
+            "chk-1/op-0-operator",
+            "chk-1/op-1-operator"
+        ]
+    );
     drop(lock);
     // And the job goes on: checkpoint 2 is written again over the swept prefix.
     let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default()).unwrap();
+        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default())
+            .unwrap();
     checkpoint(&storage, &mut store, 2);
     assert_exact(storage.as_ref(), 2);
 }

@@ -44,7 +44,11 @@ fn server() -> Option<&'static S3Server> {
 /// A fresh bucket on the server.
 fn bucket(server: &S3Server) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let name = format!("cairn-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let name = format!(
+        "cairn-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
     server.create_bucket(&name);
     name
 }
@@ -66,7 +70,10 @@ fn open(server: &S3Server, bucket: &str, job: &str) -> ObjectCheckpointStorage {
 fn heap_setup() -> Setup<HeapBackendFactory> {
     let server = server().expect("checked by the caller");
     let storage = open(server, &bucket(server), "conformance");
-    Setup::new(HeapBackendFactory::new(HeapBackendOptions::default()), Arc::new(storage))
+    Setup::new(
+        HeapBackendFactory::new(HeapBackendOptions::default()),
+        Arc::new(storage),
+    )
 }
 
 macro_rules! snapshot_cases {
@@ -114,7 +121,10 @@ fn metadata(id: u64, job: &str, streams: Vec<state_core::StreamHandle>) -> Check
                 .map(|(i, stream)| SubtaskSnapshot {
                     subtask: u32::try_from(i).unwrap(),
                     keyed: Vec::new(),
-                    operator: Some(OperatorStateHandle { stream, states: Vec::new() }),
+                    operator: Some(OperatorStateHandle {
+                        stream,
+                        states: Vec::new(),
+                    }),
                 })
                 .collect(),
         }],
@@ -122,7 +132,9 @@ fn metadata(id: u64, job: &str, streams: Vec<state_core::StreamHandle>) -> Check
 }
 
 fn pattern(len: usize, salt: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+        .collect()
 }
 
 #[test]
@@ -135,13 +147,21 @@ fn a_large_stream_goes_up_in_parallel_parts_and_comes_back_in_ranges() {
     )
     .unwrap();
     let bytes = pattern(2 * MIN_PART_SIZE + 12_345, 7);
-    let mut out = storage.create_output(CheckpointId(1), StateScope::Shared, "000001.sst").unwrap();
+    let mut out = storage
+        .create_output(CheckpointId(1), StateScope::Shared, "000001.sst")
+        .unwrap();
     for chunk in bytes.chunks(100_000) {
         out.write_all(chunk).unwrap();
     }
     let handle = out.close().unwrap();
-    assert_eq!((handle.size, handle.crc32), (bytes.len() as u64, crc32fast::hash(&bytes)));
-    assert_eq!(storage.list_dir("shared").unwrap(), [("000001.sst".to_owned(), Some(bytes.len() as u64))]);
+    assert_eq!(
+        (handle.size, handle.crc32),
+        (bytes.len() as u64, crc32fast::hash(&bytes))
+    );
+    assert_eq!(
+        storage.list_dir("shared").unwrap(),
+        [("000001.sst".to_owned(), Some(bytes.len() as u64))]
+    );
     assert_eq!(&storage.read(&handle).unwrap()[..], &bytes[..]);
     // A handle that disagrees with the object is corruption naming it.
     let mut wrong = handle.clone();
@@ -158,20 +178,34 @@ fn a_second_writer_of_the_same_job_is_refused_by_the_conditional_metadata_put() 
     let first = open(server, &b, "job");
     let second = open(server, &b, "job");
     let mine = {
-        let mut out = first.create_output(CheckpointId(1), StateScope::Exclusive, "op-0").unwrap();
+        let mut out = first
+            .create_output(CheckpointId(1), StateScope::Exclusive, "op-0")
+            .unwrap();
         out.write_all(b"first writer").unwrap();
         out.close().unwrap()
     };
     let theirs = {
-        let mut out = second.create_output(CheckpointId(1), StateScope::Exclusive, "op-1").unwrap();
+        let mut out = second
+            .create_output(CheckpointId(1), StateScope::Exclusive, "op-1")
+            .unwrap();
         out.write_all(b"second writer").unwrap();
         out.close().unwrap()
     };
-    first.write_metadata(&metadata(1, "job", vec![mine.clone()])).unwrap();
-    let err = second.write_metadata(&metadata(1, "job", vec![theirs])).unwrap_err();
+    first
+        .write_metadata(&metadata(1, "job", vec![mine.clone()]))
+        .unwrap();
+    let err = second
+        .write_metadata(&metadata(1, "job", vec![theirs]))
+        .unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("chk-1/_metadata") && msg.contains("another writer"), "{msg}");
-    assert_eq!(first.read_metadata(CheckpointId(1)).unwrap(), metadata(1, "job", vec![mine]));
+    assert!(
+        msg.contains("chk-1/_metadata") && msg.contains("another writer"),
+        "{msg}"
+    );
+    assert_eq!(
+        first.read_metadata(CheckpointId(1)).unwrap(),
+        metadata(1, "job", vec![mine])
+    );
     // Cooperating processes are kept apart before that by the lock object.
     let lock = ObjectJobLock::acquire(&first, &LockOwner::this_process(1)).unwrap();
     let err = ObjectJobLock::acquire(&second, &LockOwner::this_process(2)).unwrap_err();
@@ -195,8 +229,10 @@ fn counts_job(
     checkpoints.cleanup = ExternalizedCheckpointCleanup::RetainOnCancellation;
     config.checkpointing = Some(checkpoints);
     config.restart = Some(RestartStrategyConfig::None);
-    let factory = RocksBackendFactory::new(RocksBackendOptions::new(dir.join("local").join(run))).unwrap();
-    let mut env = StreamEnv::new(config, factory, storage).with_snapshot_mode(SnapshotMode::Incremental);
+    let factory =
+        RocksBackendFactory::new(RocksBackendOptions::new(dir.join("local").join(run))).unwrap();
+    let mut env =
+        StreamEnv::new(config, factory, storage).with_snapshot_mode(SnapshotMode::Incremental);
     if resume {
         env = env.resume();
     }
@@ -204,7 +240,9 @@ fn counts_job(
     options.bounded = bounded;
     let (sink, out) = CollectSink::new();
     env.source("numbers", LogSource::new(options))
-        .map("pair", |r: LogRecord| Ok((r.value_str().parse::<u64>().unwrap() % KEYS, 1u64)))
+        .map("pair", |r: LogRecord| {
+            Ok((r.value_str().parse::<u64>().unwrap() % KEYS, 1u64))
+        })
         .key_by(|(k, _)| *k)
         .sum("count", |t| t.1 as i64, |t, v| t.1 = v as u64)
         .sink("out", sink);
@@ -247,14 +285,21 @@ fn an_incremental_rocksdb_chain_rotates_on_s3_and_a_new_job_resumes_it_exactly()
     assert_eq!(job.wait().unwrap().status, JobStatus::Canceled);
 
     // Two retained; the older ones and the files only they used are gone.
-    assert_eq!(storage.list_checkpoints().unwrap(), [CheckpointId(4), CheckpointId(5)]);
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(4), CheckpointId(5)]
+    );
     for id in [4, 5] {
         let report = verify_checkpoint(storage.as_ref(), CheckpointId(id)).unwrap();
         assert!(report.is_ok(), "{report:?}");
     }
     let newest = storage.read_metadata(CheckpointId(5)).unwrap();
     assert_eq!(newest.kind, SnapshotKind::Incremental);
-    assert_eq!(find_orphans(&storage).unwrap().orphans, [], "rotation left objects behind");
+    assert_eq!(
+        find_orphans(&storage).unwrap().orphans,
+        [],
+        "rotation left objects behind"
+    );
 
     // A new job resumes from checkpoint 5 and counts the rest exactly.
     for v in appended..appended + 100 {
@@ -309,21 +354,36 @@ fn checkpoints_complete_through_dropped_connections_delays_and_503s() {
         request_timeout: Duration::from_secs(10),
         ..RetryOptions::default()
     };
-    let options = ObjectStorageOptions::new(url(server, &b, &proxy.endpoint()), JobId::new("faulty").unwrap())
-        .with_retry(retry);
+    let options = ObjectStorageOptions::new(
+        url(server, &b, &proxy.endpoint()),
+        JobId::new("faulty").unwrap(),
+    )
+    .with_retry(retry);
     let storage = Arc::new(ObjectCheckpointStorage::open(options).unwrap());
     let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default()).unwrap();
+        CompletedCheckpointStore::new(storage.clone(), 2, ExternalizedCheckpointCleanup::default())
+            .unwrap();
     for id in 1..=12 {
         complete_one(&storage, &mut store, id).unwrap();
     }
-    assert!(proxy.faults_injected() > 5, "faults injected: {:?}", proxy.counts());
+    assert!(
+        proxy.faults_injected() > 5,
+        "faults injected: {:?}",
+        proxy.counts()
+    );
 
     // Read back directly (no proxy): the retained ones are whole, nothing else is left.
     let direct = open(server, &b, "faulty");
-    assert_eq!(direct.list_checkpoints().unwrap(), [CheckpointId(11), CheckpointId(12)]);
+    assert_eq!(
+        direct.list_checkpoints().unwrap(),
+        [CheckpointId(11), CheckpointId(12)]
+    );
     for id in [11, 12] {
-        assert!(verify_checkpoint(&direct, CheckpointId(id)).unwrap().is_ok());
+        assert!(
+            verify_checkpoint(&direct, CheckpointId(id))
+                .unwrap()
+                .is_ok()
+        );
     }
     assert_eq!(find_orphans(&direct).unwrap().orphans, []);
 }
@@ -341,24 +401,41 @@ fn a_server_that_keeps_failing_fails_that_checkpoint_only_and_loses_nothing_comm
         request_timeout: Duration::from_secs(5),
         ..RetryOptions::default()
     };
-    let options = ObjectStorageOptions::new(url(server, &b, &proxy.endpoint()), JobId::new("faulty").unwrap())
-        .with_retry(retry);
+    let options = ObjectStorageOptions::new(
+        url(server, &b, &proxy.endpoint()),
+        JobId::new("faulty").unwrap(),
+    )
+    .with_retry(retry);
     let storage = Arc::new(ObjectCheckpointStorage::open(options).unwrap());
     let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 3, ExternalizedCheckpointCleanup::default()).unwrap();
+        CompletedCheckpointStore::new(storage.clone(), 3, ExternalizedCheckpointCleanup::default())
+            .unwrap();
     complete_one(&storage, &mut store, 1).unwrap();
 
-    proxy.set_faults(Faults { unavailable: 1.0, ..Faults::default() });
+    proxy.set_faults(Faults {
+        unavailable: 1.0,
+        ..Faults::default()
+    });
     let err = complete_one(&storage, &mut store, 2).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains(&b) && msg.contains("faulty/chk-2"), "the error names the object: {msg}");
+    assert!(
+        msg.contains(&b) && msg.contains("faulty/chk-2"),
+        "the error names the object: {msg}"
+    );
 
     proxy.set_faults(Faults::default());
     store.abort(CheckpointId(2), &[]).unwrap();
     complete_one(&storage, &mut store, 3).unwrap();
     let direct = open(server, &b, "faulty");
-    assert_eq!(direct.list_checkpoints().unwrap(), [CheckpointId(1), CheckpointId(3)]);
+    assert_eq!(
+        direct.list_checkpoints().unwrap(),
+        [CheckpointId(1), CheckpointId(3)]
+    );
     for id in [1, 3] {
-        assert!(verify_checkpoint(&direct, CheckpointId(id)).unwrap().is_ok());
+        assert!(
+            verify_checkpoint(&direct, CheckpointId(id))
+                .unwrap()
+                .is_ok()
+        );
     }
 }

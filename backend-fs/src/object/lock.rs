@@ -59,7 +59,10 @@ impl ObjectJobLock {
         })?;
         let taken = match created {
             Ok(_) => None,
-            Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) => {
                 let s = shared.clone();
                 let k = key.clone();
                 let (text, version) = shared
@@ -74,11 +77,12 @@ impl ObjectJobLock {
                     })?
                     .map_err(|e| to_state(&url, e))?;
                 let holder = LockOwner::decode(&String::from_utf8_lossy(&text));
-                let stale = holder
-                    .as_ref()
-                    .filter(|h| h.host == host_name() && h.pid != std::process::id() && !runs(h.pid));
+                let stale = holder.as_ref().filter(|h| {
+                    h.host == host_name() && h.pid != std::process::id() && !runs(h.pid)
+                });
                 let Some(stale) = stale.cloned() else {
-                    let who = holder.map_or_else(|| "an unknown owner".to_owned(), |h| h.to_string());
+                    let who =
+                        holder.map_or_else(|| "an unknown owner".to_owned(), |h| h.to_string());
                     return Err(StateError::invalid(format!(
                         "job location {} is in use by {who} (lock object {url}); stop that job \
                          first, two processes must not run one job location (if it is gone for \
@@ -110,7 +114,10 @@ impl ObjectJobLock {
                 })?;
                 match updated {
                     Ok(_) => {}
-                    Err(object_store::Error::Precondition { .. } | object_store::Error::AlreadyExists { .. }) => {
+                    Err(
+                        object_store::Error::Precondition { .. }
+                        | object_store::Error::AlreadyExists { .. },
+                    ) => {
                         return Err(StateError::invalid(format!(
                             "job location {} was taken over by another process while this one \
                              took over the stale lock of {stale} ({url})",
@@ -144,7 +151,9 @@ impl ObjectJobLock {
         let s = shared.clone();
         let got = shared.block_on(async move { s.store.get(&key).await?.bytes().await })?;
         match got {
-            Ok(text) => Ok(LockState::Held(LockOwner::decode(&String::from_utf8_lossy(&text)))),
+            Ok(text) => Ok(LockState::Held(LockOwner::decode(
+                &String::from_utf8_lossy(&text),
+            ))),
             Err(object_store::Error::NotFound { .. }) => Ok(LockState::Free),
             Err(e) => Err(to_state(&url, e)),
         }

@@ -21,6 +21,7 @@ mod lock;
 mod orphans;
 mod output;
 mod retry;
+mod shared;
 mod storage;
 mod url;
 

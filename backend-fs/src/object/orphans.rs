@@ -6,7 +6,9 @@
 use std::ffi::OsStr;
 use std::path::Path;
 
-use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, METADATA_FILE_NAME, Result, StateError};
+use state_core::{
+    CheckpointId, CheckpointMetadata, CheckpointStorage, METADATA_FILE_NAME, Result, StateError,
+};
 
 use super::lock::ObjectJobLock;
 use super::storage::ObjectCheckpointStorage;

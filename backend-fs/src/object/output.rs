@@ -11,7 +11,7 @@ use state_core::{CheckpointOutput, Result, StateError, StreamHandle, StreamLocat
 use tokio::task::JoinHandle;
 
 use super::retry::to_state;
-use super::storage::Shared;
+use super::shared::Shared;
 
 type PartTask = JoinHandle<std::result::Result<(), object_store::Error>>;
 
@@ -66,7 +66,12 @@ impl ObjectOutput {
             match futures::executor::block_on(task) {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(self.fail(e)),
-                Err(e) => return Err(io::Error::other(format!("{}: upload task failed: {e}", self.url()))),
+                Err(e) => {
+                    return Err(io::Error::other(format!(
+                        "{}: upload task failed: {e}",
+                        self.url()
+                    )));
+                }
             }
         }
         Ok(())
@@ -109,7 +114,9 @@ impl ObjectOutput {
                 self.shared
                     .block_on(async move {
                         s.retrier
-                            .run(&what, || s.store.put(&key, PutPayload::from_bytes(bytes.clone())))
+                            .run(&what, || {
+                                s.store.put(&key, PutPayload::from_bytes(bytes.clone()))
+                            })
                             .await
                     })?
                     .map_err(|e| to_state(&url, e))?
@@ -123,7 +130,10 @@ impl ObjectOutput {
                     self.wait_oldest().map_err(as_state)?;
                 }
                 let Some(mut upload) = self.upload.take() else {
-                    return Err(StateError::io(url, io::Error::other("multipart upload lost")));
+                    return Err(StateError::io(
+                        url,
+                        io::Error::other("multipart upload lost"),
+                    ));
                 };
                 self.shared
                     .block_on(async move { upload.complete().await })?
@@ -141,7 +151,10 @@ impl ObjectOutput {
         if meta.size != self.written {
             return Err(StateError::corrupted(
                 self.relative.clone(),
-                format!("uploaded {} bytes but {url} holds {}", self.written, meta.size),
+                format!(
+                    "uploaded {} bytes but {url} holds {}",
+                    self.written, meta.size
+                ),
             ));
         }
         tracing::trace!(object = %url, bytes = self.written, e_tag = ?result.e_tag, "uploaded checkpoint stream");

@@ -24,7 +24,10 @@ pub(crate) struct Retrier {
 /// once the client's own retries are used up. Everything with a meaning
 /// (missing, exists, precondition, permissions, bad path or option) is final.
 pub(crate) fn is_transient(e: &object_store::Error) -> bool {
-    matches!(e, object_store::Error::Generic { .. } | object_store::Error::JoinError { .. })
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
 }
 
 impl Retrier {
@@ -62,7 +65,11 @@ impl Retrier {
     }
 
     /// Runs `op` until it succeeds, fails permanently, or used up its tries.
-    pub(crate) async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, object_store::Error>
+    pub(crate) async fn run<T, F, Fut>(
+        &self,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, object_store::Error>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, object_store::Error>>,
@@ -86,22 +93,19 @@ impl Retrier {
 /// An object-store error as a [`StateError::Io`] naming `what` (an object
 /// URL), its kind kept where it has one.
 pub(crate) fn to_state(what: &str, e: object_store::Error) -> StateError {
-    let kind = match &e {
-        object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
-        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
-            io::ErrorKind::AlreadyExists
-        }
-        object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
-            io::ErrorKind::PermissionDenied
-        }
-        object_store::Error::NotSupported { .. } | object_store::Error::NotImplemented { .. } => {
-            io::ErrorKind::Unsupported
-        }
-        object_store::Error::InvalidPath { .. } | object_store::Error::UnknownConfigurationKey { .. } => {
-            io::ErrorKind::InvalidInput
-        }
-        _ => io::ErrorKind::Other,
-    };
+    let kind =
+        match &e {
+            object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
+            object_store::Error::AlreadyExists { .. }
+            | object_store::Error::Precondition { .. } => io::ErrorKind::AlreadyExists,
+            object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. } => io::ErrorKind::PermissionDenied,
+            object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. } => io::ErrorKind::Unsupported,
+            object_store::Error::InvalidPath { .. }
+            | object_store::Error::UnknownConfigurationKey { .. } => io::ErrorKind::InvalidInput,
+            _ => io::ErrorKind::Other,
+        };
     StateError::io(what, io::Error::new(kind, e))
 }
 
@@ -122,7 +126,10 @@ mod tests {
             assert!(wait >= base / 2 && wait < base, "{attempt}: {wait:?}");
         }
         let waits: Vec<Duration> = (0..8).map(|_| r.backoff(3)).collect();
-        assert!(waits.windows(2).any(|w| w[0] != w[1]), "no jitter: {waits:?}");
+        assert!(
+            waits.windows(2).any(|w| w[0] != w[1]),
+            "no jitter: {waits:?}"
+        );
     }
 
     #[test]

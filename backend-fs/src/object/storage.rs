@@ -1,22 +1,22 @@
 //! [`ObjectCheckpointStorage`]: checkpoint storage in an object store.
 
-use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use state_core::backend_support::check_stream_name;
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage, METADATA_FILE_NAME,
     Result, StateError, StateScope, StreamHandle, StreamLocation,
 };
-use state_core::backend_support::check_stream_name;
 
 use super::output::ObjectOutput;
 use super::retry::{Retrier, to_state};
+use super::shared::Shared;
 use super::{ObjectStorageOptions, ObjectUrl};
-use crate::storage::{FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR, plain_parts};
+use crate::storage::{FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR};
 
 /// The runtime the storage owns; shut down without waiting when the last
 /// clone of the storage goes (so dropping it inside another runtime is safe).
@@ -28,52 +28,6 @@ impl Drop for OwnedRuntime {
         if let Some(rt) = self.0.take() {
             rt.shutdown_background();
         }
-    }
-}
-
-/// What every clone of a storage and each of its outputs share.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) store: Arc<dyn ObjectStore>,
-    /// `<url>/<job-id>` for messages.
-    pub(crate) job_url: ObjectUrl,
-    /// The key prefix of the job.
-    pub(crate) job_prefix: ObjectPath,
-    pub(crate) part_size: usize,
-    pub(crate) upload_concurrency: usize,
-    pub(crate) download_concurrency: usize,
-    pub(crate) retrier: Retrier,
-    pub(crate) handle: tokio::runtime::Handle,
-}
-
-impl Shared {
-    /// The URL of the object at `relative` (for messages).
-    pub(crate) fn url_of(&self, relative: &str) -> String {
-        format!("{}/{relative}", self.job_url)
-    }
-
-    /// The key of the object at `relative`, a checked relative path.
-    pub(crate) fn key(&self, relative: &str) -> Result<ObjectPath> {
-        let mut key = self.job_prefix.clone();
-        for part in plain_parts(relative)? {
-            key = key.join(part);
-        }
-        Ok(key)
-    }
-
-    /// Runs `fut` on the storage's runtime and waits for it from this
-    /// thread, which need not (but may) be inside a tokio runtime.
-    pub(crate) fn block_on<T: Send + 'static>(
-        &self,
-        fut: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T> {
-        let task = self.handle.spawn(fut);
-        futures::executor::block_on(task).map_err(|e| {
-            StateError::io(
-                self.job_url.to_string(),
-                std::io::Error::other(format!("object storage task failed: {e}")),
-            )
-        })
     }
 }
 
@@ -144,7 +98,10 @@ impl ObjectCheckpointStorage {
                 "{url} is not a cairn job checkpoint location: it names no job below the bucket"
             )));
         };
-        Self::connect(ObjectStorageOptions::new(base, state_core::JobId::new(job)?))
+        Self::connect(ObjectStorageOptions::new(
+            base,
+            state_core::JobId::new(job)?,
+        ))
     }
 
     /// Opens the existing job location `url` (`<base>/<job-id>`) without
@@ -154,7 +111,9 @@ impl ObjectCheckpointStorage {
         let storage = Self::at_job_url(url)?;
         let names = storage.list_dir("")?;
         let looks_like_job = names.iter().any(|(name, _)| {
-            name == SHARED_DIR || name == TASK_OWNED_DIR || CheckpointId::from_dir_name(name).is_some()
+            name == SHARED_DIR
+                || name == TASK_OWNED_DIR
+                || CheckpointId::from_dir_name(name).is_some()
         });
         if !looks_like_job {
             return Err(StateError::invalid(format!(
@@ -180,7 +139,10 @@ impl ObjectCheckpointStorage {
         let (job_url, name) = chk.split_last().ok_or_else(not_chk)?;
         let id = CheckpointId::from_dir_name(name).ok_or_else(not_chk)?;
         let (base, job) = job_url.split_last().ok_or_else(not_chk)?;
-        let storage = Self::connect(ObjectStorageOptions::new(base, state_core::JobId::new(job)?))?;
+        let storage = Self::connect(ObjectStorageOptions::new(
+            base,
+            state_core::JobId::new(job)?,
+        ))?;
         let exists = storage.object_size(&format!("{}/{METADATA_FILE_NAME}", id.dir_name()))?;
         if exists.is_none() {
             return Err(StateError::invalid(format!(
@@ -342,7 +304,9 @@ impl ObjectCheckpointStorage {
             .shared
             .block_on(async move {
                 s.retrier
-                    .run(&what, || s.store.list(Some(&prefix)).try_collect::<Vec<_>>())
+                    .run(&what, || {
+                        s.store.list(Some(&prefix)).try_collect::<Vec<_>>()
+                    })
                     .await
             })?
             .map_err(|e| to_state(&self.shared.url_of(relative), e))?;
@@ -405,12 +369,6 @@ impl ObjectCheckpointStorage {
     }
 }
 
-impl Shared {
-    fn retrier_attempts(&self) -> u32 {
-        self.retrier.attempts()
-    }
-}
-
 impl CheckpointStorage for ObjectCheckpointStorage {
     fn describe(&self) -> String {
         self.shared.job_url.to_string()
@@ -431,7 +389,11 @@ impl CheckpointStorage for ObjectCheckpointStorage {
         check_stream_name(name)?;
         let relative = FsCheckpointStorage::relative_path(id, scope, name);
         let key = self.shared.key(&relative)?;
-        Ok(Box::new(ObjectOutput::new(self.shared.clone(), key, relative)))
+        Ok(Box::new(ObjectOutput::new(
+            self.shared.clone(),
+            key,
+            relative,
+        )))
     }
 
     fn read(&self, handle: &StreamHandle) -> Result<Bytes> {
@@ -479,12 +441,16 @@ impl CheckpointStorage for ObjectCheckpointStorage {
                         mode: PutMode::Create,
                         ..PutOptions::default()
                     };
-                    s.store.put_opts(&key, PutPayload::from_bytes(b.clone()), opts)
+                    s.store
+                        .put_opts(&key, PutPayload::from_bytes(b.clone()), opts)
                 })
                 .await;
             match put {
                 Ok(_) => Ok(true),
-                Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => {
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => {
                     // A retried PUT whose first try landed reads back the same bytes.
                     let existing = s.store.get(&key).await?.bytes().await?;
                     Ok(existing == b)
@@ -551,7 +517,11 @@ impl CheckpointStorage for ObjectCheckpointStorage {
         let s = self.shared.clone();
         let mut keys = Vec::new();
         for id in &candidates {
-            keys.push((*id, self.shared.key(&format!("{}/{METADATA_FILE_NAME}", id.dir_name()))?));
+            keys.push((
+                *id,
+                self.shared
+                    .key(&format!("{}/{METADATA_FILE_NAME}", id.dir_name()))?,
+            ));
         }
         let what = self.shared.job_url.to_string();
         let found = self.shared.block_on(async move {
@@ -590,7 +560,11 @@ impl CheckpointStorage for ObjectCheckpointStorage {
             .map(|(relative, _)| relative)
             .collect();
         self.delete_objects(&rest)?;
-        tracing::debug!(checkpoint_id = id.get(), objects = rest.len(), "discarded checkpoint objects");
+        tracing::debug!(
+            checkpoint_id = id.get(),
+            objects = rest.len(),
+            "discarded checkpoint objects"
+        );
         Ok(())
     }
 }

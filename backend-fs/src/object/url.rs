@@ -231,7 +231,8 @@ impl ObjectUrl {
                 _ => options.push((key.clone(), value.clone())),
             }
         }
-        let key_error = |key: &str, e: object_store::Error| bad(&url, format!("option {key:?}: {e}"));
+        let key_error =
+            |key: &str, e: object_store::Error| bad(&url, format!("option {key:?}: {e}"));
         let store: Arc<dyn ObjectStore> = match self.scheme {
             ObjectScheme::S3 => {
                 let mut b = AmazonS3Builder::from_env().with_bucket_name(&self.bucket);
@@ -239,7 +240,11 @@ impl ObjectUrl {
                     let k: AmazonS3ConfigKey = key.parse().map_err(|e| key_error(key, e))?;
                     b = b.with_config(k, value);
                 }
-                Arc::new(b.with_retry(retry_config).build().map_err(|e| bad(&url, e))?)
+                Arc::new(
+                    b.with_retry(retry_config)
+                        .build()
+                        .map_err(|e| bad(&url, e))?,
+                )
             }
             ObjectScheme::Gcs => {
                 let mut b = GoogleCloudStorageBuilder::from_env().with_bucket_name(&self.bucket);
@@ -247,7 +252,11 @@ impl ObjectUrl {
                     let k: GoogleConfigKey = key.parse().map_err(|e| key_error(key, e))?;
                     b = b.with_config(k, value);
                 }
-                Arc::new(b.with_retry(retry_config).build().map_err(|e| bad(&url, e))?)
+                Arc::new(
+                    b.with_retry(retry_config)
+                        .build()
+                        .map_err(|e| bad(&url, e))?,
+                )
             }
             ObjectScheme::Azure => {
                 let mut b = MicrosoftAzureBuilder::from_env().with_container_name(&self.bucket);
@@ -255,7 +264,11 @@ impl ObjectUrl {
                     let k: AzureConfigKey = key.parse().map_err(|e| key_error(key, e))?;
                     b = b.with_config(k, value);
                 }
-                Arc::new(b.with_retry(retry_config).build().map_err(|e| bad(&url, e))?)
+                Arc::new(
+                    b.with_retry(retry_config)
+                        .build()
+                        .map_err(|e| bad(&url, e))?,
+                )
             }
             ObjectScheme::File => {
                 if let Some((key, _)) = self.options.first() {
@@ -296,7 +309,10 @@ mod tests {
         assert_eq!((parent.to_string().as_str(), last), ("s3://ckpt/a", "b"));
         let f = ObjectUrl::parse("file:///tmp/x").unwrap();
         assert_eq!(f.to_string(), "file:///tmp/x");
-        assert!(format!("{:?}", u.with_option("aws_secret_access_key", "hidden")).contains("aws_secret_access_key"));
+        assert!(
+            format!("{:?}", u.with_option("aws_secret_access_key", "hidden"))
+                .contains("aws_secret_access_key")
+        );
     }
 
     #[test]
@@ -317,7 +333,9 @@ mod tests {
 
     #[test]
     fn secrets_are_not_shown_by_debug() {
-        let u = ObjectUrl::parse("s3://b/p").unwrap().with_option("aws_secret_access_key", "s3cr3t");
+        let u = ObjectUrl::parse("s3://b/p")
+            .unwrap()
+            .with_option("aws_secret_access_key", "s3cr3t");
         assert!(!format!("{u:?}").contains("s3cr3t"));
     }
 }

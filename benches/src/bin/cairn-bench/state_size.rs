@@ -160,21 +160,21 @@ pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
     for &backend in &args.backend {
         for &k in &keys {
             for &size in &sizes {
-              for checkpoint_url in &storages {
-                let params = measure::Params {
-                    checkpoint_url: checkpoint_url.clone(),
-                    backend,
-                    incremental: args.incremental,
-                    keys: k,
-                    value_size: usize::try_from(size)?,
-                    update_fraction: args.update_fraction,
-                    rounds: args.rounds,
-                    parallelism: args.parallelism,
-                    seed: args.seed,
-                    show_progress: !args.json,
-                };
-                reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
-              }
+                for checkpoint_url in &storages {
+                    let params = measure::Params {
+                        checkpoint_url: checkpoint_url.clone(),
+                        backend,
+                        incremental: args.incremental,
+                        keys: k,
+                        value_size: usize::try_from(size)?,
+                        update_fraction: args.update_fraction,
+                        rounds: args.rounds,
+                        parallelism: args.parallelism,
+                        seed: args.seed,
+                        show_progress: !args.json,
+                    };
+                    reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
+                }
             }
         }
     }

@@ -342,7 +342,10 @@ impl BackendVisitor for Run<'_> {
         let load_seconds = load.as_secs_f64();
         Ok(StateSizeReport {
             backend: backend::name(p.backend),
-            storage: p.checkpoint_url.clone().unwrap_or_else(|| "file".to_owned()),
+            storage: p
+                .checkpoint_url
+                .clone()
+                .unwrap_or_else(|| "file".to_owned()),
             incremental: p.incremental,
             keys,
             value_size: p.value_size,
