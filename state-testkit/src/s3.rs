@@ -60,6 +60,8 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+// A skipped test says why where the test runner shows it: on stderr.
+#[allow(clippy::print_stderr)]
 fn missing(binary: &str, package: &str) -> Option<S3Server> {
     assert!(
         !in_ci(),

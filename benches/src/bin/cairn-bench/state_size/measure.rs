@@ -476,6 +476,7 @@ mod tests {
     fn a_small_heap_run_restores_every_key() {
         let params = Params {
             backend: BackendKind::Heap,
+            checkpoint_url: None,
             incremental: false,
             keys: 500,
             value_size: 16,
