@@ -142,9 +142,12 @@ pub(crate) fn location_for_run(path: &Path) -> anyhow::Result<JobLocation> {
 
 /// Whether checkpoint `id` of the job location `path` has its `_metadata`.
 pub(crate) fn has_metadata(path: &Path, id: CheckpointId) -> bool {
+    let relative = format!("{}/{METADATA_FILE_NAME}", id.dir_name());
     match location_for_run(path) {
-        Ok(location) => location.storage().read_metadata(id).is_ok(),
-        Err(_) => false,
+        Ok(JobLocation::Dir(s)) => s.job_dir().join(relative).exists(),
+        #[cfg(feature = "object-store")]
+        Ok(JobLocation::Object(s)) => s.object_size(&relative).ok().flatten().is_some(),
+        Err(_) => backend::plain_path(path).join(relative).exists(),
     }
 }
 
