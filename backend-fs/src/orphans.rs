@@ -38,17 +38,17 @@
 //! not the storage's [`state_core::backend_support::Fs`].
 
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::fs::Metadata;
 use std::io;
 use std::path::{Path, PathBuf};
 
-#[cfg(doc)]
-use state_core::CheckpointMetadata;
-use state_core::{CheckpointId, CheckpointStorage, METADATA_FILE_NAME, Result, StateError};
+use state_core::{
+    CheckpointId, CheckpointMetadata, CheckpointStorage, METADATA_FILE_NAME, Result, StateError,
+};
 
 use crate::lock::{JobLock, LOCK_FILE_NAME};
-use crate::storage::{FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR};
+use crate::storage::{FsCheckpointStorage, SHARED_DIR, TASK_OWNED_DIR, plain_parts};
 
 /// What kind of entry an [`Orphan`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,30 +103,182 @@ impl OrphanReport {
     }
 }
 
-/// One entry found by listing, not followed if it is a link.
-struct Entry {
-    name: OsString,
-    meta: Metadata,
+/// What an entry found by listing a job location is, links not followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListedKind {
+    /// A directory (on an object store: a key prefix with objects below it).
+    Dir,
+    /// A regular file (an object) of this many bytes.
+    File(u64),
+    /// A symbolic link.
+    Symlink,
+    /// A socket, FIFO or device: never cairn's, never removed.
+    Special,
 }
 
-/// The entries of `dir`, sorted by name, described without following links.
-fn list(dir: &Path) -> Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| StateError::io(dir, e))? {
-        let entry = entry.map_err(|e| StateError::io(dir, e))?;
-        let path = entry.path();
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) => entries.push(Entry {
-                name: entry.file_name(),
-                meta,
-            }),
-            // Removed since it was listed.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(StateError::io(&path, e)),
+/// One entry found by listing a directory of a job location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListedEntry {
+    /// Its name in the directory.
+    pub name: OsString,
+    /// What it is.
+    pub kind: ListedKind,
+}
+
+/// What [`find_orphans`] and [`sweep_orphans`] need of a checkpoint storage:
+/// listing, its checkpoints' metadata, the lock that proves no job runs,
+/// and removal. Implemented by [`FsCheckpointStorage`] and, with the
+/// `object-store` feature, by `ObjectCheckpointStorage`.
+pub trait OrphanScan {
+    /// The job lock a sweep must hold.
+    type Lock;
+
+    /// The job location for messages (a directory or a URL).
+    fn location(&self) -> String;
+
+    /// The entries of directory `relative` of the job location (empty path:
+    /// the location itself), sorted by name, links not followed. `None` when
+    /// the job location does not exist.
+    fn list_entries(&self, relative: &Path) -> Result<Option<Vec<ListedEntry>>>;
+
+    /// What `chk-<n>/_metadata` is, `None` when it does not exist.
+    fn metadata_kind(&self, checkpoint_dir: &OsStr) -> Result<Option<ListedKind>>;
+
+    /// Reads checkpoint `id`'s metadata.
+    fn read_checkpoint(&self, id: CheckpointId) -> Result<CheckpointMetadata>;
+
+    /// Checks that `lock` is this job location's own.
+    fn check_lock(&self, lock: &Self::Lock) -> Result<()>;
+
+    /// Removes `orphans` (in order: each directory after its contents),
+    /// returning one result per orphan.
+    fn remove_orphans(&self, orphans: &[Orphan]) -> Vec<Result<()>>;
+
+    /// Whether an empty directory is an entry of its own, an orphan to
+    /// remove (a filesystem). On an object store an empty prefix holds
+    /// nothing, even where the store still lists it (SeaweedFS's filer).
+    fn empty_dirs_are_entries(&self) -> bool {
+        true
+    }
+}
+
+/// A shared storage scans as the storage itself.
+impl<T: OrphanScan + ?Sized> OrphanScan for std::sync::Arc<T> {
+    type Lock = T::Lock;
+
+    fn location(&self) -> String {
+        (**self).location()
+    }
+
+    fn list_entries(&self, relative: &Path) -> Result<Option<Vec<ListedEntry>>> {
+        (**self).list_entries(relative)
+    }
+
+    fn metadata_kind(&self, checkpoint_dir: &OsStr) -> Result<Option<ListedKind>> {
+        (**self).metadata_kind(checkpoint_dir)
+    }
+
+    fn read_checkpoint(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
+        (**self).read_checkpoint(id)
+    }
+
+    fn check_lock(&self, lock: &Self::Lock) -> Result<()> {
+        (**self).check_lock(lock)
+    }
+
+    fn remove_orphans(&self, orphans: &[Orphan]) -> Vec<Result<()>> {
+        (**self).remove_orphans(orphans)
+    }
+
+    fn empty_dirs_are_entries(&self) -> bool {
+        (**self).empty_dirs_are_entries()
+    }
+}
+
+impl OrphanScan for FsCheckpointStorage {
+    type Lock = JobLock;
+
+    fn location(&self) -> String {
+        self.job_dir().display().to_string()
+    }
+
+    fn list_entries(&self, relative: &Path) -> Result<Option<Vec<ListedEntry>>> {
+        let dir = self.job_dir().join(relative);
+        let read = match std::fs::read_dir(&dir) {
+            Ok(read) => read,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && relative.as_os_str().is_empty() => {
+                return Ok(None);
+            }
+            Err(e) => return Err(StateError::io(&dir, e)),
+        };
+        let mut entries = Vec::new();
+        for entry in read {
+            let entry = entry.map_err(|e| StateError::io(&dir, e))?;
+            let path = entry.path();
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) => entries.push(ListedEntry {
+                    name: entry.file_name(),
+                    kind: kind_of(&meta),
+                }),
+                // Removed since it was listed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StateError::io(&path, e)),
+            }
+        }
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(Some(entries))
+    }
+
+    fn metadata_kind(&self, checkpoint_dir: &OsStr) -> Result<Option<ListedKind>> {
+        let meta_path = self.job_dir().join(checkpoint_dir).join(METADATA_FILE_NAME);
+        match std::fs::symlink_metadata(&meta_path) {
+            Ok(meta) => Ok(Some(kind_of(&meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StateError::io(&meta_path, e)),
         }
     }
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(entries)
+
+    fn read_checkpoint(&self, id: CheckpointId) -> Result<CheckpointMetadata> {
+        self.read_metadata(id)
+    }
+
+    fn check_lock(&self, lock: &JobLock) -> Result<()> {
+        let locked = lock.path().parent().unwrap_or(Path::new(""));
+        if same_dir(locked, self.job_dir()) {
+            Ok(())
+        } else {
+            Err(StateError::invalid(format!(
+                "sweeping {} needs its own lock, not {}",
+                self.job_dir().display(),
+                lock.path().display()
+            )))
+        }
+    }
+
+    fn remove_orphans(&self, orphans: &[Orphan]) -> Vec<Result<()>> {
+        // Files and links go, and directories the walk found empty (their
+        // files were removed before them): never a full directory.
+        orphans
+            .iter()
+            .map(|orphan| {
+                let path = self.job_dir().join(&orphan.path);
+                crate::confine::remove_below(self.fs().as_ref(), self.job_dir(), &path, false)
+            })
+            .collect()
+    }
+}
+
+fn kind_of(meta: &Metadata) -> ListedKind {
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        ListedKind::Symlink
+    } else if kind.is_dir() {
+        ListedKind::Dir
+    } else if kind.is_file() {
+        ListedKind::File(meta.len())
+    } else {
+        ListedKind::Special
+    }
 }
 
 /// What listing found out about the `chk-<n>` directories.
@@ -140,25 +292,23 @@ struct Checkpoints {
     referenced: HashSet<PathBuf>,
 }
 
-fn classify(storage: &FsCheckpointStorage, top: &[Entry]) -> Result<Checkpoints> {
+fn classify<S: OrphanScan + ?Sized>(storage: &S, top: &[ListedEntry]) -> Result<Checkpoints> {
     let mut found = Checkpoints::default();
     for entry in top {
         // A link named chk-<n> is never followed: it is an orphan like any link.
-        if !entry.meta.is_dir() {
+        if entry.kind != ListedKind::Dir {
             continue;
         }
         let Some(id) = entry.name.to_str().and_then(CheckpointId::from_dir_name) else {
             continue;
         };
-        let meta_path = storage.job_dir().join(&entry.name).join(METADATA_FILE_NAME);
-        let meta = match std::fs::symlink_metadata(&meta_path) {
-            Ok(meta) => meta,
+        let kind = match storage.metadata_kind(&entry.name)? {
+            Some(kind) => kind,
             // Torn or aborted: everything in it is an orphan.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(StateError::io(&meta_path, e)),
+            None => continue,
         };
-        if !meta.is_file() {
-            let what = if meta.is_dir() {
+        if !matches!(kind, ListedKind::File(_)) {
+            let what = if kind == ListedKind::Dir {
                 "is a directory"
             } else {
                 "is a symbolic link (never followed)"
@@ -168,7 +318,7 @@ fn classify(storage: &FsCheckpointStorage, top: &[Entry]) -> Result<Checkpoints>
                 .push((entry.name.clone(), format!("{METADATA_FILE_NAME} {what}")));
             continue;
         }
-        let metadata = match storage.read_metadata(id) {
+        let metadata = match storage.read_checkpoint(id) {
             Ok(metadata) => metadata,
             Err(StateError::NotFound { .. }) => continue,
             Err(e) => {
@@ -184,7 +334,7 @@ fn classify(storage: &FsCheckpointStorage, top: &[Entry]) -> Result<Checkpoints>
                 continue;
             };
             // Only a plain relative path can name an entry that listing finds.
-            match storage.resolve(relative) {
+            match plain_parts(relative) {
                 Ok(_) => {
                     found.referenced.insert(PathBuf::from(relative));
                 }
@@ -201,22 +351,25 @@ fn classify(storage: &FsCheckpointStorage, top: &[Entry]) -> Result<Checkpoints>
     Ok(found)
 }
 
-/// Walks the directory `relative` (inside `job_dir`), adding its orphans to
-/// `out` (each directory after its contents). Returns whether everything in
-/// it is an orphan; the directory itself is added as one unless `keep_self`.
-fn walk(
-    job_dir: &Path,
+/// Walks the directory `relative` (inside the job location), adding its
+/// orphans to `out` (each directory after its contents). Returns whether
+/// everything in it is an orphan; the directory itself is added as one
+/// unless `keep_self`.
+fn walk<S: OrphanScan + ?Sized>(
+    storage: &S,
     relative: &Path,
     keep_self: bool,
     referenced: &HashSet<PathBuf>,
     out: &mut Vec<Orphan>,
 ) -> Result<bool> {
     let mut all_orphans = true;
-    for entry in list(&job_dir.join(relative))? {
+    let mut empty = true;
+    for entry in storage.list_entries(relative)?.unwrap_or_default() {
         let child = relative.join(&entry.name);
-        all_orphans &= visit(job_dir, child, &entry.meta, referenced, out)?;
+        all_orphans &= visit(storage, child, entry.kind, referenced, out)?;
+        empty = false;
     }
-    if all_orphans && !keep_self {
+    if all_orphans && !keep_self && (!empty || storage.empty_dirs_are_entries()) {
         out.push(Orphan {
             path: relative.to_path_buf(),
             kind: OrphanKind::Dir,
@@ -227,28 +380,26 @@ fn walk(
 }
 
 /// Adds the orphans of one entry to `out`; returns whether it is one.
-fn visit(
-    job_dir: &Path,
+fn visit<S: OrphanScan + ?Sized>(
+    storage: &S,
     relative: PathBuf,
-    meta: &Metadata,
+    kind: ListedKind,
     referenced: &HashSet<PathBuf>,
     out: &mut Vec<Orphan>,
 ) -> Result<bool> {
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        return walk(job_dir, &relative, false, referenced, out);
+    if kind == ListedKind::Dir {
+        return walk(storage, &relative, false, referenced, out);
     }
     if referenced.contains(&relative) {
         return Ok(false);
     }
-    let (kind, bytes) = if kind.is_symlink() {
-        (OrphanKind::Symlink, 0)
-    } else if kind.is_file() {
-        (OrphanKind::File, meta.len())
-    } else {
-        // A socket, FIFO or device: never cairn's, never removed.
-        tracing::warn!(path = %job_dir.join(&relative).display(), "leaving a special file in the job directory alone");
-        return Ok(false);
+    let (kind, bytes) = match kind {
+        ListedKind::Symlink => (OrphanKind::Symlink, 0),
+        ListedKind::File(bytes) => (OrphanKind::File, bytes),
+        ListedKind::Dir | ListedKind::Special => {
+            tracing::warn!(location = %storage.location(), path = %relative.display(), "leaving a special file in the job directory alone");
+            return Ok(false);
+        }
     };
     out.push(Orphan {
         path: relative,
@@ -258,21 +409,16 @@ fn visit(
     Ok(true)
 }
 
-/// Every entry of the storage's job directory that no completed checkpoint
+/// Every entry of the storage's job location that no completed checkpoint
 /// references (see the module docs for the rules). Reads only the
-/// `_metadata` files of the job directory's own `chk-<n>` directories.
+/// `_metadata` of the job location's own `chk-<n>` directories.
 ///
 /// Errors: [`StateError::Io`] naming the path that cannot be listed.
 /// Files of a checkpoint in progress show as orphans: while a job runs in
 /// the directory the report may list them.
-pub fn find_orphans(storage: &FsCheckpointStorage) -> Result<OrphanReport> {
-    let job_dir = storage.job_dir();
-    let top = match list(job_dir) {
-        Ok(top) => top,
-        Err(StateError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            return Ok(OrphanReport::default());
-        }
-        Err(e) => return Err(e),
+pub fn find_orphans<S: OrphanScan + ?Sized>(storage: &S) -> Result<OrphanReport> {
+    let Some(top) = storage.list_entries(Path::new(""))? else {
+        return Ok(OrphanReport::default());
     };
     let checkpoints = classify(storage, &top)?;
     let held_back = (!checkpoints.unreadable.is_empty()).then(|| {
@@ -297,14 +443,15 @@ pub fn find_orphans(storage: &FsCheckpointStorage) -> Result<OrphanReport> {
     for entry in &top {
         let name = entry.name.as_os_str();
         let relative = PathBuf::from(name);
-        let real_dir = entry.meta.is_dir();
+        let real_dir = entry.kind == ListedKind::Dir;
         if name == LOCK_FILE_NAME || checkpoints.unreadable.iter().any(|(n, _)| n == name) {
             continue;
         }
-        if real_dir && (name == SHARED_DIR || name == TASK_OWNED_DIR) {
-            if held_back.is_none() {
+        let layout = name == SHARED_DIR || name == TASK_OWNED_DIR;
+        if real_dir && (layout || checkpoints.complete.contains(name)) {
+            if !layout || held_back.is_none() {
                 walk(
-                    job_dir,
+                    storage,
                     &relative,
                     true,
                     &checkpoints.referenced,
@@ -313,20 +460,10 @@ pub fn find_orphans(storage: &FsCheckpointStorage) -> Result<OrphanReport> {
             }
             continue;
         }
-        if real_dir && checkpoints.complete.contains(name) {
-            walk(
-                job_dir,
-                &relative,
-                true,
-                &checkpoints.referenced,
-                &mut orphans,
-            )?;
-            continue;
-        }
         visit(
-            job_dir,
+            storage,
             relative,
-            &entry.meta,
+            entry.kind,
             &checkpoints.referenced,
             &mut orphans,
         )?;
@@ -334,43 +471,34 @@ pub fn find_orphans(storage: &FsCheckpointStorage) -> Result<OrphanReport> {
     Ok(OrphanReport { orphans, held_back })
 }
 
-/// Removes every orphan of the storage's job directory ([`find_orphans`]),
+/// Removes every orphan of the storage's job location ([`find_orphans`]),
 /// logging each removal (path and bytes) at `info`, and returns what it
 /// removed. Every removal is attempted; the first failure is returned after
 /// the others were tried (the removals that succeeded are logged).
 ///
-/// Call it only while holding the job directory's lock, `lock`, and before
+/// Call it only while holding the job location's lock, `lock`, and before
 /// the job starts: files of a running checkpoint look orphaned. A lock of
-/// another directory is refused ([`StateError::InvalidArgument`]).
-pub fn sweep_orphans(storage: &FsCheckpointStorage, lock: &JobLock) -> Result<OrphanReport> {
-    let job_dir = storage.job_dir();
-    let locked = lock.path().parent().unwrap_or(Path::new(""));
-    if !same_dir(locked, job_dir) {
-        return Err(StateError::invalid(format!(
-            "sweeping {} needs its own lock, not {}",
-            job_dir.display(),
-            lock.path().display()
-        )));
-    }
+/// another location is refused ([`StateError::InvalidArgument`]).
+pub fn sweep_orphans<S: OrphanScan + ?Sized>(storage: &S, lock: &S::Lock) -> Result<OrphanReport> {
+    storage.check_lock(lock)?;
     let report = find_orphans(storage)?;
+    let results = storage.remove_orphans(&report.orphans);
+    let location = storage.location();
     let mut removed = Vec::new();
     let mut first_error = None;
-    for orphan in report.orphans {
-        let path = job_dir.join(&orphan.path);
-        // Files and links go, and directories the walk found empty (their
-        // files were removed before them): never a full directory.
-        match crate::confine::remove_below(storage.fs().as_ref(), job_dir, &path, false) {
+    for (orphan, result) in report.orphans.into_iter().zip(results) {
+        match result {
             Ok(()) => {
                 tracing::info!(
                     path = %orphan.display_path(),
                     bytes = orphan.bytes,
-                    job_dir = %job_dir.display(),
+                    job_dir = %location,
                     "removed orphan: no completed checkpoint references it"
                 );
                 removed.push(orphan);
             }
             Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove orphan");
+                tracing::warn!(path = %orphan.display_path(), job_dir = %location, error = %e, "cannot remove orphan");
                 first_error.get_or_insert(e);
             }
         }

@@ -175,29 +175,13 @@ impl FsCheckpointStorage {
     /// that is absolute or leaves the job directory is reported as corrupt.
     pub fn resolve(&self, relative: &str) -> Result<PathBuf> {
         let mut path = self.job_dir.clone();
-        let mut parts = 0;
-        for part in relative.split('/') {
-            let bad = part.is_empty()
-                || part == "."
-                || part == ".."
-                || part.contains(['\\', '\0'])
-                || Path::new(part).is_absolute();
-            if bad {
-                return Err(StateError::corrupted(
-                    relative,
-                    "stream path is not a plain path inside the job directory",
-                ));
-            }
+        for part in plain_parts(relative)? {
             path.push(part);
-            parts += 1;
-        }
-        if parts == 0 {
-            return Err(StateError::corrupted(relative, "empty stream path"));
         }
         Ok(path)
     }
 
-    fn relative_path(id: CheckpointId, scope: StateScope, name: &str) -> String {
+    pub(crate) fn relative_path(id: CheckpointId, scope: StateScope, name: &str) -> String {
         match scope {
             StateScope::Exclusive => format!("{}/{name}", id.dir_name()),
             StateScope::Shared => format!("{SHARED_DIR}/{name}"),
@@ -225,6 +209,32 @@ impl FsCheckpointStorage {
         }
         Ok(dirs)
     }
+}
+
+/// The `/`-separated parts of a handle's path relative to a job directory,
+/// or [`StateError::Corrupted`] naming it when it is empty, absolute or has
+/// an empty, `.`, `..` or backslash part (it would leave the job directory).
+/// Every storage of this crate checks paths from metadata with it.
+pub(crate) fn plain_parts(relative: &str) -> Result<Vec<&str>> {
+    let mut parts = Vec::new();
+    for part in relative.split('/') {
+        let bad = part.is_empty()
+            || part == "."
+            || part == ".."
+            || part.contains(['\\', '\0'])
+            || Path::new(part).is_absolute();
+        if bad {
+            return Err(StateError::corrupted(
+                relative,
+                "stream path is not a plain path inside the job directory",
+            ));
+        }
+        parts.push(part);
+    }
+    if parts.is_empty() {
+        return Err(StateError::corrupted(relative, "empty stream path"));
+    }
+    Ok(parts)
 }
 
 impl CheckpointStorage for FsCheckpointStorage {

@@ -37,8 +37,9 @@ pub fn storage_for(
     job_id: &JobId,
 ) -> anyhow::Result<Arc<dyn CheckpointStorage>> {
     match (kind, checkpoint_dir) {
+        (_, Some(dir)) if object_url(dir).is_some() => open_object_storage(dir, job_id),
         (_, Some(dir)) => Ok(Arc::new(
-            FsCheckpointStorage::open(dir, job_id.clone())
+            FsCheckpointStorage::open(plain_path(dir), job_id.clone())
                 .map_err(crate::human::anyhow)
                 .with_context(|| format!("--checkpoint-dir {}", dir.display()))?,
         )),
@@ -49,6 +50,68 @@ pub fn storage_for(
         ),
     }
 }
+
+/// The text of `path` when it is an object-store URL (`s3://`, `gs://`,
+/// `az://`, `file://`) that `--checkpoint-dir`, `--from` and `cairn
+/// checkpoints` route to the object storage, `None` for a plain path.
+///
+/// `file://` URLs are plain directories: the filesystem storage serves them
+/// (with its OS lock, fsyncs and memory maps), so only the URL prefix goes.
+pub fn object_url(path: &Path) -> Option<&str> {
+    let text = path.to_str()?;
+    ["s3://", "gs://", "az://", "s3a://", "abfs://"]
+        .iter()
+        .any(|scheme| text.starts_with(scheme))
+        .then_some(text)
+}
+
+/// `path` with a `file://` prefix removed (`file:///data/ckpt` is `/data/ckpt`).
+pub fn plain_path(path: &Path) -> PathBuf {
+    match path.to_str().and_then(|t| t.strip_prefix("file://")) {
+        Some(rest) => PathBuf::from(rest),
+        None => path.to_path_buf(),
+    }
+}
+
+/// The job location `<base>/<job-id>` of a checkpoint directory or URL
+/// (before a URL's `?options`).
+pub fn job_location(base: &Path, job_id: &JobId) -> PathBuf {
+    match object_url(base) {
+        Some(url) => {
+            let (path, query) = url.split_once('?').map_or((url, ""), |(p, q)| (p, q));
+            let mut joined = format!("{}/{job_id}", path.trim_end_matches('/'));
+            if !query.is_empty() {
+                joined.push('?');
+                joined.push_str(query);
+            }
+            PathBuf::from(joined)
+        }
+        None => plain_path(base).join(job_id.as_str()),
+    }
+}
+
+#[cfg(feature = "object-store")]
+fn open_object_storage(dir: &Path, job_id: &JobId) -> anyhow::Result<Arc<dyn CheckpointStorage>> {
+    use backend_fs::object::{ObjectCheckpointStorage, ObjectStorageOptions, ObjectUrl};
+    let text = dir.to_string_lossy();
+    let url = ObjectUrl::parse(&text)
+        .map_err(crate::human::anyhow)
+        .with_context(|| format!("--checkpoint-dir {text}"))?;
+    let storage = ObjectCheckpointStorage::open(ObjectStorageOptions::new(url, job_id.clone()))
+        .map_err(crate::human::anyhow)
+        .with_context(|| format!("--checkpoint-dir {text}"))?;
+    Ok(Arc::new(storage))
+}
+
+#[cfg(not(feature = "object-store"))]
+fn open_object_storage(dir: &Path, _job_id: &JobId) -> anyhow::Result<Arc<dyn CheckpointStorage>> {
+    bail!("{}: {}", dir.display(), NO_OBJECT_STORE)
+}
+
+/// Why an object-store URL is refused by a build without the feature.
+pub const NO_OBJECT_STORE: &str = "object-store URLs need the `object-store` feature of \
+    cairn-cli (on by default; this build left it out): build with `cargo build -p cairn-cli \
+    --features object-store`";
 
 /// The command-line name of a backend kind.
 pub fn name(kind: BackendKind) -> &'static str {

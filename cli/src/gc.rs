@@ -34,13 +34,13 @@ use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 
-use backend_fs::{JobLock, LockOwner, OrphanReport, find_orphans, sweep_orphans};
+use backend_fs::OrphanReport;
 use serde::Serialize;
 use state_core::{Clock, SystemClock};
 
 use crate::human;
 use crate::job_dir;
-use crate::verify::{OrphanView, running_job};
+use crate::verify::OrphanView;
 
 /// The `--json` documentation shown by `cairn checkpoints gc --help`.
 pub(crate) const JSON_HELP: &str = "\
@@ -68,20 +68,15 @@ pub(crate) fn run(
     json: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<ExitCode> {
-    let storage = job_dir::open(path)?;
+    let storage = job_dir::open_location(path)?;
     let (report, running): (OrphanReport, _) = if delete {
-        let lock = JobLock::acquire(
-            storage.job_dir(),
-            &LockOwner::this_process(SystemClock.now_millis()),
-        )
-        .map_err(human::anyhow)?;
-        (sweep_orphans(&storage, &lock).map_err(human::anyhow)?, None)
+        let lock = storage.lock(SystemClock.now_millis())?;
+        (storage.sweep(&lock)?, None)
     } else {
-        let running = running_job(storage.job_dir())?;
-        (find_orphans(&storage).map_err(human::anyhow)?, running)
+        (storage.find_orphans()?, storage.running_job()?)
     };
     let gc = Gc {
-        job_dir: storage.job_dir().display().to_string(),
+        job_dir: storage.display(),
         deleted: delete,
         orphans: report.orphans.iter().map(OrphanView::of).collect(),
         bytes: report.bytes(),

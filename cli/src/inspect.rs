@@ -39,12 +39,13 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail};
 use backend_fs::FsCheckpointStorage;
 use serde::Serialize;
-use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, StreamHandle};
+use state_core::{CheckpointId, CheckpointMetadata, METADATA_FILE_NAME, StreamHandle};
 use state_core::{
     KeyedStateHandle, OperatorSnapshot, OperatorStateHandle, OperatorStateMode, SubtaskSnapshot,
 };
 
 use crate::human;
+use crate::job_dir::{self, JobLocation};
 use crate::list::kind_name;
 
 /// The `--json` documentation shown by `cairn checkpoints inspect --help`.
@@ -122,7 +123,7 @@ struct StateView {
 
 /// Runs `cairn checkpoints inspect`.
 pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let (storage, id) = match FsCheckpointStorage::for_checkpoint_path(path) {
+    let (storage, id) = match job_dir::open_checkpoint(path) {
         Ok(opened) => opened,
         Err(err) => {
             if path.is_dir() && FsCheckpointStorage::for_job_dir(path).is_ok() {
@@ -132,13 +133,13 @@ pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Resul
                     path.display()
                 );
             }
-            return Err(human::anyhow(err));
+            return Err(err);
         }
     };
-    let metadata = storage.read_metadata(id).map_err(|e| {
+    let metadata = storage.storage().read_metadata(id).map_err(|e| {
         anyhow!(
-            "cannot read {}: {}",
-            storage.metadata_path(id).display(),
+            "cannot read {}/{METADATA_FILE_NAME}: {}",
+            storage.checkpoint_display(id),
             human::error(&e)
         )
     })?;
@@ -152,14 +153,11 @@ pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn view(storage: &FsCheckpointStorage, m: &CheckpointMetadata) -> Inspection {
+fn view(storage: &JobLocation, m: &CheckpointMetadata) -> Inspection {
     Inspection {
         checkpoint_id: m.checkpoint_id.get(),
         job_id: m.job_id.to_string(),
-        dir: storage
-            .checkpoint_dir(m.checkpoint_id)
-            .display()
-            .to_string(),
+        dir: storage.checkpoint_display(m.checkpoint_id),
         time: human::timestamp(m.timestamp_millis),
         timestamp_millis: m.timestamp_millis,
         kind: kind_name(m.kind),

@@ -1,16 +1,198 @@
 //! Opening the paths users type: job directories (with a helpful error for a
 //! base directory that holds job directories) and the `chk-<n>` directories
-//! in them, complete or not.
+//! in them, complete or not; and the same for job locations in object
+//! stores (`s3://bucket/prefix/<job-id>`, with the `object-store` feature),
+//! as a [`JobLocation`] the `checkpoints` commands and `cairn run` use
+//! whichever it is.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::bail;
-use backend_fs::FsCheckpointStorage;
+#[cfg(feature = "object-store")]
+use backend_fs::object::{ObjectCheckpointStorage, ObjectJobLock, ObjectUrl};
+use backend_fs::{FsCheckpointStorage, JobLock, LockOwner, LockState, OrphanReport};
+use cairn_cli::backend;
 use state_core::METADATA_FILE_NAME;
 use state_core::backend_support::Fs;
 use state_core::{CheckpointId, CheckpointMetadata, CheckpointStorage, ErrorKind, StateError};
 
 use crate::human;
+
+/// A job's checkpoints: a directory, or a location in an object store.
+#[derive(Debug, Clone)]
+pub(crate) enum JobLocation {
+    /// `<checkpoint-dir>/<job-id>` on a filesystem.
+    Dir(FsCheckpointStorage),
+    /// `<url>/<job-id>` in an object store.
+    #[cfg(feature = "object-store")]
+    Object(ObjectCheckpointStorage),
+}
+
+/// The lock of a [`JobLocation`], held until dropped.
+#[derive(Debug)]
+pub(crate) enum HeldLock {
+    /// The OS lock of a job directory.
+    Dir(JobLock),
+    /// The lock object of an object-store job location.
+    #[cfg(feature = "object-store")]
+    Object(ObjectJobLock),
+}
+
+#[cfg(feature = "object-store")]
+fn parse_url(text: &str) -> anyhow::Result<ObjectUrl> {
+    ObjectUrl::parse(text).map_err(human::anyhow)
+}
+
+impl JobLocation {
+    /// The checkpoint storage of the location.
+    pub(crate) fn storage(&self) -> Arc<dyn CheckpointStorage> {
+        match self {
+            JobLocation::Dir(s) => Arc::new(s.clone()),
+            #[cfg(feature = "object-store")]
+            JobLocation::Object(s) => Arc::new(s.clone()),
+        }
+    }
+
+    /// The location for people: a path or a URL.
+    pub(crate) fn display(&self) -> String {
+        match self {
+            JobLocation::Dir(s) => s.job_dir().display().to_string(),
+            #[cfg(feature = "object-store")]
+            JobLocation::Object(s) => s.job_url().to_string(),
+        }
+    }
+
+    /// The location as a path-like value (`cairn run`'s summary and job id).
+    pub(crate) fn path(&self) -> PathBuf {
+        PathBuf::from(self.display())
+    }
+
+    /// Where checkpoint `id` is, for people.
+    pub(crate) fn checkpoint_display(&self, id: CheckpointId) -> String {
+        format!("{}/{}", self.display(), id.dir_name())
+    }
+
+    /// Every entry no completed checkpoint references.
+    pub(crate) fn find_orphans(&self) -> anyhow::Result<OrphanReport> {
+        match self {
+            JobLocation::Dir(s) => backend_fs::find_orphans(s),
+            #[cfg(feature = "object-store")]
+            JobLocation::Object(s) => backend_fs::find_orphans(s),
+        }
+        .map_err(human::anyhow)
+    }
+
+    /// Takes the location's job lock for this process.
+    pub(crate) fn lock(&self, started_millis: u64) -> anyhow::Result<HeldLock> {
+        let owner = LockOwner::this_process(started_millis);
+        match self {
+            JobLocation::Dir(s) => JobLock::acquire(s.job_dir(), &owner).map(HeldLock::Dir),
+            #[cfg(feature = "object-store")]
+            JobLocation::Object(s) => ObjectJobLock::acquire(s, &owner).map(HeldLock::Object),
+        }
+        .map_err(human::anyhow)
+    }
+
+    /// Removes the orphans, holding `lock` (this location's).
+    pub(crate) fn sweep(&self, lock: &HeldLock) -> anyhow::Result<OrphanReport> {
+        match (self, lock) {
+            (JobLocation::Dir(s), HeldLock::Dir(l)) => backend_fs::sweep_orphans(s, l),
+            #[cfg(feature = "object-store")]
+            (JobLocation::Object(s), HeldLock::Object(l)) => backend_fs::sweep_orphans(s, l),
+            #[cfg(feature = "object-store")]
+            _ => bail!("sweeping {} needs its own lock", self.display()),
+        }
+        .map_err(human::anyhow)
+    }
+
+    /// Who runs a job in the location now (the owner its lock names), if anyone.
+    pub(crate) fn running_job(&self) -> anyhow::Result<Option<String>> {
+        let state = match self {
+            JobLocation::Dir(s) => JobLock::probe(s.job_dir()),
+            #[cfg(feature = "object-store")]
+            JobLocation::Object(s) => ObjectJobLock::probe(s),
+        }
+        .map_err(human::anyhow)?;
+        Ok(match state {
+            LockState::Free => None,
+            LockState::Held(owner) => {
+                Some(owner.map_or_else(|| "another process".to_owned(), |o| o.to_string()))
+            }
+        })
+    }
+}
+
+/// The job location `path` names for `cairn run` (`--checkpoint-dir` joined
+/// with the job id): a directory (created when the storage opens) or a URL.
+/// Creates nothing and makes no request.
+pub(crate) fn location_for_run(path: &Path) -> anyhow::Result<JobLocation> {
+    if let Some(url) = backend::object_url(path) {
+        #[cfg(feature = "object-store")]
+        return Ok(JobLocation::Object(
+            ObjectCheckpointStorage::at_job_url(&parse_url(url)?).map_err(human::anyhow)?,
+        ));
+        #[cfg(not(feature = "object-store"))]
+        bail!("{url}: {}", backend::NO_OBJECT_STORE);
+    }
+    Ok(JobLocation::Dir(
+        FsCheckpointStorage::for_job_dir(backend::plain_path(path)).map_err(human::anyhow)?,
+    ))
+}
+
+/// Whether checkpoint `id` of the job location `path` has its `_metadata`.
+pub(crate) fn has_metadata(path: &Path, id: CheckpointId) -> bool {
+    let relative = format!("{}/{METADATA_FILE_NAME}", id.dir_name());
+    match location_for_run(path) {
+        Ok(JobLocation::Dir(s)) => s.job_dir().join(relative).exists(),
+        #[cfg(feature = "object-store")]
+        Ok(JobLocation::Object(s)) => s.object_size(&relative).ok().flatten().is_some(),
+        Err(_) => backend::plain_path(path).join(relative).exists(),
+    }
+}
+
+/// Opens the checkpoint at `path` (`chk-<n>`, its `_metadata`, or the same
+/// in an object store): its job location and id.
+pub(crate) fn open_checkpoint(path: &Path) -> anyhow::Result<(JobLocation, CheckpointId)> {
+    if let Some(url) = backend::object_url(path) {
+        #[cfg(feature = "object-store")]
+        {
+            let (storage, id) = ObjectCheckpointStorage::for_checkpoint_url(&parse_url(url)?)
+                .map_err(human::anyhow)?;
+            return Ok((JobLocation::Object(storage), id));
+        }
+        #[cfg(not(feature = "object-store"))]
+        bail!("{url}: {}", backend::NO_OBJECT_STORE);
+    }
+    let (storage, id) = FsCheckpointStorage::for_checkpoint_path(backend::plain_path(path))
+        .map_err(human::anyhow)?;
+    Ok((JobLocation::Dir(storage), id))
+}
+
+/// Opens what `--from` names: [`open_checkpoint`], or a local directory
+/// holding exactly one checkpoint (a savepoint directory).
+pub(crate) fn open_restore_point(path: &Path) -> anyhow::Result<(JobLocation, CheckpointId)> {
+    if backend::object_url(path).is_some() {
+        return open_checkpoint(path);
+    }
+    let (storage, id) =
+        FsCheckpointStorage::for_restore_path(backend::plain_path(path)).map_err(human::anyhow)?;
+    Ok((JobLocation::Dir(storage), id))
+}
+
+/// Opens the job location `path`: a job directory ([`open`]) or an object
+/// store URL of one.
+pub(crate) fn open_location(path: &Path) -> anyhow::Result<JobLocation> {
+    if let Some(url) = backend::object_url(path) {
+        #[cfg(feature = "object-store")]
+        return Ok(JobLocation::Object(
+            ObjectCheckpointStorage::for_job_url(&parse_url(url)?).map_err(human::anyhow)?,
+        ));
+        #[cfg(not(feature = "object-store"))]
+        bail!("{url}: {}", backend::NO_OBJECT_STORE);
+    }
+    Ok(JobLocation::Dir(open(&backend::plain_path(path))?))
+}
 
 /// Opens the job directory `path` (`<checkpoint-dir>/<job-id>`). When `path`
 /// is not one, the error says what it is instead: missing, a file, a
@@ -84,7 +266,43 @@ pub(crate) struct CheckpointEntry {
 /// whether its metadata is complete and readable. Unlike
 /// [`CheckpointStorage::list_checkpoints`], directories without `_metadata`
 /// are included.
-pub(crate) fn scan(storage: &FsCheckpointStorage) -> anyhow::Result<Vec<CheckpointEntry>> {
+pub(crate) fn scan(location: &JobLocation) -> anyhow::Result<Vec<CheckpointEntry>> {
+    match location {
+        JobLocation::Dir(storage) => scan_dir(storage),
+        #[cfg(feature = "object-store")]
+        JobLocation::Object(storage) => scan_object(storage),
+    }
+}
+
+/// [`scan`] of an object-store job location: every `chk-<n>/` prefix.
+#[cfg(feature = "object-store")]
+fn scan_object(storage: &ObjectCheckpointStorage) -> anyhow::Result<Vec<CheckpointEntry>> {
+    let mut entries = Vec::new();
+    for (name, size) in storage.list_dir("").map_err(human::anyhow)? {
+        let Some(id) = CheckpointId::from_dir_name(&name) else {
+            continue;
+        };
+        if size.is_some() {
+            continue;
+        }
+        let status = match storage.read_metadata(id) {
+            Ok(m) => CheckpointStatus::Complete(Box::new(m)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                // An empty prefix some stores keep listing is no checkpoint at all.
+                if storage.list_below(&name).map_err(human::anyhow)?.is_empty() {
+                    continue;
+                }
+                CheckpointStatus::Incomplete
+            }
+            Err(e) => CheckpointStatus::Corrupt(e),
+        };
+        entries.push(CheckpointEntry { id, status });
+    }
+    entries.sort_by_key(|e| e.id);
+    Ok(entries)
+}
+
+fn scan_dir(storage: &FsCheckpointStorage) -> anyhow::Result<Vec<CheckpointEntry>> {
     let fs: &dyn Fs = storage.fs().as_ref();
     let job_dir = storage.job_dir();
     let names = fs
@@ -152,7 +370,7 @@ mod tests {
         std::fs::create_dir_all(job.join("chk-10")).unwrap();
         std::fs::create_dir_all(job.join("chk-2")).unwrap();
         std::fs::write(job.join("chk-2").join("_metadata"), b"CAIRNCKP garbage").unwrap();
-        let storage = open(&job).unwrap();
+        let storage = open_location(&job).unwrap();
         let entries = scan(&storage).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].id, CheckpointId(2));

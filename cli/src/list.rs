@@ -69,7 +69,7 @@ pub(crate) fn kind_name(kind: SnapshotKind) -> &'static str {
 
 /// Runs `cairn checkpoints list`.
 pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
-    let storage = job_dir::open(path)?;
+    let storage = job_dir::open_location(path)?;
     let entries = job_dir::scan(&storage)?;
     let rows: Vec<Row> = entries
         .into_iter()
@@ -98,7 +98,7 @@ pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Resul
         })
         .collect();
     let listing = Listing {
-        job_dir: storage.job_dir().display().to_string(),
+        job_dir: storage.display(),
         checkpoints: rows,
     };
     if json {

@@ -15,6 +15,7 @@
 //!
 //! # `--from`, `--restore-mode` and `--resume`
 //! `--from` opens the checkpoint with [`FsCheckpointStorage::for_checkpoint_path`]
+//! (an `s3://`, `gs://` or `az://` URL: `ObjectCheckpointStorage::for_checkpoint_url`)
 //! and checks every stream it references ([`load_verified`]) before the job
 //! starts. Without `--checkpoint-dir` the job's own checkpoints go to the job
 //! directory of the restored checkpoint. `--restore-mode` (Flink's claim
@@ -44,13 +45,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use backend_fs::{FsCheckpointStorage, JobLock, LockOwner};
+#[cfg(doc)]
+use backend_fs::{FsCheckpointStorage, JobLock};
 use executor::log::{LogSource, LogSourceOptions, StartPosition, Topic};
 use executor::sink::file::FileSink;
 use executor::sink::print::PrintSink;
 use executor::sink::write_ahead::WriteAheadSink;
 use executor::{JobResult, JobStatus, StreamEnv};
-use state_core::METADATA_FILE_NAME;
 use state_core::load_verified;
 use state_core::{
     BackendFactory, CheckpointMetadata, CheckpointStorage, Clock, JobId, RestoreMode, SnapshotMode,
@@ -123,17 +124,21 @@ pub(crate) fn run(command: RunCommand, _out: &mut dyn Write) -> anyhow::Result<E
 
 /// The checkpoint to restore from, and where it is.
 struct Restore {
-    storage: Arc<FsCheckpointStorage>,
+    storage: Arc<dyn CheckpointStorage>,
+    /// Its job location (a directory, or a URL for object stores).
+    job_dir: PathBuf,
     metadata: CheckpointMetadata,
 }
 
 fn open_restore(path: &Path) -> anyhow::Result<Restore> {
-    let (storage, id) = FsCheckpointStorage::for_restore_path(path)
+    let (location, id) = crate::job_dir::open_restore_point(path)
         .with_context(|| format!("--from {}", path.display()))?;
-    let metadata =
-        load_verified(&storage, id).with_context(|| format!("--from {}", path.display()))?;
+    let storage = location.storage();
+    let metadata = load_verified(storage.as_ref(), id)
+        .with_context(|| format!("--from {}", path.display()))?;
     Ok(Restore {
-        storage: Arc::new(storage),
+        storage,
+        job_dir: location.path(),
         metadata,
     })
 }
@@ -142,24 +147,30 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     let restore = args.job.from.as_deref().map(open_restore).transpose()?;
     // Restoring without --job-id keeps the restored job's id (its directory
     // name; a savepoint's directory is named after it, so its metadata's).
+    let from_savepoint = restore.as_ref().is_some_and(|r| {
+        r.job_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(backend_fs::is_savepoint_dir_name)
+    });
     let default_id = match &restore {
-        Some(r) if r.storage.is_savepoint() => r.metadata.job_id.as_str().to_owned(),
+        Some(r) if from_savepoint => r.metadata.job_id.as_str().to_owned(),
         _ => restore
             .as_ref()
-            .and_then(|r| r.storage.job_dir().file_name())
+            .and_then(|r| r.job_dir.file_name())
             .and_then(|n| n.to_str())
             .filter(|n| JobId::new(*n).is_ok())
             .unwrap_or(DEFAULT_JOB_ID)
             .to_owned(),
     };
     if let Some(r) = &restore
-        && r.storage.is_savepoint()
+        && from_savepoint
         && args.job.checkpoint_dir.is_none()
     {
         bail!(
             "--from {} is a savepoint, which belongs to the user and is never written into: \
              give --checkpoint-dir for the job's own checkpoints",
-            r.storage.job_dir().display()
+            r.job_dir.display()
         );
     }
     let mut config = args.job.job_config_with_default_id(&default_id)?;
@@ -183,14 +194,17 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
     }
     // One process per job directory, held until the job ended: taken before
     // anything in the directory is removed or written.
-    let lock = job_dir
+    let location = job_dir
         .as_deref()
-        .map(|dir| JobLock::acquire(dir, &LockOwner::this_process(SystemClock.now_millis())))
-        .transpose()
-        .map_err(crate::human::anyhow)?;
-    if let (Some(dir), Some(lock)) = (&job_dir, &lock) {
+        .map(crate::job_dir::location_for_run)
+        .transpose()?;
+    let lock = location
+        .as_ref()
+        .map(|l| l.lock(SystemClock.now_millis()))
+        .transpose()?;
+    if let (Some(location), Some(lock)) = (&location, &lock) {
         let restored = restore.as_ref().map(|r| r.metadata.checkpoint_id);
-        crate::sweep::before_start(dir, lock, &args.job, &config.job_id, restored)?;
+        crate::sweep::before_start(location, lock, &args.job, &config.job_id, restored)?;
     }
     let job_id = config.job_id.clone();
     let job = WordCountJob {
@@ -298,14 +312,17 @@ fn job_storage(
 ) -> anyhow::Result<Placement> {
     let Some(restore) = restore else {
         let storage = backend::storage_for(job.backend, job.checkpoint_dir.as_deref(), job_id)?;
-        let job_dir = job.checkpoint_dir.as_ref().map(|d| d.join(job_id.as_str()));
+        let job_dir = job
+            .checkpoint_dir
+            .as_ref()
+            .map(|d| backend::job_location(d, job_id));
         return Ok(Placement {
             storage,
             job_dir,
             restore_storage: None,
         });
     };
-    let from_dir = restore.storage.job_dir().to_path_buf();
+    let from_dir = restore.job_dir.clone();
     let Some(base) = &job.checkpoint_dir else {
         return Ok(Placement {
             storage: restore.storage.clone(),
@@ -313,7 +330,7 @@ fn job_storage(
             restore_storage: None,
         });
     };
-    let dir = base.join(job_id.as_str());
+    let dir = backend::job_location(base, job_id);
     if same_dir(&dir, &from_dir) {
         let storage = backend::storage_for(job.backend, Some(base), job_id)?;
         return Ok(Placement {
@@ -347,7 +364,12 @@ fn job_storage(
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
-        _ => false,
+        // Object-store locations: the same URL, options aside.
+        _ => {
+            let url =
+                |p: &Path| backend::object_url(p).map(|u| u.split('?').next().map(str::to_owned));
+            url(a).is_some() && url(a) == url(b)
+        }
     }
 }
 
@@ -359,7 +381,7 @@ fn summary(job_id: &JobId, result: &JobResult, job_dir: Option<&Path>) -> String
             None => format!("last checkpoint {} (in memory)", info.id),
             Some(dir) => {
                 let path = dir.join(info.id.dir_name());
-                let kept = if path.join(METADATA_FILE_NAME).exists() {
+                let kept = if crate::job_dir::has_metadata(dir, info.id) {
                     "kept"
                 } else {
                     "deleted when the job ended"
@@ -461,6 +483,7 @@ impl BackendVisitor for WordCountJob {
 
 #[cfg(test)]
 mod tests {
+    use state_core::METADATA_FILE_NAME;
     use std::time::Duration;
 
     use executor::{CompletedCheckpointInfo, JobMetrics};

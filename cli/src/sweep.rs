@@ -10,40 +10,43 @@
 //!   `--from`), which local recovery may restore from
 //!   ([`cairn_cli::backend::sweep_dead_local_state`]).
 
-use std::path::Path;
-
 use anyhow::Context;
-use backend_fs::{FsCheckpointStorage, JobLock, sweep_orphans};
 use cairn_cli::backend::{self, LocalState};
 use cairn_cli::human;
 use cairn_cli::job_args::JobArgs;
-use state_core::{CheckpointId, CheckpointStorage, JobId};
+use state_core::{CheckpointId, JobId};
 
-/// Sweeps the job directory `job_dir` (locked by `lock`) and the job's rocks
-/// local directory; `restored` is the checkpoint the job starts from.
+use crate::job_dir::{HeldLock, JobLocation};
+
+/// Sweeps the job location `location` (locked by `lock`: a job directory or
+/// an object-store location) and the job's rocks local directory;
+/// `restored` is the checkpoint the job starts from.
 pub(crate) fn before_start(
-    job_dir: &Path,
-    lock: &JobLock,
+    location: &JobLocation,
+    lock: &HeldLock,
     job: &JobArgs,
     job_id: &JobId,
     restored: Option<CheckpointId>,
 ) -> anyhow::Result<()> {
-    let storage = FsCheckpointStorage::for_job_dir(job_dir).map_err(human::anyhow)?;
-    let swept = sweep_orphans(&storage, lock)
-        .map_err(human::anyhow)
-        .with_context(|| format!("removing orphans of {}", job_dir.display()))?;
+    let job_dir = location.display();
+    let swept = location
+        .sweep(lock)
+        .with_context(|| format!("removing orphans of {job_dir}"))?;
     if !swept.orphans.is_empty() {
         tracing::info!(
-            job_dir = %job_dir.display(),
+            job_dir = %job_dir,
             orphans = swept.orphans.len(),
             bytes = swept.bytes(),
             "removed files no retained checkpoint references"
         );
     }
     if let Some(why) = &swept.held_back {
-        tracing::warn!(job_dir = %job_dir.display(), "{why}");
+        tracing::warn!(job_dir = %job_dir, "{why}");
     }
-    let mut retained = storage.list_checkpoints().map_err(human::anyhow)?;
+    let mut retained = location
+        .storage()
+        .list_checkpoints()
+        .map_err(human::anyhow)?;
     retained.extend(restored);
     backend::sweep_dead_local_state(job.backend, &LocalState::from_args(job), job_id, &retained)
 }

@@ -49,14 +49,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::anyhow;
-use backend_fs::{FsCheckpointStorage, JobLock, LockState, Orphan, OrphanKind, find_orphans};
+use backend_fs::{FsCheckpointStorage, Orphan, OrphanKind};
 use serde::Serialize;
 use state_core::METADATA_FILE_NAME;
 use state_core::{CheckpointId, ErrorKind};
 use state_core::{FileCheck, verify_checkpoint};
 
 use crate::human;
-use crate::job_dir::{self, CheckpointStatus};
+use crate::job_dir::{self, CheckpointStatus, JobLocation};
 
 /// The `--json` documentation shown by `cairn checkpoints verify --help`.
 pub(crate) const JSON_HELP: &str = "\
@@ -113,16 +113,6 @@ impl OrphanView {
     }
 }
 
-/// Who runs a job in `job_dir` now (the live owner of its lock), if anyone.
-pub(crate) fn running_job(job_dir: &Path) -> anyhow::Result<Option<String>> {
-    Ok(match JobLock::probe(job_dir).map_err(human::anyhow)? {
-        LockState::Free => None,
-        LockState::Held(owner) => {
-            Some(owner.map_or_else(|| "another process".to_owned(), |o| o.to_string()))
-        }
-    })
-}
-
 #[derive(Debug, Serialize)]
 struct CheckpointView {
     id: u64,
@@ -141,8 +131,8 @@ struct FileView {
 
 /// What the user asked to verify.
 enum Target {
-    One(FsCheckpointStorage, CheckpointId),
-    Job(FsCheckpointStorage),
+    One(JobLocation, CheckpointId),
+    Job(JobLocation),
 }
 
 /// Runs `cairn checkpoints verify`.
@@ -154,8 +144,8 @@ pub(crate) fn run(path: &Path, json: bool, out: &mut dyn Write) -> anyhow::Resul
     match target(path)? {
         Target::One(storage, id) => checkpoints.push(verify_one(&storage, id)?),
         Target::Job(storage) => {
-            running = running_job(storage.job_dir())?;
-            let found = find_orphans(&storage).map_err(human::anyhow)?;
+            running = storage.running_job()?;
+            let found = storage.find_orphans()?;
             orphans = found.orphans.iter().map(OrphanView::of).collect();
             orphans_held_back = found.held_back;
             for entry in job_dir::scan(&storage)? {
@@ -213,10 +203,15 @@ fn target(path: &Path) -> anyhow::Result<Target> {
         n == METADATA_FILE_NAME || CheckpointId::from_dir_name(&n.to_string_lossy()).is_some()
     });
     if !names_checkpoint {
-        return Ok(Target::Job(job_dir::open(path)?));
+        return Ok(Target::Job(job_dir::open_location(path)?));
     }
+    if cairn_cli::backend::object_url(path).is_some() {
+        let (location, id) = job_dir::open_checkpoint(path)?;
+        return Ok(Target::One(location, id));
+    }
+    let path = &cairn_cli::backend::plain_path(path);
     match FsCheckpointStorage::for_checkpoint_path(path) {
-        Ok((storage, id)) => Ok(Target::One(storage, id)),
+        Ok((storage, id)) => Ok(Target::One(JobLocation::Dir(storage), id)),
         // A `_metadata` that is not cairn's (a damaged magic number) in a
         // real checkpoint directory: that is corruption to report, not bad input.
         Err(err) if err.kind() == ErrorKind::IncompatibleFormat => {
@@ -233,17 +228,18 @@ fn target(path: &Path) -> anyhow::Result<Target> {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            Ok(Target::One(job_dir::open(job)?, id))
+            Ok(Target::One(job_dir::open_location(job)?, id))
         }
         Err(err) => Err(human::anyhow(err)),
     }
 }
 
-fn verify_one(storage: &FsCheckpointStorage, id: CheckpointId) -> anyhow::Result<CheckpointView> {
-    let report = verify_checkpoint(storage, id).map_err(|e| {
+fn verify_one(location: &JobLocation, id: CheckpointId) -> anyhow::Result<CheckpointView> {
+    let storage = location.storage();
+    let report = verify_checkpoint(storage.as_ref(), id).map_err(|e| {
         anyhow!(
             "cannot verify checkpoint {id} in {}: {}",
-            storage.job_dir().display(),
+            location.display(),
             human::error(&e)
         )
     })?;

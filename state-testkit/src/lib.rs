@@ -13,6 +13,8 @@
 //!   of checkpoint storage.
 //! - [`InterceptStorage`]: a checkpoint storage over another one whose stream
 //!   opens and reads a test can hold, slow down or alter.
+//! - [`s3`]: moto's and SeaweedFS's S3 servers on loopback for the object
+//!   storage's tests, and a fault-injecting HTTP proxy.
 //!
 //! # Example
 //!
@@ -46,6 +48,7 @@ pub mod conformance;
 mod faulty_fs;
 mod intercept;
 mod model;
+pub mod s3;
 pub mod sequences;
 mod setup;
 

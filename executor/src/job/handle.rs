@@ -210,7 +210,9 @@ impl JobHandle {
     /// # let env = StreamEnv::new(JobConfig::new(JobId::new("example")?), HeapBackendFactory::default(), storage);
     /// # let (sink, _out) = CollectSink::new();
     /// # env.source("numbers", |_: SourceContext| Ok(Box::new(Forever) as Box<dyn Source<u64>>))
-    /// #     .key_by("by-value", |v: &u64| *v).sum("sum").sink("collect", sink);
+    /// #     .key_by(|v: &u64| *v % 10)
+    /// #     .sum("sum", |v: &u64| *v as i64, |v: &mut u64, s| *v = s as u64)
+    /// #     .sink("collect", sink);
     /// let handle = env.start()?;
     /// // The savepoint's own storage (a directory with `backend-fs`).
     /// let savepoints = Arc::new(MemoryCheckpointStorage::default());

@@ -5,7 +5,7 @@
 //! cairn-bench state-size [--backend heap,fs,…] [--incremental] [--savepoints] [--keys K] [--value-size S]
 //!                        [--update-fraction F] [--rounds R] [--parallelism P] [--seed N]
 //!                        [--sweep keys=…|value-size=…]… [--plot FILE.svg]
-//!                        [--dir DIR] [--keep] [--json]
+//!                        [--dir DIR] [--checkpoint-url URL] [--keep] [--json]
 //! ```
 //!
 //! One run is measured in [`measure`]; its checkpoints in [`checkpointing`],
@@ -28,7 +28,7 @@ use crate::report;
 /// The fields of `cairn-bench state-size --json`.
 pub(crate) const JSON_HELP: &str = "\
 JSON (--json): one object per run (an array of them with --sweep or several
-backends): backend, incremental, keys, value_size, update_fraction, rounds,
+backends): backend, storage (\"file\" or the --checkpoint-url), incremental, keys, value_size, update_fraction, rounds,
 parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
 round], checkpoints [{id, full_bytes, written_bytes, sync_ms, async_ms,
 duration_ms, storage_bytes}], restore_local_ms (from the local checkpoint
@@ -91,6 +91,11 @@ pub(crate) struct StateSizeArgs {
     /// Where checkpoint files go (fs, rocks); default: a temp directory
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+    /// Also run each backend with its checkpoints in this object store
+    /// (`s3://bucket/prefix`, credentials and endpoint from the AWS_* environment),
+    /// after the run on the local filesystem; needs the `object-store` feature
+    #[arg(long, value_name = "URL")]
+    checkpoint_url: Option<String>,
     /// Keep the checkpoint data after the run (it is removed by default)
     #[arg(long)]
     keep: bool,
@@ -154,22 +159,29 @@ pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
         }
     }
     let mut reports = Vec::new();
+    let mut storages = vec![None];
+    if let Some(url) = &args.checkpoint_url {
+        storages.push(Some(url.clone()));
+    }
     for &backend in &args.backend {
         for &k in &keys {
             for &size in &sizes {
-                let params = measure::Params {
-                    backend,
-                    incremental: args.incremental,
-                    keys: k,
-                    value_size: usize::try_from(size)?,
-                    update_fraction: args.update_fraction,
-                    rounds: args.rounds,
-                    parallelism: args.parallelism,
-                    seed: args.seed,
-                    show_progress: !args.json,
-                    savepoints: args.savepoints,
-                };
-                reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
+                for checkpoint_url in &storages {
+                    let params = measure::Params {
+                        checkpoint_url: checkpoint_url.clone(),
+                        backend,
+                        incremental: args.incremental,
+                        keys: k,
+                        value_size: usize::try_from(size)?,
+                        update_fraction: args.update_fraction,
+                        rounds: args.rounds,
+                        parallelism: args.parallelism,
+                        seed: args.seed,
+                        show_progress: !args.json,
+                        savepoints: args.savepoints,
+                    };
+                    reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
+                }
             }
         }
     }
@@ -202,11 +214,12 @@ pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
 fn write_one(r: &measure::StateSizeReport, out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
-        "{} keys of {} B in {} ({}), parallelism {}, {} round(s) updating {}",
+        "{} keys of {} B in {} ({}), checkpoints in {}, parallelism {}, {} round(s) updating {}",
         r.keys,
         r.value_size,
         r.backend,
         if r.incremental { "incremental" } else { "full" },
+        r.storage,
         r.parallelism,
         r.rounds,
         r.update_fraction
@@ -277,7 +290,7 @@ fn write_one(r: &measure::StateSizeReport, out: &mut dyn Write) -> anyhow::Resul
 fn write_table(reports: &[measure::StateSizeReport], out: &mut dyn Write) -> anyhow::Result<()> {
     writeln!(
         out,
-        "{:<6} {:>10} {:>7} {:>9} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6}",
+        "{:<6} {:>10} {:>7} {:>9} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6} storage",
         "backend",
         "keys",
         "value",
@@ -295,7 +308,7 @@ fn write_table(reports: &[measure::StateSizeReport], out: &mut dyn Write) -> any
         let last = r.checkpoints.last();
         writeln!(
             out,
-            "{:<6} {:>10} {:>7} {:>9.3} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6}",
+            "{:<6} {:>10} {:>7} {:>9.3} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>6} {}",
             r.backend,
             r.keys,
             r.value_size,
@@ -306,7 +319,8 @@ fn write_table(reports: &[measure::StateSizeReport], out: &mut dyn Write) -> any
             report::opt(first.and_then(|c| c.async_ms)),
             r.restore_storage_ms,
             r.peak_rss_bytes.map_or("-".into(), human::size),
-            r.restore_exact
+            r.restore_exact,
+            r.storage
         )?;
     }
     Ok(())

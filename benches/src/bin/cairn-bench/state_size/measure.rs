@@ -42,6 +42,8 @@ use crate::scratch::{Scratch, check_interrupted};
 pub(super) struct Params {
     /// The backend.
     pub backend: BackendKind,
+    /// Checkpoints in this object store (`--checkpoint-url`) instead of files.
+    pub checkpoint_url: Option<String>,
     /// `--incremental`.
     pub incremental: bool,
     /// Keys loaded.
@@ -67,6 +69,8 @@ pub(super) struct Params {
 pub(super) struct StateSizeReport {
     /// `heap`, `fs`, `rocks`.
     pub backend: &'static str,
+    /// Where the checkpoints went: `file` (or memory for heap) or the URL.
+    pub storage: String,
     /// Whether incremental checkpoints were asked for.
     pub incremental: bool,
     /// Keys loaded.
@@ -127,21 +131,28 @@ pub(super) fn run_one(
         BackendKind::Heap if !params.savepoints => None,
         _ => Some(Scratch::create(dir, "cairn-bench-state-size", keep)?),
     };
-    let storage: Arc<dyn CheckpointStorage> = match (&scratch, params.backend) {
-        // Heap state with checkpoints in memory, without the 5 MiB bound.
-        (None, _) | (Some(_), BackendKind::Heap) => {
+    let storage: Arc<dyn CheckpointStorage> = match (&params.checkpoint_url, &scratch) {
+        (Some(url), _) => backend::storage_for(params.backend, Some(Path::new(url)), &job_id)?,
+        // Heap state with checkpoints in memory, without the 5 MiB bound
+        // (a scratch directory only for the savepoints).
+        (None, None) => Arc::new(MemoryCheckpointStorage::new(u64::MAX)),
+        (None, Some(_)) if params.backend == BackendKind::Heap => {
             Arc::new(MemoryCheckpointStorage::new(u64::MAX))
         }
-        (Some(s), kind) => backend::storage_for(kind, Some(s.path()), &job_id)?,
+        (None, Some(s)) => backend::storage_for(params.backend, Some(s.path()), &job_id)?,
     };
     let savepoint_dir = scratch
         .as_ref()
         .filter(|_| params.savepoints)
         .map(|s| s.path().join("savepoints"));
-    let job_dir = scratch
-        .as_ref()
-        .filter(|_| params.backend != BackendKind::Heap)
-        .map(|s| s.path().join(job_id.as_str()));
+    // The bytes in storage are measured for a directory only.
+    let job_dir = match params.checkpoint_url {
+        Some(_) => None,
+        None => scratch
+            .as_ref()
+            .filter(|_| params.backend != BackendKind::Heap)
+            .map(|s| s.path().join(job_id.as_str())),
+    };
     // Local recovery is on, so the run can restore from the local copies
     // and from storage: RocksDB keeps its copies in the scratch directory,
     // heap (and fs) keep theirs in memory.
@@ -358,6 +369,10 @@ impl BackendVisitor for Run<'_> {
         let load_seconds = load.as_secs_f64();
         Ok(StateSizeReport {
             backend: backend::name(p.backend),
+            storage: p
+                .checkpoint_url
+                .clone()
+                .unwrap_or_else(|| "file".to_owned()),
             incremental: p.incremental,
             keys,
             value_size: p.value_size,
@@ -489,6 +504,7 @@ mod tests {
     fn a_small_heap_run_restores_every_key() {
         let params = Params {
             backend: BackendKind::Heap,
+            checkpoint_url: None,
             incremental: false,
             keys: 500,
             value_size: 16,

@@ -297,6 +297,7 @@ mod tests {
         let full = keys * 111;
         StateSizeReport {
             backend: "rocks",
+            storage: "file".to_owned(),
             incremental: true,
             keys,
             value_size: 100,
