@@ -94,9 +94,13 @@ pub struct FsCheckpointStorage {
 /// Whether checkpoints can be written into `job_dir`: creates and removes a
 /// hidden file, so a read-only (or immutable) job directory is refused when
 /// the storage opens, naming it, instead of failing every checkpoint of a job
-/// that then restarts for ever.
+/// that then restarts for ever. The file's name is this process's and
+/// call's own: processes and threads that open one job directory at once
+/// (the workers of a timely job) never remove each other's.
 fn check_writable(job_dir: &Path) -> Result<()> {
-    let probe = job_dir.join(".cairn-write-check");
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let probe = job_dir.join(format!(".cairn-write-check-{}-{n}", std::process::id()));
     let result = std::fs::File::create(&probe).and_then(|_| std::fs::remove_file(&probe));
     result.map_err(|e| {
         StateError::io(
@@ -455,6 +459,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = FsCheckpointStorage::open(dir.path(), JobId::new("job-1").unwrap()).unwrap();
         (dir, s)
+    }
+
+    #[test]
+    fn many_openers_of_one_job_directory_at_once_all_succeed_and_leave_no_probe() {
+        // The workers of one job (threads here, processes in a timely job)
+        // open its directory together: the writable check of one must not
+        // remove the probe file of another.
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..50 {
+                        FsCheckpointStorage::open(dir.path(), JobId::new("job-1").unwrap())
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let left: Vec<String> = std::fs::read_dir(dir.path().join("job-1"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let mut left = left;
+        left.sort();
+        assert_eq!(left, [SHARED_DIR, TASK_OWNED_DIR]);
     }
 
     #[test]
