@@ -227,8 +227,11 @@ fn run_wordcount(args: &WordCountArgs) -> anyhow::Result<ExitCode> {
         restore_mode: args.job.restore_mode.unwrap_or_default().into(),
         resume: args.job.resume,
         incremental: args.job.incremental,
+        // Request files need a local job directory (`control.rs`); a job on
+        // an object store takes savepoints through `JobController` only.
         control: job_dir
             .clone()
+            .filter(|dir| backend::object_url(dir).is_none())
             .map(|dir| (dir, args.job.savepoint_dir.clone())),
     };
     let local = backend::LocalState::from_args(&args.job);

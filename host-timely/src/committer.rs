@@ -4,10 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use state_core::{
-    CheckpointId, CheckpointMetadata, CompletedCheckpointStore, JobId, KeyedStateHandle,
-    OperatorSnapshot, SnapshotKind,
-};
+use state_core::{CheckpointId, CheckpointMetadata, CompletedCheckpointStore, JobId, SubtaskPart};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::StreamVec;
 use timely::dataflow::channels::pact::Exchange;
@@ -86,41 +83,16 @@ fn finalize(
         .filter_map(|a| a.timestamp_millis)
         .max()
         .unwrap_or_else(|| clock.now_millis());
-    let mut operators: Vec<OperatorSnapshot> = Vec::new();
-    let mut incremental = false;
-    for ack in acks {
-        let Some(snapshot) = ack.snapshot else {
-            continue;
-        };
-        incremental |= snapshot
-            .keyed
-            .iter()
-            .any(|h| matches!(h, KeyedStateHandle::Incremental(_)));
-        match operators.iter_mut().find(|o| o.operator_id == ack.operator) {
-            Some(op) => op.subtasks.push(snapshot),
-            None => operators.push(OperatorSnapshot {
-                operator_id: ack.operator,
-                parallelism: ack.parallelism,
-                max_parallelism: ack.max_parallelism,
-                subtasks: vec![snapshot],
-            }),
-        }
-    }
-    operators.sort_by(|a, b| a.operator_id.0.cmp(&b.operator_id.0));
-    for op in &mut operators {
-        op.subtasks.sort_by_key(|s| s.subtask);
-    }
-    let metadata = CheckpointMetadata {
-        checkpoint_id: id,
-        job_id: job_id.clone(),
-        timestamp_millis: timestamp,
-        kind: if incremental {
-            SnapshotKind::Incremental
-        } else {
-            SnapshotKind::Full
-        },
-        operators,
-    };
+    let parts = acks.into_iter().filter_map(|ack| {
+        ack.snapshot.map(|snapshot| SubtaskPart {
+            operator: ack.operator,
+            parallelism: ack.parallelism,
+            max_parallelism: ack.max_parallelism,
+            snapshot,
+        })
+    });
+    let metadata =
+        CheckpointMetadata::from_parts(id, job_id.clone(), timestamp, parts, |uid| uid.0.clone());
     let bytes = metadata.checkpointed_size();
     let subsumed = match store.complete(metadata) {
         Ok(subsumed) => subsumed,

@@ -124,7 +124,7 @@ pub use memory_storage::{DEFAULT_MAX_STATE_BYTES, MemoryCheckpointStorage};
 pub use metadata::{
     CheckpointMetadata, IncrementalHandle, KeyGroupsHandle, KeyedStateHandle, METADATA_FILE_NAME,
     NamedStream, OperatorSnapshot, OperatorStateHandle, OperatorStateInfo, OperatorStateMode,
-    SharedFile, SnapshotKind, SubtaskSnapshot,
+    SharedFile, SnapshotKind, SubtaskPart, SubtaskSnapshot,
 };
 pub use operator_state::OperatorStateStore;
 pub use registry::SharedStateRegistry;

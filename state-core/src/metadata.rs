@@ -216,7 +216,70 @@ pub struct OperatorStateInfo {
     pub elements: u64,
 }
 
+/// One operator subtask's part of a checkpoint, as its task acknowledges it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubtaskPart {
+    /// The operator's uid.
+    pub operator: OperatorId,
+    /// The parallelism it runs at.
+    pub parallelism: u32,
+    /// Its number of key groups.
+    pub max_parallelism: u32,
+    /// The subtask's state.
+    pub snapshot: SubtaskSnapshot,
+}
+
 impl CheckpointMetadata {
+    /// The metadata of checkpoint `id` of `job_id`, triggered at
+    /// `timestamp_millis`, from every subtask's part: grouped by operator
+    /// (operators in the order of `operator_rank`, subtasks by index), and
+    /// [`SnapshotKind::Incremental`] when any keyed handle is incremental.
+    /// What a checkpoint coordinator writes once every task acknowledged.
+    pub fn from_parts<R: Ord>(
+        id: CheckpointId,
+        job_id: JobId,
+        timestamp_millis: u64,
+        parts: impl IntoIterator<Item = SubtaskPart>,
+        mut operator_rank: impl FnMut(&OperatorId) -> R,
+    ) -> Self {
+        let mut operators: Vec<OperatorSnapshot> = Vec::new();
+        let mut incremental = false;
+        for part in parts {
+            incremental |= part
+                .snapshot
+                .keyed
+                .iter()
+                .any(|h| matches!(h, KeyedStateHandle::Incremental(_)));
+            match operators
+                .iter_mut()
+                .find(|o| o.operator_id == part.operator)
+            {
+                Some(op) => op.subtasks.push(part.snapshot),
+                None => operators.push(OperatorSnapshot {
+                    operator_id: part.operator,
+                    parallelism: part.parallelism,
+                    max_parallelism: part.max_parallelism,
+                    subtasks: vec![part.snapshot],
+                }),
+            }
+        }
+        operators.sort_by_cached_key(|o| operator_rank(&o.operator_id));
+        for op in &mut operators {
+            op.subtasks.sort_by_key(|s| s.subtask);
+        }
+        CheckpointMetadata {
+            checkpoint_id: id,
+            job_id,
+            timestamp_millis,
+            kind: if incremental {
+                SnapshotKind::Incremental
+            } else {
+                SnapshotKind::Full
+            },
+            operators,
+        }
+    }
+
     /// Every stream referenced by the checkpoint, keyed and operator state.
     pub fn streams(&self) -> Vec<&StreamHandle> {
         let mut out = Vec::new();
@@ -544,6 +607,46 @@ mod tests {
                 }],
             }],
         }
+    }
+
+    #[test]
+    fn from_parts_groups_by_operator_in_rank_order_and_sorts_subtasks() {
+        let keyed = sample().operators[0].subtasks[0].keyed.clone();
+        let part = |op: &str, subtask: u32, keyed: Vec<KeyedStateHandle>| SubtaskPart {
+            operator: OperatorId(op.into()),
+            parallelism: 2,
+            max_parallelism: 128,
+            snapshot: SubtaskSnapshot {
+                subtask,
+                keyed,
+                operator: None,
+            },
+        };
+        let parts = vec![
+            part("sink", 1, Vec::new()),
+            part("count", 1, keyed.clone()),
+            part("sink", 0, Vec::new()),
+            part("count", 0, keyed),
+        ];
+        let rank = |uid: &OperatorId| if uid.0 == "count" { 0 } else { 1 };
+        let m = CheckpointMetadata::from_parts(
+            CheckpointId(4),
+            JobId::new("job-1").unwrap(),
+            9,
+            parts,
+            rank,
+        );
+        assert_eq!((m.checkpoint_id, m.timestamp_millis), (CheckpointId(4), 9));
+        assert_eq!(m.kind, SnapshotKind::Full);
+        let layout: Vec<(&str, Vec<u32>)> = m
+            .operators
+            .iter()
+            .map(|o| {
+                let subtasks = o.subtasks.iter().map(|s| s.subtask).collect();
+                (o.operator_id.0.as_str(), subtasks)
+            })
+            .collect();
+        assert_eq!(layout, [("count", vec![0, 1]), ("sink", vec![0, 1])]);
     }
 
     #[test]

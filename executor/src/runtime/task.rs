@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Select, Sender, TryRecvError};
 use state_core::OperatorStateStore;
 use state_core::SubtaskSnapshot;
-use state_core::{CheckpointId, CheckpointStorage, Clock, OperatorId};
+use state_core::{CheckpointId, CheckpointStorage, Clock};
 
 use super::barrier::{BarrierAction, BarrierHandler};
 use super::chain::{ChainEvent, Message, OpInfo, OperatorPart, Output};
@@ -44,13 +44,7 @@ pub(crate) enum TaskCommand {
 }
 
 /// One operator subtask's part of an acknowledgement.
-#[derive(Debug, Clone)]
-pub(crate) struct AckedState {
-    pub operator: OperatorId,
-    pub parallelism: u32,
-    pub max_parallelism: u32,
-    pub snapshot: SubtaskSnapshot,
-}
+pub(crate) type AckedState = state_core::SubtaskPart;
 
 /// What tasks report to the job master.
 #[derive(Debug)]

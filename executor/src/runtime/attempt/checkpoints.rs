@@ -4,9 +4,8 @@
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use state_core::OperatorSnapshot;
 use state_core::{
-    CheckpointId, CheckpointMetadata, CheckpointStorage, KeyedStateHandle, OperatorId, SnapshotKind,
+    CheckpointId, CheckpointMetadata, CheckpointStorage, KeyedStateHandle, OperatorId,
 };
 
 use super::{Attempt, FINAL_CHECKPOINT_RETRY_MS, FinalCheckpoint};
@@ -353,43 +352,14 @@ impl Attempt {
         duration: Duration,
     ) -> Option<ExecutorError> {
         let timestamp = self.timestamps.remove(&id).unwrap_or(0);
-        let mut operators: Vec<OperatorSnapshot> = Vec::new();
         let order: Vec<&OperatorId> = job.spec.graph.operators.iter().map(|(u, _)| u).collect();
-        let mut incremental = false;
-        for state in acks.into_iter().flatten() {
-            incremental |= state
-                .snapshot
-                .keyed
-                .iter()
-                .any(|h| matches!(h, KeyedStateHandle::Incremental(_)));
-            match operators
-                .iter_mut()
-                .find(|o| o.operator_id == state.operator)
-            {
-                Some(op) => op.subtasks.push(state.snapshot),
-                None => operators.push(OperatorSnapshot {
-                    operator_id: state.operator,
-                    parallelism: state.parallelism,
-                    max_parallelism: state.max_parallelism,
-                    subtasks: vec![state.snapshot],
-                }),
-            }
-        }
-        operators.sort_by_key(|o| order.iter().position(|u| **u == o.operator_id));
-        for op in &mut operators {
-            op.subtasks.sort_by_key(|s| s.subtask);
-        }
-        let metadata = CheckpointMetadata {
-            checkpoint_id: id,
-            job_id: job.spec.config.job_id.clone(),
-            timestamp_millis: timestamp,
-            kind: if incremental {
-                SnapshotKind::Incremental
-            } else {
-                SnapshotKind::Full
-            },
-            operators,
-        };
+        let metadata = CheckpointMetadata::from_parts(
+            id,
+            job.spec.config.job_id.clone(),
+            timestamp,
+            acks.into_iter().flatten(),
+            |uid| order.iter().position(|u| *u == uid),
+        );
         if let Some(savepoint) = self.pending_savepoints.remove(&id) {
             self.finalize_savepoint(job, savepoint, metadata, duration);
             return None;
