@@ -62,13 +62,22 @@ fn checkpoint(
     storage: &dyn CheckpointStorage,
     id: u64,
 ) -> state_core::Result<IncrementalHandle> {
-    let id = CheckpointId(id);
-    storage.initialize_checkpoint(id)?;
-    let pending = b.snapshot(id, SnapshotMode::Incremental)?;
-    match pending.write(storage)? {
+    match snapshot_in(b, storage, id, SnapshotMode::Incremental)? {
         Some(KeyedStateHandle::Incremental(h)) => Ok(h),
         other => panic!("expected an incremental handle, got {other:?}"),
     }
+}
+
+/// Takes snapshot `id` of `b` in `mode` into `storage`.
+fn snapshot_in(
+    b: &mut RocksBackend,
+    storage: &dyn CheckpointStorage,
+    id: u64,
+    mode: SnapshotMode,
+) -> state_core::Result<Option<KeyedStateHandle>> {
+    let id = CheckpointId(id);
+    storage.initialize_checkpoint(id)?;
+    b.snapshot(id, mode)?.write(storage)
 }
 
 /// Completes checkpoint `h` in `store` and tells the backend, as the coordinator would.
@@ -550,14 +559,13 @@ fn savepoints_are_self_contained_and_never_a_base_for_incremental_checkpoints() 
     // A native savepoint into its own storage uploads every SST file,
     // the ones checkpoint 1 already has included.
     let native_storage = fs_storage(&dir.path().join("native"));
-    native_storage
-        .initialize_checkpoint(CheckpointId(2))
-        .unwrap();
-    let native = match b
-        .snapshot(CheckpointId(2), SnapshotMode::NativeSavepoint)
-        .unwrap()
-        .write(native_storage.as_ref())
-        .unwrap()
+    let native = match snapshot_in(
+        &mut b,
+        native_storage.as_ref(),
+        2,
+        SnapshotMode::NativeSavepoint,
+    )
+    .unwrap()
     {
         Some(KeyedStateHandle::Incremental(h)) => h,
         other => panic!("expected RocksDB's own files, got {other:?}"),
@@ -574,15 +582,14 @@ fn savepoints_are_self_contained_and_never_a_base_for_incremental_checkpoints() 
 
     // A canonical savepoint is a key-group stream even on an incremental backend.
     let canonical_storage = fs_storage(&dir.path().join("canonical"));
-    canonical_storage
-        .initialize_checkpoint(CheckpointId(3))
-        .unwrap();
-    let canonical = b
-        .snapshot(CheckpointId(3), SnapshotMode::CanonicalSavepoint)
-        .unwrap()
-        .write(canonical_storage.as_ref())
-        .unwrap()
-        .unwrap();
+    let canonical = snapshot_in(
+        &mut b,
+        canonical_storage.as_ref(),
+        3,
+        SnapshotMode::CanonicalSavepoint,
+    )
+    .unwrap()
+    .unwrap();
     assert!(matches!(canonical, KeyedStateHandle::KeyGroups(_)));
     b.notify_checkpoint_aborted(CheckpointId(3)).unwrap();
 

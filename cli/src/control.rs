@@ -11,12 +11,12 @@
 //! **Protocol.** The requester checks that a live process holds the job
 //! lock, then writes `<job-dir>/_savepoint-request-<nonce>.json`
 //! (`{"format": "canonical"|"native", "dir": "/abs/dir" | null, "stop":
-//! bool}`) as a `.tmp` file renamed into place, so the job never reads half
-//! a request. The job polls its directory every 100 ms, removes the
+//! bool}`) with `write_atomic` (a dot-named temp file renamed into place),
+//! so the job never reads half a request. The job polls its directory every 100 ms, removes the
 //! request, takes the savepoint into `<dir>/savepoint-<job>-<n>-<hex>/`
 //! (`dir` from the request, else the job's `--savepoint-dir`) and answers
 //! in `_savepoint-response-<nonce>.json` (`{"ok", "id", "path", "bytes",
-//! "duration_ms", "error"}`), also renamed into place. The requester waits
+//! "duration_ms", "error"}`), also with `write_atomic`. The requester waits
 //! for the answer, removes it and prints the savepoint's path; when the lock
 //! is released first (the job ended or died), it fails saying so. Requests
 //! and answers a killed process left behind are orphans to the next start's
@@ -34,6 +34,7 @@ use anyhow::{Context, bail};
 use backend_fs::{FsCheckpointStorage, JobLock, LockState};
 use executor::{JobController, SavepointInfo, SavepointTarget};
 use serde::{Deserialize, Serialize};
+use state_core::backend_support::{StdFs, write_atomic};
 use state_core::{CheckpointStorage, Clock, JobId, SavepointFormat, SystemClock};
 
 const REQUEST_PREFIX: &str = "_savepoint-request-";
@@ -77,15 +78,6 @@ impl From<FormatArg> for SavepointFormat {
             FormatArg::Native => SavepointFormat::Native,
         }
     }
-}
-
-/// Writes `bytes` to `path` through a `.tmp` sibling renamed into place.
-fn write_renamed(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// What `cairn savepoint` / `cairn stop` ask for.
@@ -136,7 +128,7 @@ pub(crate) fn ask(ask: &Ask<'_>, out: &mut dyn Write) -> anyhow::Result<ExitCode
         dir,
         stop: ask.stop,
     })?;
-    write_renamed(&request, &body)
+    write_atomic(&StdFs, &request, &body)
         .with_context(|| format!("writing the request {}", request.display()))?;
     tracing::info!(request = %request.display(), owner = ?owner, "asked the job for a savepoint");
     let started = Instant::now();
@@ -294,8 +286,8 @@ fn answer(request: &Path, default_dir: Option<&Path>, job_id: &JobId, controller
         }
     };
     let written = serde_json::to_vec(&body)
-        .map_err(std::io::Error::other)
-        .and_then(|bytes| write_renamed(&response, &bytes));
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| Ok(write_atomic(&StdFs, &response, &bytes)?));
     if let Err(e) = written {
         tracing::warn!(response = %response.display(), error = %e, "could not answer a savepoint request");
     }
@@ -340,5 +332,60 @@ fn take(
             }
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use backend_fs::LockOwner;
+
+    use super::*;
+
+    fn ask_in(job_dir: &Path, timeout: Duration) -> anyhow::Result<ExitCode> {
+        let mut out = Vec::new();
+        ask(
+            &Ask {
+                job_dir,
+                dir: None,
+                format: FormatArg::Canonical,
+                stop: false,
+                timeout,
+                json: false,
+            },
+            &mut out,
+        )
+    }
+
+    #[test]
+    fn a_job_that_never_answers_times_out_and_its_request_is_withdrawn() {
+        let dir = tempfile::tempdir().unwrap();
+        // This process holds the lock: a live job that does not watch.
+        let _lock = JobLock::acquire(dir.path(), &LockOwner::this_process(1)).unwrap();
+        let err = ask_in(dir.path(), Duration::from_millis(300)).unwrap_err();
+        assert!(err.to_string().contains("did not answer within"), "{err}");
+        assert!(pending_requests(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn an_undecodable_answer_is_an_error_naming_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let _lock = JobLock::acquire(dir.path(), &LockOwner::this_process(1)).unwrap();
+        let job_dir = dir.path().to_path_buf();
+        let garbler = std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Some(request) = pending_requests(&job_dir).pop() {
+                    let name = request.file_name().unwrap().to_str().unwrap();
+                    let response =
+                        request.with_file_name(name.replacen(REQUEST_PREFIX, RESPONSE_PREFIX, 1));
+                    std::fs::write(response, b"{not json").unwrap();
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let err = ask_in(dir.path(), Duration::from_secs(30)).unwrap_err();
+        garbler.join().unwrap();
+        assert!(format!("{err:#}").contains(RESPONSE_PREFIX), "{err:#}");
     }
 }
