@@ -96,12 +96,18 @@ pub struct FsCheckpointStorage {
 /// the storage opens, naming it, instead of failing every checkpoint of a job
 /// that then restarts for ever. The file's name is this process's and
 /// call's own: processes and threads that open one job directory at once
-/// (the workers of a timely job) never remove each other's.
+/// (the workers of a timely job) never remove each other's, and one that
+/// another process's orphan sweep removed first does not count against it.
 fn check_writable(job_dir: &Path) -> Result<()> {
     static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let probe = job_dir.join(format!(".cairn-write-check-{}-{n}", std::process::id()));
-    let result = std::fs::File::create(&probe).and_then(|_| std::fs::remove_file(&probe));
+    // Once created, the directory is writable: a probe already gone (the
+    // orphan sweep of another process of the job took it) is no failure.
+    let result = std::fs::File::create(&probe).and_then(|_| match std::fs::remove_file(&probe) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    });
     result.map_err(|e| {
         StateError::io(
             job_dir,
