@@ -341,14 +341,14 @@ impl KeyedStateBackend for HeapBackend {
         let map = self.value_map_mut(state, key)?;
         match map.entry_ref(&lookup(key)) {
             EntryRef::Occupied(mut entry) => match f(Some(entry.get()))? {
-                Some(value) => *entry.get_mut() = SmallBytes::from_bytes(value),
+                Some(value) => *entry.get_mut() = value,
                 None => {
                     entry.remove();
                 }
             },
             EntryRef::Vacant(entry) => {
                 if let Some(value) = f(None)? {
-                    entry.insert(SmallBytes::from_bytes(value));
+                    entry.insert(value);
                 }
             }
         }

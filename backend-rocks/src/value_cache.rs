@@ -116,7 +116,7 @@ impl ValueCache {
         let Some((key, slot)) = self.map.get_key_value_mut(self.lookup.as_slice()) else {
             return Ok(false);
         };
-        let next = f(slot.value.as_deref())?.map(SmallBytes::from_bytes);
+        let next = f(slot.value.as_deref())?;
         let removed = entry_bytes(key, slot.value.as_ref());
         let added = entry_bytes(key, next.as_ref());
         self.bytes = (self.bytes + added).saturating_sub(removed);
@@ -141,7 +141,10 @@ impl ValueCache {
         let mut value = Some(value);
         // The function cannot fail, so the result is Ok.
         matches!(
-            self.modify(state, rocks_key, &mut |_| Ok(value.take().flatten())),
+            self.modify(state, rocks_key, &mut |_| Ok(value
+                .take()
+                .flatten()
+                .map(SmallBytes::from_bytes))),
             Ok(true)
         )
     }

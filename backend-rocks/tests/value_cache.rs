@@ -13,6 +13,7 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use backend_rocks::{RocksBackend, RocksBackendFactory};
+use state_core::backend_support::SmallBytes;
 use state_core::{
     CheckpointId, CheckpointStorage, Checkpointable, EntryKey, KeyedStateBackend, ManualClock,
     MaxParallelism, SnapshotMode, StateDescriptor, StateId, StateKind,
@@ -90,7 +91,7 @@ fn workload(b: &mut RocksBackend) -> Vec<Option<Vec<u8>>> {
                     if k % 2 == 0 {
                         v.extend_from_slice(&[round as u8; 60]);
                     }
-                    Ok(Some(v.into()))
+                    Ok(Some(SmallBytes::from_slice(&v)))
                 })
                 .unwrap();
                 continue;

@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::ids::{OperatorId, StateId};
 use crate::key_group::{KeyGroup, KeyGroupRange, MaxParallelism};
 use crate::metadata::KeyedStateHandle;
+use crate::small_bytes::SmallBytes;
 use crate::storage::CheckpointStorage;
 use crate::ttl::TtlConfig;
 use crate::{Result, StateError};
@@ -133,14 +134,16 @@ pub fn update_value_by_get_and_put<B: KeyedStateBackend + ?Sized>(
 ) -> Result<()> {
     let current = backend.get(state, key)?;
     match f(current.as_deref())? {
-        Some(value) => backend.put(state, key, value),
+        Some(value) => backend.put(state, key, value.into_bytes()),
         None => backend.clear(state, key),
     }
 }
 
 /// What [`KeyedStateBackend::update_value`] makes of the current value
-/// (`None`: absent); returning `None` removes it.
-pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Bytes>> + 'a;
+/// (`None`: absent); returning `None` removes it. The new value comes as
+/// [`SmallBytes`], so a short value (a count, a timestamp) is built on the
+/// stack and stored in place without an allocation.
+pub type ValueUpdate<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<SmallBytes>> + 'a;
 
 /// Visits the (user key, value) entries of a map state; break to stop.
 pub type MapVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> ControlFlow<()> + 'a;

@@ -63,6 +63,14 @@ impl SmallBytes {
         }
     }
 
+    /// The bytes as `Bytes`, without a copy when shared.
+    pub fn into_bytes(self) -> Bytes {
+        match self {
+            SmallBytes::Inline { .. } => Bytes::copy_from_slice(&self),
+            SmallBytes::Shared(b) => b,
+        }
+    }
+
     /// Bytes allocated outside the value itself (0 when inline).
     pub fn heap_bytes(&self) -> usize {
         match self {
@@ -143,6 +151,7 @@ mod tests {
             ] {
                 assert_eq!(&*s, &data[..]);
                 assert_eq!(s.to_bytes(), data);
+                assert_eq!(s.clone().into_bytes(), data);
                 assert_eq!(
                     matches!(s, SmallBytes::Inline { .. }),
                     len <= SmallBytes::INLINE

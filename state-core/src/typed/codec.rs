@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::ids::StateId;
+use crate::small_bytes::SmallBytes;
 use crate::ttl::{TTL_PREFIX_LEN, TtlConfig, TtlUpdateType, TtlVisibility, unwrap_ttl, wrap_ttl};
 use crate::{Result, StateError};
 
@@ -57,6 +58,38 @@ impl StateMeta {
         postcard::to_extend(value, buf)
             .map(Bytes::from)
             .map_err(|e| self.encode_error("value", &e))
+    }
+
+    /// [`StateMeta::encode`] into a [`SmallBytes`]: a value that fits
+    /// inline is serialized on the stack and never allocated (the value
+    /// update path, once per record); a longer one as `encode` does.
+    pub(crate) fn encode_small<T: Serialize + ?Sized>(
+        &self,
+        now: Option<u64>,
+        value: &T,
+    ) -> Result<SmallBytes> {
+        let mut buf = [0u8; SmallBytes::INLINE];
+        let prefix = match (now, buf.get_mut(..TTL_PREFIX_LEN)) {
+            (Some(ts), Some(head)) => {
+                head.copy_from_slice(&ts.to_le_bytes());
+                TTL_PREFIX_LEN
+            }
+            _ => 0,
+        };
+        let Some(tail) = buf.get_mut(prefix..) else {
+            return self.encode(now, value).map(SmallBytes::from_bytes);
+        };
+        match postcard::to_slice(value, tail) {
+            Ok(written) => {
+                let len = prefix + written.len();
+                Ok(SmallBytes::from_slice(buf.get(..len).unwrap_or_default()))
+            }
+            // Longer than the inline space: the allocating path.
+            Err(postcard::Error::SerializeBufferFull) => {
+                self.encode(now, value).map(SmallBytes::from_bytes)
+            }
+            Err(e) => Err(self.encode_error("value", &e)),
+        }
     }
 
     /// Serializes a map user key (never TTL-wrapped) into `buf`, appending.
@@ -158,6 +191,25 @@ mod tests {
         assert!(!cfg.is_expired(&stored, 1243));
         assert!(cfg.is_expired(&stored, 1244));
         assert_eq!(rewrap(Some(1234), &payload), stored);
+    }
+
+    #[test]
+    fn small_encoding_is_the_allocating_encoding_inline_or_not() {
+        let cfg = TtlConfig::new(Duration::from_millis(10)).unwrap();
+        let long = "x".repeat(40);
+        for m in [meta(None), meta(Some(cfg))] {
+            let now = m.ttl.map(|_| 99);
+            for value in ["", "hello", "fourteen bytes", long.as_str()] {
+                let small = m.encode_small(now, value).unwrap();
+                assert_eq!(&*small, &m.encode(now, value).unwrap()[..], "{value:?}");
+                assert_eq!(
+                    matches!(small, SmallBytes::Inline { .. }),
+                    small.len() <= SmallBytes::INLINE
+                );
+            }
+            let count = m.encode_small(now, &12_345_i64).unwrap();
+            assert!(matches!(count, SmallBytes::Inline { .. }));
+        }
     }
 
     #[test]

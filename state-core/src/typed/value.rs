@@ -63,7 +63,7 @@ where
             .take()
             .ok_or_else(|| StateError::invalid("update_value called its function twice"))?;
         let value = next(current);
-        let bytes = meta.encode(now, &value)?;
+        let bytes = meta.encode_small(now, &value)?;
         written = Some(value);
         Ok(Some(bytes))
     })?;
