@@ -235,6 +235,7 @@ struct ExampleArgs {
 }
 
 fn main() -> ExitCode {
+    cairn_cli::allocator::keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(match cli.command {
         // The demo's failures are its script; its table tells them.

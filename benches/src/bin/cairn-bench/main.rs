@@ -79,6 +79,7 @@ enum BenchCommand {
 }
 
 fn main() -> ExitCode {
+    cairn_cli::allocator::keep_freed_memory();
     let cli = Cli::parse();
     init_tracing(DEFAULT_LOG_FILTER);
     // Not locked: task threads of a running job may print to stdout too.
