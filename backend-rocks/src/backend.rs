@@ -121,7 +121,7 @@ impl RocksBackend {
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
         let cache = RefCell::new(ValueCache::new(
-            options.value_cache_bytes,
+            Arc::clone(&memory.value_pool),
             options.value_cache_max_dirty,
         ));
         let mut backend = RocksBackend {
@@ -174,9 +174,23 @@ impl RocksBackend {
         &self.options
     }
 
-    /// Bytes the shared block cache and the memtables charged to it use now.
+    /// Bytes the shared block cache and the memtables charged to it use now
+    /// (every backend of the factory together; the value caches are
+    /// [`RocksBackend::value_caches_usage`]).
     pub fn memory_usage(&self) -> usize {
         self.memory.usage()
+    }
+
+    /// Bytes the memtables of every backend of the factory use now (part of
+    /// [`RocksBackend::memory_usage`]).
+    pub fn write_buffer_usage(&self) -> usize {
+        self.memory.write_buffer_usage()
+    }
+
+    /// Bytes the value caches of every backend of the factory hold now,
+    /// against their shared [`RocksBackendOptions::value_cache_bytes`].
+    pub fn value_caches_usage(&self) -> usize {
+        self.memory.value_pool.used()
     }
 
     /// What the last restore read from local copies and from storage.

@@ -60,8 +60,11 @@ pub struct RocksBackendOptions {
     /// restore from it when it is intact (Flink's `state.backend.local-recovery`;
     /// off by default, as in Flink).
     pub local_recovery: bool,
-    /// The total memory of block cache and memtables of all backends created
-    /// by one factory, in bytes (Flink's managed memory).
+    /// The total memory of the value caches, the block cache and the
+    /// memtables of all backends created by one factory (and its clones), in
+    /// bytes (Flink's managed memory, which Flink shares per slot; cairn
+    /// shares it per factory, so a process with one factory has one budget).
+    /// Default 256 MiB.
     pub memory_budget: usize,
     /// The share of `memory_budget` memtables may use (Flink's `writeBufferRatio`, 0.5).
     pub write_buffer_ratio: f64,
@@ -84,9 +87,11 @@ pub struct RocksBackendOptions {
     pub target_file_size_base: u64,
     /// Background flush and compaction threads.
     pub max_background_jobs: i32,
-    /// Bytes of the write-back cache of value, reducing and aggregating
-    /// state entries each backend keeps in front of RocksDB (0: no cache;
-    /// see the crate docs). Not part of `memory_budget`. Default 64 MiB.
+    /// Bytes of the write-back caches of value, reducing and aggregating
+    /// state entries the backends keep in front of RocksDB (0: no cache;
+    /// see the crate docs). All backends of one factory share these bytes,
+    /// and they are part of `memory_budget`: the block cache gets the rest.
+    /// At most half the budget. Default 64 MiB.
     pub value_cache_bytes: usize,
     /// Dirty cache entries that trigger a write-back in one batch; bounds
     /// the write-back a snapshot's synchronous part does. Default 4,096.
@@ -193,7 +198,7 @@ impl RocksBackendOptions {
         self
     }
 
-    /// Another value cache size in bytes (0 turns the cache off).
+    /// Another size of the value caches in bytes (0 turns them off).
     pub fn with_value_cache(mut self, bytes: usize) -> Self {
         self.value_cache_bytes = bytes;
         self
@@ -233,6 +238,15 @@ impl RocksBackendOptions {
                 format!(
                     "{} bytes is below the minimum of 64 KiB (0 turns the cache off)",
                     self.value_cache_bytes
+                ),
+            );
+        }
+        if self.value_cache_bytes > self.memory_budget / 2 {
+            return bad(
+                "value_cache_bytes",
+                format!(
+                    "{} bytes is more than half of memory_budget ({} bytes), which also holds the block cache and the memtables",
+                    self.value_cache_bytes, self.memory_budget
                 ),
             );
         }
@@ -296,14 +310,18 @@ impl RocksBackendOptions {
     }
 }
 
-/// The memory every backend of one factory shares: one LRU block cache
-/// whose capacity is the whole budget; each backend's memtables are charged
-/// to it through a write-buffer manager, so block cache plus memtables stay
-/// within the budget (Flink's shared managed memory).
+/// The memory every backend of one factory shares (Flink's shared managed
+/// memory): the value caches' pool (`value_cache_bytes`), one LRU block
+/// cache holding the rest of the budget, and one write-buffer manager for
+/// every backend's memtables, which charges them to that cache and flushes
+/// the writing database when all memtables together pass their share. So
+/// value caches, block cache and memtables stay within the budget together.
 #[derive(Clone)]
 pub(crate) struct SharedMemory {
     cache: Cache,
-    write_buffer_limit: usize,
+    write_buffers: WriteBufferManager,
+    /// The bytes all value caches hold, against their shared limit.
+    pub(crate) value_pool: Arc<crate::value_cache::ValuePool>,
     /// Local-copy files this process has checksummed (see `verified`).
     pub(crate) verified: Arc<crate::verified::VerifiedFiles>,
 }
@@ -312,19 +330,30 @@ impl std::fmt::Debug for SharedMemory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SharedMemory")
             .field("cache_usage", &self.cache.get_usage())
-            .field("write_buffer_limit", &self.write_buffer_limit)
+            .field("write_buffer_usage", &self.write_buffers.get_usage())
+            .field("value_cache_usage", &self.value_pool.used())
             .finish()
     }
 }
 
 impl SharedMemory {
     pub(crate) fn new(options: &RocksBackendOptions) -> Self {
-        let cache = Cache::new_lru_cache(options.memory_budget);
-        let write_buffer_limit =
-            (options.memory_budget as f64 * options.write_buffer_ratio) as usize;
+        let block_cache = options
+            .memory_budget
+            .saturating_sub(options.value_cache_bytes);
+        let cache = Cache::new_lru_cache(block_cache);
+        let write_buffer_limit = (block_cache as f64 * options.write_buffer_ratio) as usize;
+        let write_buffers = WriteBufferManager::new_write_buffer_manager_with_cache(
+            write_buffer_limit,
+            false,
+            cache.clone(),
+        );
         SharedMemory {
             cache,
-            write_buffer_limit,
+            write_buffers,
+            value_pool: Arc::new(crate::value_cache::ValuePool::new(
+                options.value_cache_bytes,
+            )),
             verified: Arc::default(),
         }
     }
@@ -332,6 +361,11 @@ impl SharedMemory {
     /// Bytes the block cache and the memtables charged to it use now.
     pub(crate) fn usage(&self) -> usize {
         self.cache.get_usage()
+    }
+
+    /// Bytes the memtables of every backend use now.
+    pub(crate) fn write_buffer_usage(&self) -> usize {
+        self.write_buffers.get_usage()
     }
 }
 
@@ -351,15 +385,9 @@ pub(crate) fn db_options(options: &RocksBackendOptions, memory: &SharedMemory) -
     if options.profile != PredefinedProfile::Default {
         db.set_bytes_per_sync(1 << 20);
     }
-    // Memtables are charged to the shared block cache: `WriteBufferManager`
-    // is not `Sync` in the rocksdb crate, so each database gets its own,
-    // bounded by the shared budget through the cache it charges.
-    let wbm = WriteBufferManager::new_write_buffer_manager_with_cache(
-        memory.write_buffer_limit,
-        false,
-        memory.cache.clone(),
-    );
-    db.set_write_buffer_manager(&wbm);
+    // One manager for every database of the factory: memtables are bounded
+    // together, not each database by the whole limit.
+    db.set_write_buffer_manager(&memory.write_buffers);
     db
 }
 

@@ -15,12 +15,17 @@
 //! costs one RocksDB read and its later ones none while it stays cached.
 //!
 //! Eviction is a bulk second-chance sweep: when the cache holds more than
-//! its byte budget, dirty entries are written back, entries not read or
-//! written since the last sweep are dropped, and if that is not enough
-//! arbitrary clean entries go until a quarter of the budget is free.
+//! its byte budget, or the caches of all backends of the factory together
+//! hold more than their shared [`ValuePool`], dirty entries are written back,
+//! entries not read or written since the last sweep are dropped, and if that
+//! is not enough arbitrary clean entries go until a quarter of the cache's
+//! bytes (or of its budget) is free.
 //!
 //! Flink's RocksDB backend has no such cache (every `ValueState.value()` is
 //! a RocksDB get); ForSt in Flink 2 caches files, not values.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hashbrown::HashMap;
 use state_core::ValueUpdate;
@@ -44,6 +49,39 @@ struct Slot {
     referenced: bool,
 }
 
+/// A cache holding less than this never evicts for the shared pool (only
+/// for its own budget), so caches of a few entries do not sweep on every
+/// write while a large one brings the pool back under its limit. The pool
+/// can so be exceeded by at most this much per backend.
+const MIN_POOL_SHARE: usize = 64 << 10;
+
+/// The bytes the value caches of one factory's backends share: each cache
+/// adds what it holds, and a cache evicts when the sum passes the limit.
+#[derive(Debug)]
+pub(crate) struct ValuePool {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ValuePool {
+    /// A pool of `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        ValuePool {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes all caches hold now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+}
+
 /// A dirty entry to write back: (state index, RocksDB key, value or delete).
 pub(crate) type WriteBack<'a> = (u32, &'a [u8], Option<&'a [u8]>);
 
@@ -58,6 +96,9 @@ pub(crate) struct ValueCache {
     budget: usize,
     bytes: usize,
     dirty_limit: usize,
+    pool: Arc<ValuePool>,
+    /// The part of `pool.used` that is this cache's.
+    published: usize,
 }
 
 fn entry_bytes(key: &SmallBytes, value: Option<&SmallBytes>) -> usize {
@@ -65,17 +106,35 @@ fn entry_bytes(key: &SmallBytes, value: Option<&SmallBytes>) -> usize {
 }
 
 impl ValueCache {
-    /// A cache of at most `budget` bytes (0: disabled) writing back once
-    /// `dirty_limit` entries are dirty.
-    pub(crate) fn new(budget: usize, dirty_limit: usize) -> Self {
+    /// A cache of at most the pool's bytes (a pool of 0 disables it),
+    /// writing back once `dirty_limit` entries are dirty and evicting when
+    /// the caches sharing `pool` hold more than it.
+    pub(crate) fn new(pool: Arc<ValuePool>, dirty_limit: usize) -> Self {
         ValueCache {
             map: HashMap::with_hasher(foldhash::fast::FixedState::default()),
             dirty_keys: Vec::new(),
             lookup: Vec::new(),
-            budget,
+            budget: pool.limit,
             bytes: 0,
             dirty_limit: dirty_limit.max(1),
+            pool,
+            published: 0,
         }
+    }
+
+    /// Adds what this cache's bytes changed by since the last call to the
+    /// shared pool (one atomic operation, only when they changed).
+    fn publish(&mut self) {
+        if self.bytes > self.published {
+            self.pool
+                .used
+                .fetch_add(self.bytes - self.published, Ordering::Relaxed);
+        } else if self.bytes < self.published {
+            self.pool
+                .used
+                .fetch_sub(self.published - self.bytes, Ordering::Relaxed);
+        }
+        self.published = self.bytes;
     }
 
     pub(crate) fn enabled(&self) -> bool {
@@ -168,13 +227,17 @@ impl ValueCache {
     }
 
     /// Whether the dirty entries should be written back now.
-    pub(crate) fn wants_write_back(&self) -> bool {
-        self.dirty_keys.len() >= self.dirty_limit || self.bytes > self.budget
+    pub(crate) fn wants_write_back(&mut self) -> bool {
+        self.dirty_keys.len() >= self.dirty_limit || self.over_budget()
     }
 
-    /// Whether the cache is over its budget (write back, then [`Self::evict`]).
-    pub(crate) fn over_budget(&self) -> bool {
-        self.bytes > self.budget
+    /// Whether the cache, or the caches sharing its pool together, are over
+    /// their budget (write back, then [`Self::evict`]).
+    pub(crate) fn over_budget(&mut self) -> bool {
+        if self.bytes != self.published {
+            self.publish();
+        }
+        self.bytes > self.budget || (self.bytes >= MIN_POOL_SHARE && self.pool.over())
     }
 
     /// Passes every dirty entry to `write` (state index, RocksDB key, value
@@ -215,11 +278,16 @@ impl ValueCache {
         Ok(())
     }
 
-    /// Drops clean entries until a quarter of the budget is free: first
-    /// those not referenced since the last sweep, then any. Dirty entries
-    /// stay (write them back first).
+    /// Drops clean entries until a quarter of the budget is free (of this
+    /// cache's bytes when the shared pool is what is over): first those not
+    /// referenced since the last sweep, then any. Dirty entries stay (write
+    /// them back first).
     pub(crate) fn evict(&mut self) {
-        let target = self.budget - self.budget / 4;
+        let target = if self.bytes > self.budget {
+            self.budget - self.budget / 4
+        } else {
+            self.bytes - self.bytes / 4
+        };
         let mut bytes = self.bytes;
         // Second chance: a referenced entry survives this sweep with its
         // mark cleared; an unreferenced one goes while over the target.
@@ -241,6 +309,7 @@ impl ValueCache {
             });
         }
         self.bytes = bytes;
+        self.publish();
     }
 
     /// Forgets every entry, dirty ones included (the state was replaced).
@@ -248,5 +317,14 @@ impl ValueCache {
         self.map.clear();
         self.dirty_keys.clear();
         self.bytes = 0;
+        self.publish();
+    }
+}
+
+impl Drop for ValueCache {
+    /// A dropped backend's entries leave the shared pool.
+    fn drop(&mut self) {
+        self.bytes = 0;
+        self.publish();
     }
 }

@@ -200,7 +200,8 @@ fn heap(storage: &Arc<dyn CheckpointStorage>) -> Setup<HeapBackendFactory> {
 fn rocks(dir: &TempDir, storage: &Arc<dyn CheckpointStorage>) -> Setup<RocksBackendFactory> {
     let options = RocksBackendOptions::new(dir.path().join("rocks"))
         .with_write_buffer_size(1 << 20)
-        .with_memory_budget(64 << 20);
+        .with_memory_budget(64 << 20)
+        .with_value_cache(16 << 20);
     Setup::new(
         RocksBackendFactory::new(options).unwrap(),
         Arc::clone(storage),

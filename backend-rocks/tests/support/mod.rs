@@ -23,6 +23,7 @@ pub(crate) fn options(dir: &Path) -> RocksBackendOptions {
     RocksBackendOptions::new(dir)
         .with_write_buffer_size(1 << 20)
         .with_memory_budget(64 << 20)
+        .with_value_cache(16 << 20)
 }
 
 pub(crate) fn factory(dir: &Path, local_recovery: bool) -> RocksBackendFactory {
