@@ -12,7 +12,8 @@
 //!   through checkpoints, as in Flink.
 //! - **Value cache.** Value, reducing and aggregating entries pass through a
 //!   bounded write-back cache ([`RocksBackendOptions::value_cache_bytes`],
-//!   64 MiB per backend by default, 0 turns it off): repeated reads of a key
+//!   64 MiB shared by the backends of one factory by default, 0 turns it
+//!   off): repeated reads of a key
 //!   skip RocksDB, writes are batched, and the snapshot's synchronous part
 //!   writes every dirty entry before the native checkpoint (at most
 //!   [`RocksBackendOptions::value_cache_max_dirty`], so that part stays
@@ -22,9 +23,15 @@
 //! - **TTL.** The typed layer never returns expired entries; a compaction
 //!   filter per column family drops them from disk using
 //!   [`state_core::TtlConfig::is_expired`] (see the `ttl_filter` notes on lists).
-//! - **Memory.** Backends of one [`RocksBackendFactory`] share one block
-//!   cache sized to [`RocksBackendOptions::memory_budget`]; memtables are
-//!   charged to it, so cache plus memtables stay within the budget. Profiles
+//! - **Memory.** Backends of one [`RocksBackendFactory`] (and its clones)
+//!   share one [`RocksBackendOptions::memory_budget`], as Flink's managed
+//!   memory: the value caches share `value_cache_bytes` of it, one block
+//!   cache holds the rest, and one write-buffer manager bounds the
+//!   memtables of every database together and charges them to that cache.
+//!   So value caches, block cache and memtables stay within the budget at
+//!   any parallelism (before, each database had its own write-buffer
+//!   manager with the whole limit, and each value cache 64 MiB beside the
+//!   budget). Profiles
 //!   ([`PredefinedProfile`]) and the usual knobs (compression per level, bloom
 //!   filters, write buffer size, `max_open_files`, fsync) are options.
 //! - **Incremental checkpoints.** The synchronous part flushes and takes a
