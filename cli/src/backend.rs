@@ -138,6 +138,9 @@ pub struct LocalState {
     pub recovery: bool,
     /// The rocks backend's value cache in bytes (`None`: its default).
     pub rocks_value_cache: Option<usize>,
+    /// The rocks backend's partitioned index and filter blocks on or off
+    /// (`None`: its default, on).
+    pub rocks_partitioned_index_filters: Option<bool>,
 }
 
 impl LocalState {
@@ -147,6 +150,7 @@ impl LocalState {
             dir: args.local_dir.clone(),
             recovery: args.local_recovery,
             rocks_value_cache: None,
+            rocks_partitioned_index_filters: None,
         }
     }
 
@@ -220,6 +224,9 @@ pub fn with_backend_local<V: BackendVisitor>(
                 backend_rocks::RocksBackendOptions::new(&dir).with_local_recovery(local.recovery);
             if let Some(bytes) = local.rocks_value_cache {
                 options = options.with_value_cache(bytes);
+            }
+            if let Some(on) = local.rocks_partitioned_index_filters {
+                options = options.with_partitioned_index_filters(on);
             }
             let factory = backend_rocks::RocksBackendFactory::new(options)
                 .with_context(|| format!("rocks backend in {}", dir.display()))?;

@@ -83,6 +83,10 @@ pub(crate) struct JobBenchArgs {
     /// default: the backend's, 64 MiB)
     #[arg(long, allow_hyphen_values = true, value_name = "BYTES")]
     pub rocks_value_cache: Option<usize>,
+    /// The rocks backend's partitioned index and filter blocks (default:
+    /// true; false for Flink's default, whole index and filter blocks)
+    #[arg(long, value_name = "BOOL")]
+    pub rocks_partitioned_index_filters: Option<bool>,
     /// Time between checkpoints (500ms, 2s, 1m)
     #[arg(long, allow_hyphen_values = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
@@ -191,6 +195,7 @@ fn measure(args: &JobBenchArgs) -> anyhow::Result<JobReport> {
         dir: scratch.as_ref().map(|s| s.path().join("local")),
         recovery: args.local_recovery,
         rocks_value_cache: args.rocks_value_cache,
+        rocks_partitioned_index_filters: args.rocks_partitioned_index_filters,
     };
     let visitor = JobVisitor {
         args,

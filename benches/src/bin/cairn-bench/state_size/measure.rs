@@ -160,6 +160,7 @@ pub(super) fn run_one(
         dir: scratch.as_ref().map(|s| s.path().join("local")),
         recovery: true,
         rocks_value_cache: None,
+        rocks_partitioned_index_filters: None,
     };
     // The rocks backend works in the job's own directory under it.
     let local_dir = local.dir.is_some().then(|| local.job_dir(&job_id));
