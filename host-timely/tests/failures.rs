@@ -4,7 +4,7 @@
 //! stops the process, and the supervisor restarts the job.
 //!
 //! The failure is a storage that is full for chosen checkpoints
-//! ([`support::StorageFull`]): every stream of them fails to open, the
+//! ([`support::TestStorage`]): every stream of them fails to open, the
 //! keyed state's and the source offsets' alike.
 
 // A test crate: a panic is a test failure.

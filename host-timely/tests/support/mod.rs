@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use backend_fs::{FsCheckpointStorage, JobLock, LockOwner, sweep_orphans};
@@ -20,7 +21,7 @@ use cairn_timely::{
 use state_core::typed::ValueStateDescriptor;
 use state_core::{
     BackendFactory, CheckpointId, CheckpointOutput, CheckpointStorage, Clock, JobId,
-    MaxParallelism, StateError, StateScope, SystemClock, TtlConfig,
+    MaxParallelism, StateError, StateScope, StreamHandle, StreamLocation, SystemClock, TtlConfig,
 };
 use state_testkit::{Intercept, InterceptStorage};
 
@@ -140,6 +141,12 @@ pub struct WordCount {
     pub failing_checkpoints: Vec<u64>,
     /// [`CheckpointConfig::tolerable_failures`].
     pub tolerable_failures: u32,
+    /// RocksDB: incremental checkpoints.
+    pub incremental: bool,
+    /// RocksDB: local recovery.
+    pub local_recovery: bool,
+    /// How often each checkpoint file was read, by path (in this process).
+    pub reads: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 impl WordCount {
@@ -158,6 +165,9 @@ impl WordCount {
             ttl_millis: None,
             failing_checkpoints: Vec::new(),
             tolerable_failures: 0,
+            incremental: false,
+            local_recovery: false,
+            reads: Arc::default(),
         }
     }
 
@@ -236,16 +246,23 @@ impl WordCount {
                 .map(|n| n.parse().unwrap())
                 .collect(),
             tolerable_failures: num("tolerable_failures") as u32,
+            incremental: false,
+            local_recovery: false,
+            reads: Arc::default(),
         }
     }
 }
 
-/// A storage that is full for some checkpoints: every stream of them fails
-/// to open, as a disk with no space left.
+/// The test's storage: full for some checkpoints (every stream of them
+/// fails to open, as a disk with no space left), and counting the reads of
+/// each file.
 #[derive(Debug)]
-pub struct StorageFull(pub Vec<u64>);
+pub struct TestStorage {
+    pub full: Vec<u64>,
+    pub reads: Arc<Mutex<BTreeMap<String, u32>>>,
+}
 
-impl Intercept for StorageFull {
+impl Intercept for TestStorage {
     fn create_output(
         &self,
         inner: &dyn CheckpointStorage,
@@ -253,13 +270,24 @@ impl Intercept for StorageFull {
         scope: StateScope,
         name: &str,
     ) -> state_core::Result<Box<dyn CheckpointOutput>> {
-        if self.0.contains(&id.get()) {
+        if self.full.contains(&id.get()) {
             return Err(StateError::io(
                 format!("chk-{}/{name}", id.get()),
                 std::io::Error::from(std::io::ErrorKind::StorageFull),
             ));
         }
         inner.create_output(id, scope, name)
+    }
+
+    fn read(
+        &self,
+        inner: &dyn CheckpointStorage,
+        handle: &StreamHandle,
+    ) -> state_core::Result<bytes::Bytes> {
+        if let StreamLocation::File(path) = &handle.location {
+            *self.reads.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+        }
+        inner.read(handle)
     }
 }
 
@@ -279,8 +307,10 @@ pub fn run_process(
             HeapBackendFactory::new(HeapBackendOptions::default()),
         ),
         Backend::Rocks(dir) => {
-            let factory =
-                RocksBackendFactory::new(RocksBackendOptions::new(dir.join(&job.job))).unwrap();
+            let mut options = RocksBackendOptions::new(dir.join(&job.job));
+            options.incremental = job.incremental;
+            options.local_recovery = job.local_recovery;
+            let factory = RocksBackendFactory::new(options).unwrap();
             run_with(job, timely, clock, factory)
         }
     }
@@ -288,14 +318,13 @@ pub fn run_process(
 
 /// The job's checkpoint settings over its storage, opened now.
 fn checkpoint_config(job: &WordCount, clock: Arc<dyn Clock>) -> CheckpointConfig {
-    let storage: Arc<dyn CheckpointStorage> = if job.failing_checkpoints.is_empty() {
-        Arc::new(job.storage())
-    } else {
-        Arc::new(InterceptStorage::new(
-            Arc::new(job.storage()),
-            StorageFull(job.failing_checkpoints.clone()),
-        ))
-    };
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(InterceptStorage::new(
+        Arc::new(job.storage()),
+        TestStorage {
+            full: job.failing_checkpoints.clone(),
+            reads: Arc::clone(&job.reads),
+        },
+    ));
     let mut config = CheckpointConfig::new(JobId::new(&job.job).unwrap(), storage);
     config.tolerable_failures = job.tolerable_failures;
     config.max_parallelism = MaxParallelism::new(job.max_parallelism).unwrap();
