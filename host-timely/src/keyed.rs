@@ -145,6 +145,9 @@ impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
                             }
                             if !out.is_empty() {
                                 output.session(&cap).give_container(&mut out);
+                                // Whatever buffer timely handed back holds
+                                // nothing to send again.
+                                out.clear();
                             }
                         }
                         match reached {
