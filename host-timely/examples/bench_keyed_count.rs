@@ -11,7 +11,11 @@
 //! ratio` (ratio: to the plain `HashMap` job at the same workers). Record
 //! `i` has key `i · 2654435761 mod keys`; each worker reads every
 //! `workers`-th record; every update goes to a sink that drops it.
-//! `--child` runs one process of the two-process configuration (the bench
+//! `--only VARIANT` runs one variant (`timely-hashmap`,
+//! `timely-cairn-heap-nockpt`: the cairn operator with one final checkpoint
+//! only, `timely-cairn-heap`, `timely-cairn-rocks`, `executor-heap`,
+//! `timely-cairn-heap-2x2`), `--workers 1,2` the worker counts (for a
+//! profile). `--child` runs one process of the two-process configuration (the bench
 //! starts those through the supervisor).
 
 #![allow(
@@ -115,11 +119,12 @@ fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
     records: u64,
     keys: u64,
     factory: F,
+    interval: Duration,
 ) {
     let storage = FsCheckpointStorage::open(dir, JobId::new("bench").unwrap()).unwrap();
     let mut config = CheckpointConfig::new(JobId::new("bench").unwrap(), Arc::new(storage));
     config.max_parallelism = MaxParallelism::new(128).unwrap();
-    config.epochs = EpochPolicy::Interval(Duration::from_secs(2));
+    config.epochs = EpochPolicy::Interval(interval);
     config.epochs_in_flight = 2;
     let partitions = match &timely.communication {
         timely::CommunicationConfig::Cluster {
@@ -312,10 +317,17 @@ fn executor_job(parallelism: u32, dir: &Path, records: u64, keys: u64) {
     assert_eq!(result.status, JobStatus::Finished, "{result:?}");
 }
 
+/// Checkpoints every 2 s, as Flink's interval in the target.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
+/// An interval no run reaches: one epoch, one (final) checkpoint.
+const NO_CHECKPOINTS: Duration = Duration::from_secs(24 * 3600);
+
 fn main() {
     let mut records = 4_000_000u64;
     let mut keys = 100_000u64;
     let mut child = None;
+    let mut only: Option<String> = None;
+    let mut worker_counts = vec![1usize, 2, 4];
     let mut timely_args = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -323,6 +335,15 @@ fn main() {
             "--records" => records = args.next().unwrap().parse().unwrap(),
             "--keys" => keys = args.next().unwrap().parse().unwrap(),
             "--child" => child = Some(args.next().unwrap()),
+            "--only" => only = Some(args.next().unwrap()),
+            "--workers" => {
+                worker_counts = args
+                    .next()
+                    .unwrap()
+                    .split(',')
+                    .map(|w| w.parse().unwrap())
+                    .collect();
+            }
             _ => timely_args.push(arg),
         }
     }
@@ -334,6 +355,7 @@ fn main() {
             records,
             keys,
             HeapBackendFactory::new(HeapBackendOptions::default()),
+            CHECKPOINT_INTERVAL,
         );
         return;
     }
@@ -343,46 +365,57 @@ fn main() {
         case += 1;
         scratch.path().join(format!("case-{case}"))
     };
+    let wanted = |variant: &str| only.as_deref().is_none_or(|o| o == variant);
     let rate = |start: Instant| records as f64 / start.elapsed().as_secs_f64();
     println!("variant workers processes records_per_s ratio_to_plain");
-    for workers in [1usize, 2, 4] {
-        let start = Instant::now();
-        plain_job(workers, records, keys);
-        let plain = rate(start);
-        println!("timely-hashmap {workers} 1 {plain:.0} 1.00");
-        let heap = HeapBackendFactory::new(HeapBackendOptions::default());
-        let start = Instant::now();
-        cairn_job(
-            timely::Config::process(workers),
-            &dir(),
-            records,
-            keys,
-            heap,
-        );
-        let heap = rate(start);
-        println!(
-            "timely-cairn-heap {workers} 1 {heap:.0} {:.2}",
-            heap / plain
-        );
-        let rocks = RocksBackendFactory::new(RocksBackendOptions::new(dir())).unwrap();
-        let start = Instant::now();
-        cairn_job(
-            timely::Config::process(workers),
-            &dir(),
-            records,
-            keys,
-            rocks,
-        );
-        let rocks = rate(start);
-        println!(
-            "timely-cairn-rocks {workers} 1 {rocks:.0} {:.2}",
-            rocks / plain
-        );
-        let start = Instant::now();
-        executor_job(workers as u32, &dir(), records, keys);
-        let exec = rate(start);
-        println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
-        if workers == 2 {
+    for workers in worker_counts {
+        let mut plain = f64::NAN;
+        if wanted("timely-hashmap") {
+            let start = Instant::now();
+            plain_job(workers, records, keys);
+            plain = rate(start);
+            println!("timely-hashmap {workers} 1 {plain:.0} 1.00");
+        }
+        if wanted("timely-cairn-heap-nockpt") {
+            let heap = HeapBackendFactory::new(HeapBackendOptions::default());
+            let start = Instant::now();
+            let config = timely::Config::process(workers);
+            cairn_job(config, &dir(), records, keys, heap, NO_CHECKPOINTS);
+            let heap = rate(start);
+            println!(
+                "timely-cairn-heap-nockpt {workers} 1 {heap:.0} {:.2}",
+                heap / plain
+            );
+        }
+        if wanted("timely-cairn-heap") {
+            let heap = HeapBackendFactory::new(HeapBackendOptions::default());
+            let start = Instant::now();
+            let config = timely::Config::process(workers);
+            cairn_job(config, &dir(), records, keys, heap, CHECKPOINT_INTERVAL);
+            let heap = rate(start);
+            println!(
+                "timely-cairn-heap {workers} 1 {heap:.0} {:.2}",
+                heap / plain
+            );
+        }
+        if wanted("timely-cairn-rocks") {
+            let rocks = RocksBackendFactory::new(RocksBackendOptions::new(dir())).unwrap();
+            let start = Instant::now();
+            let config = timely::Config::process(workers);
+            cairn_job(config, &dir(), records, keys, rocks, CHECKPOINT_INTERVAL);
+            let rocks = rate(start);
+            println!(
+                "timely-cairn-rocks {workers} 1 {rocks:.0} {:.2}",
+                rocks / plain
+            );
+        }
+        if wanted("executor-heap") {
+            let start = Instant::now();
+            executor_job(workers as u32, &dir(), records, keys);
+            let exec = rate(start);
+            println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
+        }
+        if workers == 2 && wanted("timely-cairn-heap-2x2") {
             let work = dir();
             std::fs::create_dir_all(&work).unwrap();
             let config = SupervisorConfig {

@@ -77,16 +77,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let process = match &config.communication {
-        timely::CommunicationConfig::Cluster { process, .. } => *process,
-        _ => 0,
-    };
     let mut job = WordCount::new(&dir, words);
     job.records_per_epoch = 10_000;
     if backend == "rocks" {
         job.backend = Backend::Rocks(dir.join("rocks-local"));
     }
-    let reports = support::run_process(&job, config, process, support::system_clock());
+    let reports = support::run_process(&job, config, support::system_clock());
     for r in &reports {
         println!(
             "worker {}: restored from {:?}, {} checkpoints completed, last {:?}",

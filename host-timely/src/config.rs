@@ -41,11 +41,20 @@ pub struct CheckpointConfig {
     pub snapshot_mode: SnapshotMode,
     /// The clock for epoch intervals, TTL and metadata timestamps.
     pub clock: Arc<dyn Clock>,
+    /// Failed checkpoints tolerated in a row (Flink's
+    /// `execution.checkpointing.tolerable-failed-checkpoints`, default 0).
+    /// A checkpoint whose part could not be written (a storage error, a
+    /// full disk) or whose metadata could not be written is aborted and
+    /// counted, and the next epoch checkpoints again; one more failure in a
+    /// row than this stops the process (fail-stop: the supervisor restarts
+    /// the job from the newest checkpoint).
+    pub tolerable_failures: u32,
 }
 
 impl CheckpointConfig {
     /// Settings with Flink's defaults: max parallelism 128, one retained
-    /// checkpoint, two epochs in flight, full snapshots, an epoch every 2 s.
+    /// checkpoint, two epochs in flight, full snapshots, an epoch every 2 s,
+    /// no failed checkpoint tolerated.
     pub fn new(job_id: JobId, storage: Arc<dyn CheckpointStorage>) -> Self {
         CheckpointConfig {
             job_id,
@@ -56,6 +65,7 @@ impl CheckpointConfig {
             epochs: EpochPolicy::Interval(Duration::from_secs(2)),
             snapshot_mode: SnapshotMode::Full,
             clock: Arc::new(SystemClock),
+            tolerable_failures: 0,
         }
     }
 

@@ -36,6 +36,31 @@ pub struct WorkerReport {
     pub start_epoch: u64,
     /// The checkpoints it saw complete, ascending; the last is the final one.
     pub completed: Vec<CheckpointId>,
+    /// The checkpoints it saw fail and be aborted, ascending (at most
+    /// [`CheckpointConfig::tolerable_failures`] in a row).
+    pub aborted: Vec<CheckpointId>,
+}
+
+/// Returns once every worker of every process has called it: the start-up
+/// barrier between worker 0's orphan sweep and everyone's first touch of
+/// the storage.
+///
+/// Worker 0 takes the job directory's lock and sweeps orphans, then calls
+/// this; every other worker calls it before it opens the storage. It is a
+/// dataflow of its own (every worker must build it at the same point, as
+/// any timely dataflow) whose probe passes only once every worker closed
+/// its input, so no worker returns before worker 0 finished the sweep.
+pub fn barrier(worker: &mut Worker) {
+    let probe: ProbeHandle<u64> = ProbeHandle::new();
+    let input = worker.dataflow::<u64, _, _>(|scope| {
+        let mut input = InputHandleVec::<u64, ()>::new();
+        input.to_stream(scope).probe_with(&probe);
+        input
+    });
+    drop(input);
+    while !probe.done() {
+        worker.step_or_park(Some(Duration::from_millis(1)));
+    }
 }
 
 /// Runs one worker of a checkpointed job until its sources ended and the
@@ -122,6 +147,7 @@ where
     let into = Rc::clone(&completions);
     let job_id = config.job_id.clone();
     let clock = Arc::clone(&config.clock);
+    let tolerable = config.tolerable_failures;
     let built = worker.dataflow::<u64, _, _>(|scope| {
         let mut input = InputHandleVec::<u64, S::Item>::new();
         let stream = input.to_stream(scope);
@@ -130,7 +156,7 @@ where
         let sink = SinkDriver::attach(&cairn, out, sink(&cairn)?)?;
         let mut acks = InputHandleVec::new();
         let ack_stream = acks.to_stream(scope);
-        committer(ack_stream, store, job_id, clock)
+        committer(ack_stream, store, job_id, clock, tolerable)
             .broadcast()
             .inspect(move |c: &Completion| into.borrow_mut().push_back(c.clone()))
             .probe_with(&probe);
@@ -141,10 +167,20 @@ where
     acks.advance_to(start);
     let mut ack_time = start;
     let mut completed = Vec::new();
+    let mut aborted = Vec::new();
     loop {
         let delivered: Vec<Completion> = completions.borrow_mut().drain(..).collect();
         let mut last = false;
         for c in delivered {
+            if c.aborted {
+                // Nothing to commit: the sink's records of the aborted
+                // checkpoint are committed with the next one that completes.
+                for slot in cairn.slots() {
+                    slot.borrow_mut().aborted.push(CheckpointId(c.checkpoint));
+                }
+                aborted.push(CheckpointId(c.checkpoint));
+                continue;
+            }
             sink.commit(c.checkpoint)?;
             for slot in cairn.slots() {
                 let mut slot = slot.borrow_mut();
@@ -194,5 +230,6 @@ where
         restored_from,
         start_epoch: start,
         completed,
+        aborted,
     })
 }

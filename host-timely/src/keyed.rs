@@ -85,17 +85,10 @@ impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
         let route_key = Rc::clone(&key);
         let route = cairn.clone();
         let exchange = Exchange::new(move |d: &D| {
-            let key = route_key(d);
-            // Small keys are encoded on the stack; larger ones allocate.
-            let mut buf = [0u8; 64];
-            match postcard::to_slice(&key, &mut buf) {
-                Ok(bytes) => u64::from(route.owner_of_key(bytes)),
-                Err(_) => match postcard::to_stdvec(&key) {
-                    Ok(bytes) => u64::from(route.owner_of_key(&bytes)),
-                    // Refused again, with the operator named, where it is applied.
-                    Err(_) => 0,
-                },
-            }
+            // A key that cannot be encoded goes to worker 0 and is refused
+            // there, with the operator named, where it is applied.
+            with_encoded_key(&route_key(d), |bytes| u64::from(route.owner_of_key(bytes)))
+                .unwrap_or(0)
         });
         let (mut keyed, mut state, slot) = match open_state(cairn, uid, &factory, init) {
             Ok(opened) => opened,
@@ -110,41 +103,52 @@ impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
             exchange,
             &name,
             move |_capability, _info| {
+                // Records of epochs after the open one, until the frontier
+                // reaches them; the open epoch's batches are taken from the
+                // input as they are (no copy) and applied at once.
                 let mut stash: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
+                let mut ready: Vec<(Capability<u64>, Vec<D>)> = Vec::new();
                 let mut out: Vec<O> = Vec::new();
                 move |(input, frontier), output| {
                     notify_backend(&slot, &mut keyed, &uid);
-                    input.for_each_stamp(|cap, data| {
-                        let Some(cap) = cap.retain_least(0) else {
+                    let reached = frontier.frontier().iter().min().copied();
+                    input.for_each(|cap, data| {
+                        let Some(&t) = cap.least() else {
                             return;
                         };
-                        let entry = stash
-                            .entry(*cap.time())
-                            .or_insert_with(|| (cap, Vec::new()));
-                        for batch in data {
-                            entry.1.append(batch);
+                        if t <= epoch || reached.is_none() {
+                            ready.push((cap.delayed(&t, 0), std::mem::take(data)));
+                        } else {
+                            let entry = stash
+                                .entry(t)
+                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                            entry.1.append(data);
                         }
                     });
-                    let reached = frontier.frontier().iter().min().copied();
                     loop {
-                        let due: Vec<u64> = match reached {
-                            Some(_) => stash.range(..=epoch).map(|(t, _)| *t).collect(),
-                            None => stash.keys().copied().collect(),
-                        };
-                        for t in due {
-                            let Some((cap, records)) = stash.remove(&t) else {
-                                continue;
-                            };
-                            for record in records {
-                                let k = key(&record);
+                        while let Some(entry) = stash.first_entry() {
+                            if reached.is_some() && *entry.key() > epoch {
+                                break;
+                            }
+                            ready.push(entry.remove());
+                        }
+                        // One place applies records, so the key's encoding
+                        // and the state access inline into one loop.
+                        for (cap, mut records) in ready.drain(..) {
+                            for record in records.drain(..) {
                                 let applied = keyed
-                                    .set_current_key(&k)
+                                    .set_current_key(&key(&record))
                                     .and_then(|()| logic(&mut keyed, &mut state, record, &mut out));
                                 if let Err(err) = applied {
                                     fail_stop(&format!("operator {uid}"), &err);
                                 }
                             }
-                            output.session(&cap).give_iterator(out.drain(..));
+                            if !out.is_empty() {
+                                output.session(&cap).give_container(&mut out);
+                                // Whatever buffer timely handed back holds
+                                // nothing to send again.
+                                out.clear();
+                            }
                         }
                         match reached {
                             Some(f) if epoch < f => {
@@ -157,6 +161,22 @@ impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
                 }
             },
         )
+    }
+}
+
+/// Calls `f` with `key`'s postcard encoding, the encoding
+/// [`KeyedState::set_current_key`] uses: on the stack for keys up to 64
+/// bytes, in an allocation beyond.
+fn with_encoded_key<K: Serialize, R>(key: &K, f: impl FnOnce(&[u8]) -> R) -> state_core::Result<R> {
+    let mut buf = [0u8; 64];
+    match postcard::to_slice(key, &mut buf) {
+        Ok(bytes) => Ok(f(bytes)),
+        Err(_) => match postcard::to_stdvec(key) {
+            Ok(bytes) => Ok(f(&bytes)),
+            Err(e) => Err(state_core::StateError::invalid(format!(
+                "the current key cannot be serialized: {e}"
+            ))),
+        },
     }
 }
 
@@ -214,18 +234,28 @@ fn open_state<F: BackendFactory, S>(
     Ok((keyed, state, slot))
 }
 
-/// Tells the backend which checkpoints completed or were subsumed.
+/// Tells the backend which checkpoints completed, were aborted or were
+/// subsumed.
 fn notify_backend<B: Checkpointable>(slot: &SlotRef, keyed: &mut KeyedState<B>, uid: &str) {
-    let (completed, subsumed) = {
+    let (completed, aborted, subsumed) = {
         let mut s = slot.borrow_mut();
+        if s.completed.is_empty() && s.aborted.is_empty() && s.subsumed.is_empty() {
+            return;
+        }
         (
             std::mem::take(&mut s.completed),
+            std::mem::take(&mut s.aborted),
             std::mem::take(&mut s.subsumed),
         )
     };
     for id in completed {
         if let Err(err) = keyed.backend_mut().notify_checkpoint_complete(id) {
             tracing::warn!(operator = uid, checkpoint_id = id.get(), error = %err, "notify_checkpoint_complete failed");
+        }
+    }
+    for id in aborted {
+        if let Err(err) = keyed.backend_mut().notify_checkpoint_aborted(id) {
+            tracing::warn!(operator = uid, checkpoint_id = id.get(), error = %err, "notify_checkpoint_aborted failed");
         }
     }
     for id in subsumed {
@@ -236,7 +266,9 @@ fn notify_backend<B: Checkpointable>(slot: &SlotRef, keyed: &mut KeyedState<B>, 
 }
 
 /// The synchronous part of checkpoint `n` on the worker thread; the
-/// asynchronous part on a thread of its own.
+/// asynchronous part on a thread of its own. A part that cannot be taken
+/// or written is acknowledged as failed (the checkpoint aborts); only a
+/// thread that cannot be started stops the process.
 fn snapshot<B: Checkpointable>(
     slot: &SlotRef,
     keyed: &mut KeyedState<B>,
@@ -246,27 +278,33 @@ fn snapshot<B: Checkpointable>(
     uid: &str,
 ) {
     let id = CheckpointId(n);
-    let what = format!("operator {uid}: checkpoint {n}");
-    if let Err(err) = storage.initialize_checkpoint(id) {
-        fail_stop(&what, &err);
-    }
-    let part = match keyed.backend_mut().snapshot(id, mode) {
-        Ok(part) => part,
-        Err(err) => fail_stop(&what, &err),
-    };
     let (tx, rx) = mpsc::channel();
-    let storage = Arc::clone(storage);
-    let thread = std::thread::Builder::new()
-        .name(format!("cairn-snapshot-{n}"))
-        .spawn(move || {
-            let _ = tx.send(part.write(storage.as_ref()));
-        });
-    match thread {
-        Ok(thread) => slot.borrow_mut().pending.push_back(PendingPart {
-            checkpoint: n,
-            done: rx,
-            thread: Some(thread),
-        }),
-        Err(err) => fail_stop(&what, &err),
-    }
+    let part = storage
+        .initialize_checkpoint(id)
+        .and_then(|()| keyed.backend_mut().snapshot(id, mode));
+    let thread = match part {
+        Ok(part) => {
+            let storage = Arc::clone(storage);
+            let spawned = std::thread::Builder::new()
+                .name(format!("cairn-snapshot-{n}"))
+                .spawn(move || {
+                    let _ = tx.send(part.write(storage.as_ref()));
+                });
+            match spawned {
+                Ok(thread) => Some(thread),
+                Err(err) => fail_stop(&format!("operator {uid}: checkpoint {n}"), &err),
+            }
+        }
+        Err(err) => {
+            // Failed in the synchronous part: queued behind the parts still
+            // being written, so acknowledgements stay in checkpoint order.
+            let _ = tx.send(Err(err));
+            None
+        }
+    };
+    slot.borrow_mut().pending.push_back(PendingPart {
+        checkpoint: n,
+        done: rx,
+        thread,
+    });
 }

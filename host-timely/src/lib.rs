@@ -65,7 +65,7 @@ pub mod supervisor;
 
 pub use config::{CheckpointConfig, EpochPolicy};
 pub use context::Cairn;
-pub use driver::{WorkerReport, run_worker};
+pub use driver::{WorkerReport, barrier, run_worker};
 pub use error::{FAIL_STOP_EXIT_CODE, TimelyError};
 pub use keyed::StateStream;
 pub use sink::{EpochFileSink, EpochSink, SINK_UID};

@@ -38,6 +38,9 @@ pub(crate) struct Ack {
     pub source_exhausted: Option<bool>,
     /// When the epoch closed (job clock, ms since the Unix epoch), for sources.
     pub timestamp_millis: Option<u64>,
+    /// Why this participant's part could not be written: the checkpoint
+    /// is aborted (and counted towards the tolerable failures).
+    pub failure: Option<String>,
 }
 
 /// Checkpoint `checkpoint` completed: its `_metadata` is written.
@@ -49,6 +52,9 @@ pub(crate) struct Completion {
     pub subsumed: Vec<u64>,
     /// Every source had ended: this is the job's final checkpoint.
     pub last: bool,
+    /// The checkpoint failed and was aborted: nothing completed, nothing
+    /// is committed; the next checkpoint covers its epochs too.
+    pub aborted: bool,
 }
 
 /// An asynchronous snapshot part being written off the worker thread.
@@ -77,6 +83,8 @@ pub(crate) struct Slot {
     pub completed: Vec<CheckpointId>,
     /// Subsumed checkpoints not yet told to the operator's backend.
     pub subsumed: Vec<CheckpointId>,
+    /// Aborted checkpoints not yet told to the operator's backend.
+    pub aborted: Vec<CheckpointId>,
 }
 
 /// A shared handle on a [`Slot`].
@@ -101,6 +109,7 @@ impl Slot {
             ready: Vec::new(),
             completed: Vec::new(),
             subsumed: Vec::new(),
+            aborted: Vec::new(),
         }))
     }
 
@@ -114,11 +123,33 @@ impl Slot {
             snapshot,
             source_exhausted: None,
             timestamp_millis: None,
+            failure: None,
         }
     }
 
+    /// Acknowledges `checkpoint` as failed: this participant's part could
+    /// not be written, so the committer aborts the checkpoint.
+    pub(crate) fn fail(&mut self, checkpoint: u64, err: &dyn std::fmt::Display) {
+        tracing::warn!(
+            operator = %self.operator,
+            worker = self.subtask,
+            checkpoint_id = checkpoint,
+            error = %err,
+            "operator {} worker {}: its part of checkpoint {checkpoint} failed: {err}",
+            self.operator,
+            self.subtask
+        );
+        let mut ack = self.ack(checkpoint, None);
+        ack.failure = Some(format!(
+            "operator {} worker {}: {err}",
+            self.operator, self.subtask
+        ));
+        self.ready.push(ack);
+        self.acked_upto = checkpoint;
+    }
+
     /// Moves the parts whose writing finished, in checkpoint order, to the
-    /// ready acknowledgements. A part that failed ends the process.
+    /// ready acknowledgements; a part that failed is acknowledged as failed.
     pub(crate) fn poll_pending(&mut self) {
         while let Some(front) = self.pending.front_mut() {
             let result = match front.done.try_recv() {
@@ -144,13 +175,7 @@ impl Slot {
                     self.ready.push(ack);
                     self.acked_upto = checkpoint;
                 }
-                Err(err) => crate::error::fail_stop(
-                    &format!(
-                        "operator {} worker {}: writing its part of checkpoint {checkpoint}",
-                        self.operator, self.subtask
-                    ),
-                    &err,
-                ),
+                Err(err) => self.fail(checkpoint, &err),
             }
         }
     }

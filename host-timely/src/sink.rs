@@ -24,7 +24,10 @@ pub use file::EpochFileSink;
 /// calls [`EpochSink::pre_commit`] with them once every one has arrived
 /// (the sink makes them durable but invisible), acknowledges its part of
 /// `n` only after that returns, and calls [`EpochSink::commit`] once `n`
-/// completed. After a restart, [`EpochSink::recover`] is called first with
+/// completed. A checkpoint that failed and was aborted is never committed:
+/// its records are committed by the next [`EpochSink::commit`] (which covers
+/// everything pre-committed up to its id). After a restart,
+/// [`EpochSink::recover`] is called first with
 /// the restored checkpoint: what was pre-committed up to it must be
 /// committed (commit is idempotent), anything later discarded.
 pub trait EpochSink<T>: 'static {
@@ -117,7 +120,14 @@ impl<T: Clone + 'static, K: EpochSink<T>> SinkDriver<T, K> {
                 }
                 let later = captured.by_epoch.split_off(&(self.epoch + 1));
                 let due = std::mem::replace(&mut captured.by_epoch, later);
-                due.into_values().flatten().collect::<Vec<T>>()
+                // One epoch's batches are one vector already; several are
+                // concatenated without touching records one by one.
+                due.into_values()
+                    .reduce(|mut all, mut more| {
+                        all.append(&mut more);
+                        all
+                    })
+                    .unwrap_or_default()
             };
             let n = self.epoch + 1;
             self.sink.pre_commit(CheckpointId(n), records)?;

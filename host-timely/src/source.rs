@@ -215,6 +215,7 @@ where
 
     /// Ends the current epoch `e`: checkpoint `e + 1` gets this worker's
     /// offsets (written now: they are a few bytes), and the input advances.
+    /// Offsets that cannot be written fail the checkpoint, not the job.
     fn close_epoch(
         &mut self,
         cairn: &Cairn,
@@ -223,28 +224,34 @@ where
         let config = cairn.config();
         let n = self.epoch + 1;
         let id = CheckpointId(n);
-        config.storage.initialize_checkpoint(id)?;
-        let mut store = OperatorStateStore::new();
-        store.set_stream_name(&format!("{SOURCE_UID}-{}-offsets", cairn.worker_index()))?;
-        store.register(OFFSETS, OperatorStateMode::Split)?;
         let offsets: Vec<(u32, u64)> = self.parts.iter().map(|p| (p.id, p.offset)).collect();
-        store.update_typed(OFFSETS, &offsets)?;
-        let handle = store.snapshot(id, config.storage.as_ref())?;
+        let written = config.storage.initialize_checkpoint(id).and_then(|()| {
+            let mut store = OperatorStateStore::new();
+            store.set_stream_name(&format!("{SOURCE_UID}-{}-offsets", cairn.worker_index()))?;
+            store.register(OFFSETS, OperatorStateMode::Split)?;
+            store.update_typed(OFFSETS, &offsets)?;
+            store.snapshot(id, config.storage.as_ref())
+        });
         let now = config.clock.now_millis();
         {
             let mut slot = self.slot.borrow_mut();
-            let mut ack = slot.ack(
-                n,
-                Some(SubtaskSnapshot {
-                    subtask: cairn.worker_index(),
-                    keyed: Vec::new(),
-                    operator: handle,
-                }),
-            );
-            ack.source_exhausted = Some(self.exhausted());
-            ack.timestamp_millis = Some(now);
-            slot.ready.push(ack);
-            slot.acked_upto = n;
+            match written {
+                Ok(handle) => {
+                    let mut ack = slot.ack(
+                        n,
+                        Some(SubtaskSnapshot {
+                            subtask: cairn.worker_index(),
+                            keyed: Vec::new(),
+                            operator: handle,
+                        }),
+                    );
+                    ack.source_exhausted = Some(self.exhausted());
+                    ack.timestamp_millis = Some(now);
+                    slot.ready.push(ack);
+                    slot.acked_upto = n;
+                }
+                Err(err) => slot.fail(n, &err),
+            }
         }
         input.advance_to(n);
         self.epoch = n;

@@ -49,7 +49,7 @@ fn child_process() {
             job.kill_after = Some(parts[2]);
         }
     }
-    support::run_process(&job, config, process, support::system_clock());
+    support::run_process(&job, config, support::system_clock());
 }
 
 fn supervised(

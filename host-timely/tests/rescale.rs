@@ -35,7 +35,6 @@ fn in_process(job: &WordCount, workers: usize) -> Vec<cairn_timely::WorkerReport
     run_process(
         job,
         timely::Config::process(workers),
-        0,
         support::system_clock(),
     )
 }
@@ -101,12 +100,12 @@ fn restored_state_expires_by_its_ttl_and_lives_within_it() {
         let clock = Arc::new(ManualClock::new(1_000_000));
         let mut job = WordCount::new(dir.path(), first);
         job.ttl_millis = Some(10_000);
-        run_process(&job, timely::Config::process(2), 0, clock.clone());
+        run_process(&job, timely::Config::process(2), clock.clone());
         let before = part_files(&job.output);
 
         clock.advance(advance);
         job.words = grown;
-        run_process(&job, timely::Config::process(2), 0, clock.clone());
+        run_process(&job, timely::Config::process(2), clock.clone());
         let second = read_counts(part_files(&job.output).difference(&before));
         if expired {
             // Every restored count expired: counting starts again at 1.

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use backend_fs::{FsCheckpointStorage, JobLock, LockOwner, sweep_orphans};
@@ -15,10 +16,14 @@ use backend_heap::{HeapBackendFactory, HeapBackendOptions};
 use backend_rocks::{RocksBackendFactory, RocksBackendOptions};
 use cairn_timely::{
     Cairn, CheckpointConfig, EpochFileSink, EpochPolicy, PartitionedSource, ReadOutcome,
-    StateStream, TimelyError, WorkerReport, run_worker,
+    StateStream, TimelyError, WorkerReport, barrier, run_worker,
 };
 use state_core::typed::ValueStateDescriptor;
-use state_core::{BackendFactory, Clock, JobId, MaxParallelism, SystemClock, TtlConfig};
+use state_core::{
+    BackendFactory, CheckpointId, CheckpointOutput, CheckpointStorage, Clock, JobId,
+    MaxParallelism, StateError, StateScope, StreamHandle, StreamLocation, SystemClock, TtlConfig,
+};
+use state_testkit::{Intercept, InterceptStorage};
 
 /// SplitMix64: the seeded order of the words.
 pub fn splitmix(mut x: u64) -> u64 {
@@ -132,6 +137,16 @@ pub struct WordCount {
     pub kill_after: Option<u64>,
     /// The count's TTL in ms (`None`: no TTL).
     pub ttl_millis: Option<u64>,
+    /// Checkpoints whose every stream fails to open (storage full).
+    pub failing_checkpoints: Vec<u64>,
+    /// [`CheckpointConfig::tolerable_failures`].
+    pub tolerable_failures: u32,
+    /// RocksDB: incremental checkpoints.
+    pub incremental: bool,
+    /// RocksDB: local recovery.
+    pub local_recovery: bool,
+    /// How often each checkpoint file was read, by path (in this process).
+    pub reads: Arc<Mutex<BTreeMap<String, u32>>>,
 }
 
 impl WordCount {
@@ -148,6 +163,11 @@ impl WordCount {
             backend: Backend::Heap,
             kill_after: None,
             ttl_millis: None,
+            failing_checkpoints: Vec::new(),
+            tolerable_failures: 0,
+            incremental: false,
+            local_recovery: false,
+            reads: Arc::default(),
         }
     }
 
@@ -178,6 +198,15 @@ impl WordCount {
                 "kill_after={}",
                 self.kill_after.map_or(String::new(), |k| k.to_string())
             ),
+            format!(
+                "failing_checkpoints={}",
+                self.failing_checkpoints
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            format!("tolerable_failures={}", self.tolerable_failures),
         ]
         .join("\n")
     }
@@ -211,54 +240,104 @@ impl WordCount {
             },
             kill_after: get("kill_after").parse().ok(),
             ttl_millis: None,
+            failing_checkpoints: get("failing_checkpoints")
+                .split(',')
+                .filter(|n| !n.is_empty())
+                .map(|n| n.parse().unwrap())
+                .collect(),
+            tolerable_failures: num("tolerable_failures") as u32,
+            incremental: false,
+            local_recovery: false,
+            reads: Arc::default(),
         }
     }
 }
 
-/// Runs this process's workers of `job` under `timely` (process `process`
-/// of the cluster). Process 0 takes the job directory's lock and sweeps
-/// orphans before timely connects the processes (the others wait for it
-/// in the connection handshake, before touching storage).
+/// The test's storage: full for some checkpoints (every stream of them
+/// fails to open, as a disk with no space left), and counting the reads of
+/// each file.
+#[derive(Debug)]
+pub struct TestStorage {
+    pub full: Vec<u64>,
+    pub reads: Arc<Mutex<BTreeMap<String, u32>>>,
+}
+
+impl Intercept for TestStorage {
+    fn create_output(
+        &self,
+        inner: &dyn CheckpointStorage,
+        id: CheckpointId,
+        scope: StateScope,
+        name: &str,
+    ) -> state_core::Result<Box<dyn CheckpointOutput>> {
+        if self.full.contains(&id.get()) {
+            return Err(StateError::io(
+                format!("chk-{}/{name}", id.get()),
+                std::io::Error::from(std::io::ErrorKind::StorageFull),
+            ));
+        }
+        inner.create_output(id, scope, name)
+    }
+
+    fn read(
+        &self,
+        inner: &dyn CheckpointStorage,
+        handle: &StreamHandle,
+    ) -> state_core::Result<bytes::Bytes> {
+        if let StreamLocation::File(path) = &handle.location {
+            *self.reads.lock().unwrap().entry(path.clone()).or_insert(0) += 1;
+        }
+        inner.read(handle)
+    }
+}
+
+/// Runs this process's workers of `job` under `timely`. Worker 0 takes the job directory's lock and sweeps
+/// orphans; every worker opens the storage only after the start-up
+/// [`barrier`], so no worker touches it while the sweep runs.
 pub fn run_process(
     job: &WordCount,
     timely: timely::Config,
-    process: usize,
     clock: Arc<dyn Clock>,
 ) -> Vec<WorkerReport> {
-    let storage = job.storage();
-    let _lock = (process == 0).then(|| {
-        let lock = JobLock::acquire(
-            storage.job_dir(),
-            &LockOwner::this_process(clock.now_millis()),
-        )
-        .unwrap();
-        sweep_orphans(&storage, &lock).unwrap();
-        lock
-    });
-    let mut config = CheckpointConfig::new(JobId::new(&job.job).unwrap(), Arc::new(storage));
-    config.max_parallelism = MaxParallelism::new(job.max_parallelism).unwrap();
-    config.epochs = EpochPolicy::Records(job.records_per_epoch);
-    config.epochs_in_flight = job.epochs_in_flight;
-    config.clock = clock;
     match &job.backend {
         Backend::Heap => run_with(
             job,
             timely,
-            config,
+            clock,
             HeapBackendFactory::new(HeapBackendOptions::default()),
         ),
         Backend::Rocks(dir) => {
-            let factory =
-                RocksBackendFactory::new(RocksBackendOptions::new(dir.join(&job.job))).unwrap();
-            run_with(job, timely, config, factory)
+            let mut options = RocksBackendOptions::new(dir.join(&job.job));
+            options.incremental = job.incremental;
+            options.local_recovery = job.local_recovery;
+            let factory = RocksBackendFactory::new(options).unwrap();
+            run_with(job, timely, clock, factory)
         }
     }
+}
+
+/// The job's checkpoint settings over its storage, opened now.
+fn checkpoint_config(job: &WordCount, clock: Arc<dyn Clock>) -> CheckpointConfig {
+    let storage: Arc<dyn CheckpointStorage> = Arc::new(InterceptStorage::new(
+        Arc::new(job.storage()),
+        TestStorage {
+            full: job.failing_checkpoints.clone(),
+            reads: Arc::clone(&job.reads),
+        },
+    ));
+    let mut config = CheckpointConfig::new(JobId::new(&job.job).unwrap(), storage);
+    config.tolerable_failures = job.tolerable_failures;
+    config.max_parallelism = MaxParallelism::new(job.max_parallelism).unwrap();
+    config.epochs = EpochPolicy::Records(job.records_per_epoch);
+    config.epochs_in_flight = job.epochs_in_flight;
+    config.clock = clock;
+    config
 }
 
 fn run_with<F: BackendFactory + Clone + Send + Sync + 'static>(
     job: &WordCount,
     timely: timely::Config,
-    config: CheckpointConfig,
+    clock: Arc<dyn Clock>,
     factory: F,
 ) -> Vec<WorkerReport> {
     let source = WordSource {
@@ -267,10 +346,23 @@ fn run_with<F: BackendFactory + Clone + Send + Sync + 'static>(
     };
     let output = job.output.clone();
     let ttl = job.ttl_millis;
+    let job = job.clone();
     let guards = timely::execute(timely, move |worker| {
         let factory = factory.clone();
         let source = source.clone();
         let output = output.clone();
+        let _lock = (worker.index() == 0).then(|| {
+            let storage = job.storage();
+            let lock = JobLock::acquire(
+                storage.job_dir(),
+                &LockOwner::this_process(clock.now_millis()),
+            )
+            .unwrap();
+            sweep_orphans(&storage, &lock).unwrap();
+            lock
+        });
+        barrier(worker);
+        let config = checkpoint_config(&job, Arc::clone(&clock));
         run_worker(
             worker,
             &config,
