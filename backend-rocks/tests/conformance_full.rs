@@ -17,7 +17,8 @@ fn setup() -> Setup<RocksBackendFactory> {
         .expect("filesystem storage opens");
     let options = RocksBackendOptions::new(dir.path().join("local"))
         .with_write_buffer_size(1 << 20)
-        .with_memory_budget(64 << 20);
+        .with_memory_budget(64 << 20)
+        .with_value_cache(16 << 20);
     Setup::new(
         RocksBackendFactory::new(options).expect("valid options"),
         std::sync::Arc::new(storage),
