@@ -91,6 +91,10 @@ pub struct RocksBackendOptions {
     /// Dirty cache entries that trigger a write-back in one batch; bounds
     /// the write-back a snapshot's synchronous part does. Default 4,096.
     pub value_cache_max_dirty: usize,
+    /// Files an incremental checkpoint uploads, and a restore downloads, at
+    /// once (Flink's `state.backend.rocksdb.checkpoint.transfer.thread.num`).
+    /// Default 4; 1 transfers one file after another.
+    pub transfer_threads: usize,
 }
 
 impl RocksBackendOptions {
@@ -122,6 +126,7 @@ impl RocksBackendOptions {
             max_background_jobs: 2,
             value_cache_bytes: 64 << 20,
             value_cache_max_dirty: 4 << 10,
+            transfer_threads: 4,
         }
     }
 
@@ -205,6 +210,12 @@ impl RocksBackendOptions {
         self
     }
 
+    /// Another number of transfer threads (see [`RocksBackendOptions::transfer_threads`]; default 4).
+    pub fn with_transfer_threads(mut self, threads: usize) -> Self {
+        self.transfer_threads = threads;
+        self
+    }
+
     /// Checks every option, naming the one that is wrong.
     pub fn validate(&self) -> Result<()> {
         let bad = |option: &str, detail: String| {
@@ -234,6 +245,12 @@ impl RocksBackendOptions {
                     "{} bytes is below the minimum of 64 KiB (0 turns the cache off)",
                     self.value_cache_bytes
                 ),
+            );
+        }
+        if !(1..=256).contains(&self.transfer_threads) {
+            return bad(
+                "transfer_threads",
+                format!("{} must be between 1 and 256", self.transfer_threads),
             );
         }
         if self.value_cache_max_dirty == 0 {
@@ -435,5 +452,10 @@ mod tests {
         );
         let err = RocksBackendOptions::new("").validate().unwrap_err();
         assert!(err.to_string().contains("local_dir"), "{err}");
+        let err = RocksBackendOptions::new("/tmp/x")
+            .with_transfer_threads(0)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("transfer_threads"), "{err}");
     }
 }

@@ -425,6 +425,20 @@ impl CheckpointStorage for ObjectCheckpointStorage {
         self.delete_objects(&[relative.to_owned()])
     }
 
+    /// Deletes the streams' objects in batches (see
+    /// [`ObjectCheckpointStorage::delete_objects`]).
+    fn discard_streams(&self, handles: &[&StreamHandle]) -> Result<()> {
+        let relatives: Vec<String> = handles
+            .iter()
+            .filter_map(|h| h.file_path())
+            .map(str::to_owned)
+            .collect();
+        if relatives.is_empty() {
+            return Ok(());
+        }
+        self.delete_objects(&relatives)
+    }
+
     fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {
         let id = metadata.checkpoint_id;
         let bytes = Bytes::from(metadata.encode()?);
