@@ -161,7 +161,7 @@ impl ObjectCheckpointStorage {
             .enable_all()
             .build()
             .map_err(|e| StateError::io(options.url.to_string(), e))?;
-        let store = options.url.build_store(&options.retry)?;
+        let store = options.url.build_store(&options.retry, runtime.handle())?;
         let job_url = options.url.join(options.job_id.as_str())?;
         let mut parts: Vec<String> = options.url.prefix().to_vec();
         parts.push(options.job_id.as_str().to_owned());
