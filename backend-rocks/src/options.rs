@@ -104,6 +104,10 @@ pub struct RocksBackendOptions {
     /// Dirty cache entries that trigger a write-back in one batch; bounds
     /// the write-back a snapshot's synchronous part does. Default 4,096.
     pub value_cache_max_dirty: usize,
+    /// Files an incremental checkpoint uploads, and a restore downloads, at
+    /// once (Flink's `state.backend.rocksdb.checkpoint.transfer.thread.num`).
+    /// Default 4; 1 transfers one file after another.
+    pub transfer_threads: usize,
 }
 
 impl RocksBackendOptions {
@@ -136,6 +140,7 @@ impl RocksBackendOptions {
             max_background_jobs: 2,
             value_cache_bytes: 64 << 20,
             value_cache_max_dirty: 4 << 10,
+            transfer_threads: 4,
         }
     }
 
@@ -226,6 +231,12 @@ impl RocksBackendOptions {
         self
     }
 
+    /// Another number of transfer threads (see [`RocksBackendOptions::transfer_threads`]; default 4).
+    pub fn with_transfer_threads(mut self, threads: usize) -> Self {
+        self.transfer_threads = threads;
+        self
+    }
+
     /// Checks every option, naming the one that is wrong.
     pub fn validate(&self) -> Result<()> {
         let bad = |option: &str, detail: String| {
@@ -264,6 +275,12 @@ impl RocksBackendOptions {
                     "{} bytes is more than half of memory_budget ({} bytes), which also holds the block cache and the memtables",
                     self.value_cache_bytes, self.memory_budget
                 ),
+            );
+        }
+        if !(1..=256).contains(&self.transfer_threads) {
+            return bad(
+                "transfer_threads",
+                format!("{} must be between 1 and 256", self.transfer_threads),
             );
         }
         if self.value_cache_max_dirty == 0 {
@@ -488,5 +505,10 @@ mod tests {
         );
         let err = RocksBackendOptions::new("").validate().unwrap_err();
         assert!(err.to_string().contains("local_dir"), "{err}");
+        let err = RocksBackendOptions::new("/tmp/x")
+            .with_transfer_threads(0)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("transfer_threads"), "{err}");
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! The incremental handle overlapping this backend's key groups most becomes
 //! the base: its files are placed in a new working directory (hard links
-//! from the local copy when it is intact, else downloaded and checked), the
+//! from the local copy when it is intact, else downloaded and checked,
+//! `transfer_threads` files at once), the
 //! database is opened and everything outside the range is clipped with
 //! `delete_range`. The key groups of every other overlapping handle are then
 //! copied in: incremental ones are opened read-only in a temporary directory
@@ -24,7 +25,7 @@ use crate::db::{OpenDb, State, cf_of, open_read_only};
 use crate::key_codec::{encode_key, encode_list, key_group_prefix};
 use crate::local_copy::{local_files_match, remove_dir_logged};
 use crate::meta::{LOCAL_META_FILE, RocksMeta};
-use crate::uploads::UploadTracker;
+use crate::uploads::{UploadTracker, transfer_each};
 use crate::verified::VerifiedFiles;
 use crate::{RestoreStats, rocks_error};
 
@@ -157,11 +158,27 @@ impl RocksBackend {
             }
             return RocksMeta::decode(&bytes, &what);
         }
-        for (name, stream) in files(h) {
-            let name = plain_name(name, &what)?;
-            let bytes = read_verified(storage, stream)?;
-            let dst = target.join(name);
-            std::fs::write(&dst, &bytes).map_err(|e| StateError::io(&dst, e))?;
+        let downloads = files(h)
+            .map(|(name, stream)| Ok((target.join(plain_name(name, &what)?), stream)))
+            .collect::<Result<Vec<_>>>()?;
+        // `transfer_threads` files at once; the first failure in handle
+        // order is returned (the caller removes `target`).
+        let outcomes = transfer_each(
+            &downloads,
+            self.options.transfer_threads,
+            |(dst, stream)| {
+                let bytes = read_verified(storage, stream)?;
+                std::fs::write(dst, &bytes).map_err(|e| StateError::io(dst, e))
+            },
+        );
+        for (outcome, (_, stream)) in outcomes.into_iter().zip(&downloads) {
+            match outcome {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(e),
+                // Never reached: items are taken in order, so a failed one
+                // comes before any that was not started.
+                None => return Err(StateError::corrupted(&what, "a download was not run")),
+            }
             stats.files_from_storage += 1;
             stats.bytes_from_storage += stream.size;
         }

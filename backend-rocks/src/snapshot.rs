@@ -96,9 +96,24 @@ struct IncrementalSnapshot {
     tracker: Option<Arc<Mutex<UploadTracker>>>,
     keep_local: bool,
     memory: SharedMemoryRef,
+    /// Files uploaded at once.
+    transfer_threads: usize,
+}
+
+/// A file of the native checkpoint an incremental snapshot uploads.
+struct Transfer {
+    name: String,
+    scope: StateScope,
+    stream: String,
+    path: PathBuf,
 }
 
 impl IncrementalSnapshot {
+    /// Uploads every file the base lacks, `transfer_threads` at once, and
+    /// the meta stream; pushes every stream it wrote to `uploaded` (for the
+    /// caller to discard on failure), even when it fails. The handle lists
+    /// files in name order whatever the order the uploads finished in; the
+    /// error is the one of the first failed file in name order.
     fn upload(
         &self,
         storage: &dyn CheckpointStorage,
@@ -111,39 +126,89 @@ impl IncrementalSnapshot {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
-        let (mut shared, mut private) = (Vec::new(), Vec::new());
-        let (mut reused, mut new_bytes) = (0usize, 0u64);
-        let verified = self.keep_local.then_some(&*self.memory.verified);
+        // Each file is either a base file reused as it is or a transfer.
+        let mut plan: Vec<std::result::Result<SharedFile, usize>> = Vec::new();
+        let mut transfers = Vec::new();
         for name in names {
             let path = self.dir.join(&name);
             if name == LOCAL_META_FILE {
                 continue;
             }
-            if name.ends_with(".sst") {
+            let (scope, stream) = if name.ends_with(".sst") {
                 let len = std::fs::metadata(&path)
                     .map_err(|e| StateError::io(&path, e))?
                     .len();
                 if let Some(f) = self.base.get(&name).filter(|f| f.handle.size == len) {
-                    shared.push(f.clone());
-                    reused += 1;
+                    plan.push(Ok(f.clone()));
                     continue;
                 }
                 let stream = format!("{}-{}-{name}", self.backend_id, id.get());
-                let handle =
-                    upload_file(storage, id, StateScope::Shared, &stream, &path, verified)?;
-                new_bytes += handle.size;
-                uploaded.push(handle.clone());
+                (StateScope::Shared, stream)
+            } else {
+                (StateScope::Exclusive, format!("{}-{name}", self.backend_id))
+            };
+            plan.push(Err(transfers.len()));
+            transfers.push(Transfer {
+                name,
+                scope,
+                stream,
+                path,
+            });
+        }
+        let verified = self.keep_local.then_some(&*self.memory.verified);
+        let outcomes = crate::uploads::transfer_each(&transfers, self.transfer_threads, |t| {
+            upload_file(storage, id, t.scope, &t.stream, &t.path, verified)
+        });
+        let mut handles = Vec::with_capacity(outcomes.len());
+        let mut first_error = None;
+        for outcome in outcomes {
+            match outcome {
+                Some(Ok(handle)) => {
+                    uploaded.push(handle.clone());
+                    handles.push(Some(handle));
+                }
+                Some(Err(e)) => {
+                    first_error.get_or_insert(e);
+                    handles.push(None);
+                }
+                None => handles.push(None),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        let (mut shared, mut private) = (Vec::new(), Vec::new());
+        let (mut reused, mut new_sst, mut new_bytes) = (0usize, 0usize, 0u64);
+        for step in plan {
+            let i = match step {
+                Ok(base_file) => {
+                    shared.push(base_file);
+                    reused += 1;
+                    continue;
+                }
+                Err(i) => i,
+            };
+            let (Some(t), Some(Some(handle))) =
+                (transfers.get(i), handles.get_mut(i).map(Option::take))
+            else {
+                return Err(StateError::io(
+                    &self.dir,
+                    io::Error::other("an upload of the snapshot left no outcome"),
+                ));
+            };
+            new_bytes += handle.size;
+            if t.scope == StateScope::Shared {
+                new_sst += 1;
                 shared.push(SharedFile {
-                    name,
+                    name: t.name.clone(),
                     handle,
                     uploaded_by: id,
                 });
             } else {
-                let stream = format!("{}-{name}", self.backend_id);
-                let handle =
-                    upload_file(storage, id, StateScope::Exclusive, &stream, &path, verified)?;
-                new_bytes += handle.size;
-                private.push(NamedStream { name, handle });
+                private.push(NamedStream {
+                    name: t.name.clone(),
+                    handle,
+                });
             }
         }
         let meta_name = format!("{}-meta", self.backend_id);
@@ -151,6 +216,7 @@ impl IncrementalSnapshot {
         out.write_all(&self.meta)
             .map_err(|e| output_error(e, &meta_name))?;
         let meta = out.close()?;
+        uploaded.push(meta.clone());
         if self.keep_local {
             let path = self.dir.join(LOCAL_META_FILE);
             std::fs::write(&path, &self.meta).map_err(|e| StateError::io(&path, e))?;
@@ -160,7 +226,7 @@ impl IncrementalSnapshot {
             checkpoint_id = id.get(),
             backend = BACKEND_NAME,
             bytes = new_bytes + meta.size,
-            new_sst = uploaded.len(),
+            new_sst,
             reused_sst = reused,
             "incremental rocks snapshot written"
         );
@@ -200,11 +266,11 @@ impl AsyncSnapshot for IncrementalSnapshot {
             }
             Err(e) => {
                 // The files this snapshot uploaded are referenced by no
-                // handle: delete them now, nobody else can.
-                for h in &uploaded {
-                    if let Err(err) = storage.discard_stream(h) {
-                        tracing::warn!(stream = %h.describe(), error = %err, "could not delete a shared file of a failed snapshot");
-                    }
+                // handle: delete them now (in one batch where the storage
+                // can), nobody else can.
+                let streams: Vec<&StreamHandle> = uploaded.iter().collect();
+                if let Err(err) = storage.discard_streams(&streams) {
+                    tracing::warn!(files = streams.len(), error = %err, "could not delete the files of a failed snapshot");
                 }
                 remove_dir_logged(&self.dir);
                 tracing::info!(checkpoint_id = self.checkpoint.get(), error = %e, "incremental rocks snapshot failed");
@@ -434,6 +500,7 @@ impl Checkpointable for RocksBackend {
                 tracker: (!savepoint).then(|| Arc::clone(&self.uploads)),
                 keep_local: self.options.local_recovery && !savepoint,
                 memory: Arc::clone(&self.memory),
+                transfer_threads: self.options.transfer_threads,
             }))
         } else {
             Ok(Box::new(FullSnapshot {
@@ -485,5 +552,126 @@ impl Checkpointable for RocksBackend {
     fn notify_checkpoint_subsumed(&mut self, id: CheckpointId) -> Result<()> {
         self.remove_local_copies(id);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use backend_fs::FsCheckpointStorage;
+    use state_core::{EntryKey, JobId, KeyedStateBackend, ManualClock, StateDescriptor, StateKind};
+
+    /// A backend with `states` value states, each holding a few keys, so a
+    /// native checkpoint has one SST per state.
+    fn backend_with_states(dir: &Path, states: usize) -> RocksBackend {
+        let clock = Arc::new(ManualClock::new(1_000));
+        let context = state_testkit::test_context(0, 1, 128, clock).unwrap();
+        let options = RocksBackendOptions::new(dir)
+            .with_write_buffer_size(1 << 20)
+            .with_memory_budget(32 << 20);
+        let mut b = RocksBackend::new(&context, options).unwrap();
+        for s in 0..states {
+            let id = b
+                .register_state(&StateDescriptor::new(format!("s{s}"), StateKind::Value))
+                .unwrap();
+            for k in 0u32..50 {
+                let key = k.to_be_bytes();
+                let e = EntryKey {
+                    key_group: context.max_parallelism.key_group_of(&key),
+                    key: &key,
+                    namespace: b"",
+                };
+                b.put(id, &e, bytes::Bytes::from(format!("{s}-{k}")))
+                    .unwrap();
+            }
+        }
+        b.write_back_cache().unwrap();
+        b
+    }
+
+    /// The asynchronous part of an incremental snapshot of the native
+    /// checkpoint `dir`, on `base`, with `threads` transfer threads.
+    fn part(
+        b: &RocksBackend,
+        dir: &Path,
+        id: u64,
+        base: &HashMap<String, SharedFile>,
+        threads: usize,
+    ) -> IncrementalSnapshot {
+        IncrementalSnapshot {
+            checkpoint: CheckpointId(id),
+            dir: dir.to_path_buf(),
+            backend_id: b.backend_id.clone(),
+            range: b.range,
+            meta: b.meta_bytes().unwrap(),
+            base: Arc::new(base.clone()),
+            tracker: None,
+            // Keeps the native checkpoint for the next upload of it.
+            keep_local: true,
+            memory: Arc::clone(&b.memory),
+            transfer_threads: threads,
+        }
+    }
+
+    #[test]
+    fn concurrent_upload_gives_the_handle_and_files_of_a_sequential_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = backend_with_states(&tmp.path().join("local"), 9);
+        let native = tmp.path().join("native");
+        Checkpoint::new(b.db().unwrap())
+            .and_then(|c| c.create_checkpoint(&native))
+            .unwrap();
+        let job = JobId::new("job").unwrap();
+        let storage = |name: &str| FsCheckpointStorage::open(tmp.path().join(name), job.clone());
+        // A base holding three of the SSTs, as the last confirmed checkpoint would.
+        let first = storage("first").unwrap();
+        let h1 = part(&b, &native, 1, &HashMap::new(), 1)
+            .upload(&first, &mut Vec::new())
+            .unwrap();
+        assert!(h1.shared.len() >= 9, "{:?}", h1.shared);
+        let base: HashMap<String, SharedFile> = h1
+            .shared
+            .iter()
+            .step_by(3)
+            .map(|f| (f.name.clone(), f.clone()))
+            .collect();
+
+        let (sequential, concurrent) = (storage("one").unwrap(), storage("four").unwrap());
+        let mut seq_uploaded = Vec::new();
+        let seq = part(&b, &native, 2, &base, 1)
+            .upload(&sequential, &mut seq_uploaded)
+            .unwrap();
+        let mut con_uploaded = Vec::new();
+        let con = part(&b, &native, 2, &base, 4)
+            .upload(&concurrent, &mut con_uploaded)
+            .unwrap();
+        assert_eq!(con, seq);
+        assert_eq!(con_uploaded, seq_uploaded);
+        let names: Vec<&str> = con.shared.iter().map(|f| f.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "shared files in name order");
+        assert_eq!(
+            con.shared
+                .iter()
+                .filter(|f| f.uploaded_by == CheckpointId(1))
+                .count(),
+            base.len()
+        );
+        let files = |s: &FsCheckpointStorage| {
+            let mut out = Vec::new();
+            for sub in ["shared", "chk-2"] {
+                for e in std::fs::read_dir(s.job_dir().join(sub)).unwrap() {
+                    let e = e.unwrap();
+                    out.push((
+                        format!("{sub}/{}", e.file_name().to_string_lossy()),
+                        std::fs::read(e.path()).unwrap(),
+                    ));
+                }
+            }
+            out.sort();
+            out
+        };
+        assert_eq!(files(&concurrent), files(&sequential));
     }
 }

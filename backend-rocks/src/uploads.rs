@@ -48,3 +48,100 @@ pub(crate) fn lock(tracker: &Mutex<UploadTracker>) -> std::sync::MutexGuard<'_, 
         Err(poisoned) => poisoned.into_inner(),
     }
 }
+
+/// Runs `work` on every item of `items`, at most `threads` at once (the
+/// calling thread is one of them), taking items in order; once one fails no
+/// further item is started, while those already running finish. Returns each
+/// item's outcome in item order, `None` for one never started, so the caller
+/// sees every success (to undo it) and can pick the first error by order,
+/// whatever the timing.
+pub(crate) fn transfer_each<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    work: impl Fn(&T) -> state_core::Result<R> + Sync,
+) -> Vec<Option<state_core::Result<R>>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let results: Mutex<Vec<Option<state_core::Result<R>>>> =
+        Mutex::new(items.iter().map(|_| None).collect());
+    let span = tracing::Span::current();
+    let worker = || {
+        let _entered = span.enter();
+        while !failed.load(Ordering::SeqCst) {
+            let i = next.fetch_add(1, Ordering::SeqCst);
+            let Some(item) = items.get(i) else { break };
+            let outcome = work(item);
+            if outcome.is_err() {
+                failed.store(true, Ordering::SeqCst);
+            }
+            let mut slots = results.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(slot) = slots.get_mut(i) {
+                *slot = Some(outcome);
+            }
+        }
+    };
+    let helpers = threads.clamp(1, items.len().max(1)) - 1;
+    std::thread::scope(|scope| {
+        for n in 0..helpers {
+            let spawned = std::thread::Builder::new()
+                .name(format!("cairn-transfer-{n}"))
+                .spawn_scoped(scope, worker);
+            // Without the thread the others (this one at least) do its share.
+            if let Err(e) = spawned {
+                tracing::debug!(error = %e, "could not start a transfer thread");
+                break;
+            }
+        }
+        worker();
+    });
+    results.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state_core::StateError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_item_runs_once_and_outcomes_keep_item_order() {
+        let items: Vec<u32> = (0..50).collect();
+        for threads in [1, 4, 64] {
+            let calls = AtomicUsize::new(0);
+            let out = transfer_each(&items, threads, |&i| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                Ok(i * 2)
+            });
+            assert_eq!(calls.load(Ordering::SeqCst), 50);
+            let got: Vec<u32> = out.into_iter().map(|o| o.unwrap().unwrap()).collect();
+            assert_eq!(got, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn after_a_failure_no_item_starts_and_one_thread_stops_at_it() {
+        let items: Vec<u32> = (0..20).collect();
+        let out = transfer_each(&items, 1, |&i| {
+            if i == 5 {
+                Err(StateError::invalid(format!("item {i}")))
+            } else {
+                Ok(i)
+            }
+        });
+        assert!(out.iter().take(5).all(|o| matches!(o, Some(Ok(_)))));
+        assert!(matches!(out.get(5), Some(Some(Err(_)))));
+        assert!(out.iter().skip(6).all(Option::is_none));
+        // With several threads the failure is reported at its own place.
+        let out = transfer_each(&items, 4, |&i| {
+            if i == 0 {
+                Err(StateError::invalid("item 0"))
+            } else {
+                Ok(i)
+            }
+        });
+        assert!(matches!(out.first(), Some(Some(Err(_)))));
+        assert!(out.iter().skip(1).flatten().all(Result::is_ok));
+    }
+}

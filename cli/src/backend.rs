@@ -52,17 +52,25 @@ pub fn storage_for(
 }
 
 /// The text of `path` when it is an object-store URL (`s3://`, `gs://`,
-/// `az://`, `file://`) that `--checkpoint-dir`, `--from` and `cairn
+/// `az://`, `hdfs://`, `viewfs://`) that `--checkpoint-dir`, `--from` and `cairn
 /// checkpoints` route to the object storage, `None` for a plain path.
 ///
 /// `file://` URLs are plain directories: the filesystem storage serves them
 /// (with its OS lock, fsyncs and memory maps), so only the URL prefix goes.
 pub fn object_url(path: &Path) -> Option<&str> {
     let text = path.to_str()?;
-    ["s3://", "gs://", "az://", "s3a://", "abfs://"]
-        .iter()
-        .any(|scheme| text.starts_with(scheme))
-        .then_some(text)
+    [
+        "s3://",
+        "gs://",
+        "az://",
+        "s3a://",
+        "abfs://",
+        "hdfs://",
+        "viewfs://",
+    ]
+    .iter()
+    .any(|scheme| text.starts_with(scheme))
+    .then_some(text)
 }
 
 /// `path` with a `file://` prefix removed (`file:///data/ckpt` is `/data/ckpt`).

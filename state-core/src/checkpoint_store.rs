@@ -484,25 +484,25 @@ fn keyed_handles(metadata: &CheckpointMetadata) -> impl Iterator<Item = &KeyedSt
         .flat_map(|st| st.keyed.iter())
 }
 
-/// Deletes every stream, logging failures; returns the first error.
+/// Deletes every stream (in batches where the storage can), logging a
+/// failure; returns the first error.
 fn discard_streams<'a>(
     storage: &dyn CheckpointStorage,
     id: CheckpointId,
     streams: impl Iterator<Item = &'a StreamHandle>,
 ) -> Result<()> {
-    let mut first_err = None;
-    for stream in streams {
-        if let Err(err) = storage.discard_stream(stream) {
-            tracing::warn!(
-                checkpoint_id = id.get(),
-                stream = %stream.describe(),
-                error = %err,
-                "could not delete shared state file"
-            );
-            first_err.get_or_insert(err);
-        }
+    let streams: Vec<&StreamHandle> = streams.collect();
+    if streams.is_empty() {
+        return Ok(());
     }
-    first_err.map_or(Ok(()), Err)
+    storage.discard_streams(&streams).inspect_err(|err| {
+        tracing::warn!(
+            checkpoint_id = id.get(),
+            streams = streams.len(),
+            error = %err,
+            "could not delete shared state files"
+        );
+    })
 }
 
 #[cfg(test)]

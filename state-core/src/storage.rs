@@ -61,6 +61,19 @@ pub trait CheckpointStorage: Send + Sync + Debug {
     /// Deleting a stream that is already gone succeeds.
     fn discard_stream(&self, handle: &StreamHandle) -> Result<()>;
 
+    /// Deletes several streams as [`CheckpointStorage::discard_stream`]
+    /// does, trying every one, and returns the first error. The default
+    /// deletes one after another; object storages delete in batches.
+    fn discard_streams(&self, handles: &[&StreamHandle]) -> Result<()> {
+        let mut first_err = None;
+        for handle in handles {
+            if let Err(e) = self.discard_stream(handle) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
     /// Writes the metadata of a checkpoint durably and atomically; from its
     /// return on, the checkpoint exists.
     fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()>;

@@ -161,7 +161,7 @@ impl ObjectCheckpointStorage {
             .enable_all()
             .build()
             .map_err(|e| StateError::io(options.url.to_string(), e))?;
-        let store = options.url.build_store(&options.retry)?;
+        let store = options.url.build_store(&options.retry, runtime.handle())?;
         let job_url = options.url.join(options.job_id.as_str())?;
         let mut parts: Vec<String> = options.url.prefix().to_vec();
         parts.push(options.job_id.as_str().to_owned());
@@ -423,6 +423,20 @@ impl CheckpointStorage for ObjectCheckpointStorage {
             return Ok(());
         };
         self.delete_objects(&[relative.to_owned()])
+    }
+
+    /// Deletes the streams' objects in batches (see
+    /// [`ObjectCheckpointStorage::delete_objects`]).
+    fn discard_streams(&self, handles: &[&StreamHandle]) -> Result<()> {
+        let relatives: Vec<String> = handles
+            .iter()
+            .filter_map(|h| h.file_path())
+            .map(str::to_owned)
+            .collect();
+        if relatives.is_empty() {
+            return Ok(());
+        }
+        self.delete_objects(&relatives)
     }
 
     fn write_metadata(&self, metadata: &CheckpointMetadata) -> Result<()> {

@@ -261,3 +261,34 @@ fn bad_options_are_refused_naming_them() {
             .to_string();
     assert!(err.contains("no_such_option"), "{err}");
 }
+
+/// The storage of an `hdfs://` job URL is built (the client connects on its
+/// first request, so no name node is needed here) and names the URL; what
+/// it does against a name node is untested (no HDFS server runs here).
+#[cfg(feature = "hdfs")]
+#[test]
+fn an_hdfs_job_url_builds_its_storage_without_a_name_node() {
+    for text in [
+        "hdfs://127.0.0.1:1/ckpt/job",
+        "hdfs://ns1/ckpt/job?dfs.ha.namenodes.ns1=nn1&dfs.namenode.rpc-address.ns1.nn1=127.0.0.1:1",
+    ] {
+        let url = ObjectUrl::parse(text).unwrap();
+        let storage = ObjectCheckpointStorage::at_job_url(&url).unwrap();
+        assert_eq!(storage.describe(), text.split('?').next().unwrap());
+    }
+}
+
+/// Discarding several streams is one batch of deletes: every one goes,
+/// missing ones count as gone.
+#[test]
+fn discard_streams_deletes_every_stream_and_ignores_missing_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(&dir, 1 << 20);
+    let handles: Vec<StreamHandle> = (0..5)
+        .map(|i| write(&s, 1, StateScope::Shared, &format!("f{i}"), b"bytes"))
+        .collect();
+    s.discard_stream(&handles[0]).unwrap();
+    let refs: Vec<&StreamHandle> = handles.iter().collect();
+    s.discard_streams(&refs).unwrap();
+    assert!(s.list_below("shared").unwrap().is_empty());
+}

@@ -1,5 +1,6 @@
 //! [`ObjectUrl`]: where an object storage keeps a job's checkpoints, parsed
-//! from `s3://bucket/prefix`, `gs://…`, `az://…` or `file:///…`, and the
+//! from `s3://bucket/prefix`, `gs://…`, `az://…`, `file:///…` or (feature
+//! `hdfs`) `hdfs://namenode:port/path` and `viewfs://cluster/path`, and the
 //! object store client built for it.
 
 use std::fmt;
@@ -24,18 +25,48 @@ pub enum ObjectScheme {
     Azure,
     /// A local directory through the object store interface (`file:///dir`).
     File,
+    /// HDFS through the `hdfs-native` client (`hdfs://namenode:port/path`,
+    /// or a name service `hdfs://ns/path`); needs the `hdfs` feature.
+    Hdfs,
+    /// A Hadoop ViewFS mount table (`viewfs://cluster/path`) over HDFS name
+    /// services, resolved by the `hdfs-native` client; needs the `hdfs` feature.
+    ViewFs,
 }
 
 impl ObjectScheme {
-    /// The URL scheme (`s3`, `gs`, `az`, `file`).
+    /// The URL scheme (`s3`, `gs`, `az`, `file`, `hdfs`, `viewfs`).
     pub fn as_str(self) -> &'static str {
         match self {
             ObjectScheme::S3 => "s3",
             ObjectScheme::Gcs => "gs",
             ObjectScheme::Azure => "az",
             ObjectScheme::File => "file",
+            ObjectScheme::Hdfs => "hdfs",
+            ObjectScheme::ViewFs => "viewfs",
         }
     }
+
+    /// Whether this build can open URLs of this scheme: HDFS and ViewFS
+    /// need the `hdfs` feature, the others are always there.
+    pub fn is_available(self) -> bool {
+        match self {
+            ObjectScheme::Hdfs | ObjectScheme::ViewFs => cfg!(feature = "hdfs"),
+            _ => true,
+        }
+    }
+}
+
+/// The error for a URL of a scheme this build was compiled without.
+fn unavailable(url: &str, scheme: ObjectScheme) -> StateError {
+    bad(
+        url,
+        format!(
+            "{}:// URLs need the `hdfs` cargo feature, which this build left out: \
+             build with `--features hdfs` (cairn-backend-fs, or cairn-cli and \
+             cairn-benches, which pass it on)",
+            scheme.as_str()
+        ),
+    )
 }
 
 /// A checkpoint location in an object store: scheme, bucket (container),
@@ -84,9 +115,11 @@ impl fmt::Display for ObjectUrl {
 }
 
 /// Whether `text` starts like a URL cairn's object storage reads
-/// (`s3://`, `gs://`, `az://`, `file://`), so a command line can route it.
+/// (`s3://`, `gs://`, `az://`, `file://`, `hdfs://`, `viewfs://`), so a
+/// command line can route it (with or without the `hdfs` feature: without
+/// it, [`ObjectUrl::parse`] says which feature to enable).
 pub fn is_object_url(text: &str) -> bool {
-    ["s3://", "gs://", "az://", "file://"]
+    ["s3://", "gs://", "az://", "file://", "hdfs://", "viewfs://"]
         .iter()
         .any(|scheme| text.starts_with(scheme))
 }
@@ -97,8 +130,13 @@ fn bad(url: &str, why: impl fmt::Display) -> StateError {
 
 impl ObjectUrl {
     /// Parses `s3://bucket/prefix?opt=value&…` (or `gs://`, `az://`,
-    /// `file:///absolute/dir`). Errors name the URL and what is wrong: an
-    /// unknown scheme, a missing bucket, an empty, `.` or `..` path part.
+    /// `file:///absolute/dir`, `hdfs://namenode:port/path`,
+    /// `viewfs://cluster/path`; for the last two the "bucket" is the
+    /// authority, the name node's `host:port` or a name service, and the
+    /// options are Hadoop configuration keys such as
+    /// `dfs.ha.namenodes.<ns>`). Errors name the URL and what is wrong: an
+    /// unknown scheme, a missing bucket, an empty, `.` or `..` path part, an
+    /// HDFS URL in a build without the `hdfs` feature.
     pub fn parse(url: &str) -> Result<Self> {
         let (scheme, rest) = url
             .split_once("://")
@@ -108,13 +146,18 @@ impl ObjectUrl {
             "gs" => ObjectScheme::Gcs,
             "az" | "abfs" | "azure" => ObjectScheme::Azure,
             "file" => ObjectScheme::File,
+            "hdfs" => ObjectScheme::Hdfs,
+            "viewfs" => ObjectScheme::ViewFs,
             other => {
                 return Err(bad(
                     url,
-                    format!("unknown scheme {other:?}; expected s3, gs, az or file"),
+                    format!("unknown scheme {other:?}; expected s3, gs, az, file, hdfs or viewfs"),
                 ));
             }
         };
+        if !scheme.is_available() {
+            return Err(unavailable(url, scheme));
+        }
         let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -134,7 +177,15 @@ impl ObjectUrl {
             },
         };
         if scheme != ObjectScheme::File && bucket.is_empty() {
-            return Err(bad(url, "no bucket (container) name"));
+            return Err(bad(
+                url,
+                match scheme {
+                    ObjectScheme::Hdfs | ObjectScheme::ViewFs => {
+                        "no name node (host:port) or name service"
+                    }
+                    _ => "no bucket (container) name",
+                },
+            ));
         }
         let mut parts = Vec::new();
         for part in prefix.split('/').filter(|p| !p.is_empty()) {
@@ -202,8 +253,13 @@ impl ObjectUrl {
     }
 
     /// The object store client for this URL's bucket, retrying each request
-    /// as `retry` says. The key prefix is not part of the client.
-    pub(crate) fn build_store(&self, retry: &super::RetryOptions) -> Result<Arc<dyn ObjectStore>> {
+    /// as `retry` says (HDFS: the client's own retries; its I/O runs on
+    /// `runtime`). The key prefix is not part of the client.
+    pub(crate) fn build_store(
+        &self,
+        retry: &super::RetryOptions,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<dyn ObjectStore>> {
         let url = self.to_string();
         let retry_config = RetryConfig {
             backoff: BackoffConfig {
@@ -277,8 +333,32 @@ impl ObjectUrl {
                 // Empty directories go with their last object, as prefixes do on S3.
                 Arc::new(LocalFileSystem::new().with_automatic_cleanup(true))
             }
+            ObjectScheme::Hdfs | ObjectScheme::ViewFs => self.build_hdfs(runtime)?,
         };
         Ok(store)
+    }
+}
+
+impl ObjectUrl {
+    /// The HDFS client of `hdfs://` and `viewfs://` URLs: the URL's options
+    /// are Hadoop configuration (over `core-site.xml` and `hdfs-site.xml`
+    /// from `HADOOP_CONF_DIR`, which the client reads). Connects lazily: a
+    /// name node that cannot be reached fails the first request.
+    #[cfg(feature = "hdfs")]
+    fn build_hdfs(&self, runtime: &tokio::runtime::Handle) -> Result<Arc<dyn ObjectStore>> {
+        let url = self.to_string();
+        let store = hdfs_native_object_store::HdfsObjectStoreBuilder::new()
+            .with_url(format!("{}://{}", self.scheme.as_str(), self.bucket))
+            .with_config(self.options.iter().cloned())
+            .with_io_runtime(runtime.clone())
+            .build()
+            .map_err(|e| bad(&url, e))?;
+        Ok(Arc::new(store))
+    }
+
+    #[cfg(not(feature = "hdfs"))]
+    fn build_hdfs(&self, _runtime: &tokio::runtime::Handle) -> Result<Arc<dyn ObjectStore>> {
+        Err(unavailable(&self.to_string(), self.scheme))
     }
 }
 
@@ -329,6 +409,64 @@ mod tests {
         }
         assert!(ObjectUrl::parse("s3://b").unwrap().join("..").is_err());
         assert!(is_object_url("gs://b") && !is_object_url("/tmp/s3://x"));
+    }
+
+    /// With the `hdfs` feature HDFS and ViewFS URLs parse; without it they
+    /// are refused naming the feature (CI's `--all-features` run checks the
+    /// first, a default build the second).
+    #[test]
+    fn hdfs_and_viewfs_urls_parse_with_the_feature_and_name_it_without() {
+        for (text, scheme, authority) in [
+            (
+                "hdfs://namenode:8020/flink/checkpoints/",
+                ObjectScheme::Hdfs,
+                "namenode:8020",
+            ),
+            (
+                "viewfs://cluster/flink/checkpoints",
+                ObjectScheme::ViewFs,
+                "cluster",
+            ),
+        ] {
+            assert!(is_object_url(text), "{text}");
+            let parsed = ObjectUrl::parse(text);
+            if cfg!(feature = "hdfs") {
+                let u = parsed.unwrap();
+                assert_eq!(u.scheme(), scheme);
+                assert_eq!(u.bucket(), authority);
+                assert_eq!(u.prefix(), ["flink", "checkpoints"]);
+                assert_eq!(
+                    u.join("job").unwrap().to_string(),
+                    format!("{}://{authority}/flink/checkpoints/job", scheme.as_str())
+                );
+            } else {
+                let err = parsed.unwrap_err().to_string();
+                assert!(
+                    err.contains(text) && err.contains("`hdfs` cargo feature"),
+                    "{err}"
+                );
+            }
+            // The message names the feature in every build.
+            let err = unavailable(text, scheme).to_string();
+            assert!(
+                err.contains("--features hdfs") && err.contains(text),
+                "{err}"
+            );
+        }
+        let ha =
+            "hdfs://ns1/ckpt?dfs.ha.namenodes.ns1=nn1,nn2&dfs.namenode.rpc-address.ns1.nn1=a:8020";
+        let parsed = ObjectUrl::parse(ha);
+        assert_eq!(parsed.is_ok(), cfg!(feature = "hdfs"), "{parsed:?}");
+        if let Ok(u) = parsed {
+            assert_eq!(
+                u.options().first(),
+                Some(&("dfs.ha.namenodes.ns1".to_owned(), "nn1,nn2".to_owned()))
+            );
+        }
+        if cfg!(feature = "hdfs") {
+            let err = ObjectUrl::parse("hdfs:///ckpt").unwrap_err().to_string();
+            assert!(err.contains("no name node"), "{err}");
+        }
     }
 
     #[test]
