@@ -568,7 +568,8 @@ mod tests {
         let context = state_testkit::test_context(0, 1, 128, clock).unwrap();
         let options = RocksBackendOptions::new(dir)
             .with_write_buffer_size(1 << 20)
-            .with_memory_budget(32 << 20);
+            .with_memory_budget(32 << 20)
+            .with_value_cache(8 << 20);
         let mut b = RocksBackend::new(&context, options).unwrap();
         for s in 0..states {
             let id = b
