@@ -17,7 +17,9 @@ use std::process::Command;
 use backend_fs::find_orphans;
 use cairn_timely::supervisor::{ATTEMPT_ENV, SupervisorConfig, SupervisorReport, supervise};
 use state_core::{CheckpointStorage, verify_checkpoint};
-use support::{WordCount, Words, assert_exactly_once, final_counts, read_output, splitmix};
+use support::{
+    WordCount, Words, assert_exactly_once, child_process_args, final_counts, read_output, splitmix,
+};
 
 const CHILD_ENV: &str = "CAIRN_TIMELY_TEST_CHILD";
 const ARGS_ENV: &str = "CAIRN_TIMELY_TEST_ARGS";
@@ -61,15 +63,7 @@ fn supervised(
 ) -> SupervisorReport {
     let config = SupervisorConfig {
         program: std::env::current_exe().unwrap(),
-        args: [
-            "child_process",
-            "--ignored",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
+        args: child_process_args(),
         env: vec![
             (CHILD_ENV.to_owned(), job.to_env()),
             (KILL_ENV.to_owned(), kills.to_owned()),

@@ -15,7 +15,10 @@ mod support;
 use backend_fs::find_orphans;
 use cairn_timely::supervisor::{ATTEMPT_ENV, SupervisorConfig, supervise};
 use state_core::{CheckpointId, CheckpointStorage};
-use support::{WordCount, Words, assert_exactly_once, final_counts, read_output, run_process};
+use support::{
+    WordCount, Words, assert_exactly_once, child_process_args, final_counts, read_output,
+    run_process,
+};
 
 const CHILD_ENV: &str = "CAIRN_TIMELY_FAILURES_CHILD";
 const ARGS_ENV: &str = "CAIRN_TIMELY_FAILURES_ARGS";
@@ -91,15 +94,7 @@ fn more_failures_in_a_row_than_tolerated_stop_the_process_and_the_job_resumes() 
     job.tolerable_failures = 1;
     let config = SupervisorConfig {
         program: std::env::current_exe().unwrap(),
-        args: [
-            "child_process",
-            "--ignored",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
+        args: child_process_args(),
         env: vec![(CHILD_ENV.to_owned(), job.to_env())],
         processes: 1,
         workers: 2,

@@ -105,6 +105,20 @@ impl PartitionedSource for WordSource {
     }
 }
 
+/// The test-binary arguments that run only the ignored `child_process`
+/// entry point of the calling test file, as the supervisor's program.
+pub fn child_process_args() -> Vec<String> {
+    [
+        "child_process",
+        "--ignored",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// SIGKILL to this process: no destructor, no flush, as a crash.
 pub fn kill_self() -> ! {
     let _ = std::process::Command::new("kill")
