@@ -100,12 +100,15 @@ impl S3Server {
     pub fn seaweed() -> Option<Self> {
         on_path("weed")?;
         let dir = tempfile::tempdir().expect("temporary directory");
-        // master, volume, filer, admin, webdav; gRPC ports are these + 10000,
-        // so keep them below 55535.
+        // s3, master, volume, filer, admin, webdav, and the gRPC ports of
+        // master, volume, filer, admin and s3: every one chosen free and
+        // passed explicitly (left to SeaweedFS, a gRPC port is its HTTP port
+        // + 10000, which nobody checked was free: another test's server
+        // could hold it).
         let mut ports = Vec::new();
-        while ports.len() < 6 {
+        while ports.len() < 11 {
             let p = free_port();
-            if p < 55_000 && !ports.contains(&p) {
+            if !ports.contains(&p) {
                 ports.push(p);
             }
         }
@@ -164,6 +167,11 @@ impl S3Server {
                     format!("-filer.port={}", p[2]),
                     format!("-admin.port={}", p[3]),
                     format!("-webdav.port={}", p[4]),
+                    format!("-master.port.grpc={}", p[5]),
+                    format!("-volume.port.grpc={}", p[6]),
+                    format!("-filer.port.grpc={}", p[7]),
+                    format!("-admin.port.grpc={}", p[8]),
+                    format!("-s3.port.grpc={}", p[9]),
                     "-admin.ui=false".into(),
                     "-s3.port.iceberg=0".into(),
                     "-s3.port.lance=0".into(),
