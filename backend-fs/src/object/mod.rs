@@ -39,6 +39,13 @@ use state_core::{JobId, Result, StateError};
 pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// The smallest part size S3 accepts (every part but the last): 5 MiB.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+/// Streams smaller than this are kept inside the checkpoint's `_metadata`
+/// instead of becoming objects: 20 KiB, Flink's default
+/// `state.storage.fs.memory-threshold`.
+pub const DEFAULT_INLINE_THRESHOLD: usize = 20 * 1024;
+/// The largest inline threshold accepted: 1 MiB, Flink's bound too (every
+/// inline stream is read and written with the whole `_metadata`).
+pub const MAX_INLINE_THRESHOLD: usize = 1024 * 1024;
 
 /// How failed requests are retried.
 ///
@@ -99,6 +106,14 @@ pub struct ObjectStorageOptions {
     pub download_concurrency: usize,
     /// Worker threads of the runtime the storage owns (default 2).
     pub runtime_threads: usize,
+    /// Streams smaller than this many bytes are not uploaded: their handles
+    /// carry the bytes inside `_metadata` (Flink's
+    /// `state.storage.fs.memory-threshold`; default
+    /// [`DEFAULT_INLINE_THRESHOLD`], at most [`MAX_INLINE_THRESHOLD`], 0
+    /// uploads every stream). On an object store every object costs a
+    /// request, and a small incremental checkpoint is mostly small streams
+    /// (an operator's meta stream, RocksDB's CURRENT, OPTIONS and MANIFEST).
+    pub inline_threshold: usize,
     /// How failed requests are retried.
     pub retry: RetryOptions,
 }
@@ -113,6 +128,7 @@ impl ObjectStorageOptions {
             upload_concurrency: 4,
             download_concurrency: 4,
             runtime_threads: 2,
+            inline_threshold: DEFAULT_INLINE_THRESHOLD,
             retry: RetryOptions::default(),
         }
     }
@@ -120,6 +136,12 @@ impl ObjectStorageOptions {
     /// Sets the multipart part size.
     pub fn with_part_size(mut self, bytes: usize) -> Self {
         self.part_size = bytes;
+        self
+    }
+
+    /// Sets the size up to which streams are kept inside `_metadata`.
+    pub fn with_inline_threshold(mut self, bytes: usize) -> Self {
+        self.inline_threshold = bytes;
         self
     }
 
@@ -150,6 +172,12 @@ impl ObjectStorageOptions {
                     "{name} {value} must be between 1 and 256"
                 )));
             }
+        }
+        if self.inline_threshold > MAX_INLINE_THRESHOLD {
+            return Err(StateError::invalid(format!(
+                "inline_threshold {} of {} must be at most {MAX_INLINE_THRESHOLD} bytes (1 MiB)",
+                self.inline_threshold, self.url
+            )));
         }
         if self.retry.attempts == 0 {
             return Err(StateError::invalid("retry attempts must be at least 1"));

@@ -17,13 +17,16 @@ type PartTask = JoinHandle<std::result::Result<(), object_store::Error>>;
 
 /// A stream being written to an object store.
 ///
-/// Bytes are buffered up to the part size; a stream that stays below it is
-/// uploaded with one PUT when closed (retried whole on transient errors). A
-/// larger one becomes a multipart upload whose parts go up on the storage's
-/// runtime while the writer goes on, at most `upload_concurrency` at once
-/// (the writer waits for the oldest beyond that), and is completed on
-/// close. The CRC-32 of every byte is computed as it is written; after the
-/// upload the stored object's size is checked. Dropped without
+/// Bytes are buffered up to the part size. A stream smaller than the
+/// storage's inline threshold is not uploaded: its handle carries the bytes
+/// ([`StreamLocation::Inline`], written inside `_metadata`). A stream that
+/// stays below the part size is uploaded with one PUT when closed (retried
+/// whole on transient errors). A larger one becomes a multipart upload
+/// whose parts go up on the storage's runtime while the writer goes on, at
+/// most `upload_concurrency` at once (the writer waits for the oldest
+/// beyond that), and is completed on close; then the assembled object's
+/// size is checked. The CRC-32 of every byte is computed as it is written
+/// and checked on every read. Dropped without
 /// [`CheckpointOutput::close`], a multipart upload is aborted and nothing
 /// becomes visible.
 #[derive(Debug)]
@@ -104,14 +107,29 @@ impl ObjectOutput {
 
     fn finish(&mut self) -> Result<StreamHandle> {
         let url = self.url();
+        let crc32 = self.hasher.clone().finalize();
+        if self.upload.is_none() && self.buf.len() < self.shared.inline_threshold {
+            // Small enough to travel inside `_metadata`: no request at all.
+            tracing::trace!(stream = %url, bytes = self.written, "checkpoint stream kept inline");
+            return Ok(StreamHandle {
+                location: StreamLocation::Inline(Bytes::from(std::mem::take(&mut self.buf))),
+                size: self.written,
+                crc32,
+            });
+        }
         let as_state = |e: io::Error| StateError::io(url.clone(), e);
-        let result: PutResult = match self.upload.take() {
+        match self.upload.take() {
             None => {
+                // One PUT. Its success means the server stored the whole
+                // body its Content-Length announced (and, with the S3
+                // option `checksum_algorithm`, that the body's checksum
+                // matched), so no HEAD follows it.
                 let s = self.shared.clone();
                 let key = self.key.clone();
                 let bytes = Bytes::from(std::mem::take(&mut self.buf));
                 let what = url.clone();
-                self.shared
+                let result: PutResult = self
+                    .shared
                     .block_on(async move {
                         s.retrier
                             .run(&what, || {
@@ -119,7 +137,8 @@ impl ObjectOutput {
                             })
                             .await
                     })?
-                    .map_err(|e| to_state(&url, e))?
+                    .map_err(|e| to_state(&url, e))?;
+                tracing::trace!(object = %url, bytes = self.written, e_tag = ?result.e_tag, "uploaded checkpoint stream");
             }
             Some(upload) => {
                 self.upload = Some(upload);
@@ -137,17 +156,28 @@ impl ObjectOutput {
                 };
                 self.shared
                     .block_on(async move { upload.complete().await })?
-                    .map_err(|e| to_state(&url, e))?
+                    .map_err(|e| to_state(&url, e))?;
+                self.check_assembled_size(&url)?;
             }
-        };
-        // The stored object must hold every byte written.
+        }
+        Ok(StreamHandle {
+            location: StreamLocation::File(self.relative.clone()),
+            size: self.written,
+            crc32,
+        })
+    }
+
+    /// Checks that a completed multipart upload holds every byte written:
+    /// the server assembles the object from the parts the completion lists,
+    /// so a part lost on the way would shorten it without any error.
+    fn check_assembled_size(&self, url: &str) -> Result<()> {
         let s = self.shared.clone();
         let key = self.key.clone();
-        let what = url.clone();
+        let what = url.to_owned();
         let meta = self
             .shared
             .block_on(async move { s.retrier.run(&what, || s.store.head(&key)).await })?
-            .map_err(|e| to_state(&url, e))?;
+            .map_err(|e| to_state(url, e))?;
         if meta.size != self.written {
             return Err(StateError::corrupted(
                 self.relative.clone(),
@@ -157,12 +187,8 @@ impl ObjectOutput {
                 ),
             ));
         }
-        tracing::trace!(object = %url, bytes = self.written, e_tag = ?result.e_tag, "uploaded checkpoint stream");
-        Ok(StreamHandle {
-            location: StreamLocation::File(self.relative.clone()),
-            size: self.written,
-            crc32: self.hasher.clone().finalize(),
-        })
+        tracing::trace!(object = %url, bytes = self.written, parts = "multipart", "uploaded checkpoint stream");
+        Ok(())
     }
 }
 

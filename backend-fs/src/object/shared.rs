@@ -22,6 +22,8 @@ pub(crate) struct Shared {
     /// The key prefix of the job.
     pub(crate) job_prefix: ObjectPath,
     pub(crate) part_size: usize,
+    /// Streams smaller than this stay inline in their handles.
+    pub(crate) inline_threshold: usize,
     pub(crate) upload_concurrency: usize,
     pub(crate) download_concurrency: usize,
     pub(crate) retrier: Retrier,

@@ -172,6 +172,7 @@ impl ObjectCheckpointStorage {
             job_url,
             job_prefix,
             part_size: options.part_size,
+            inline_threshold: options.inline_threshold,
             upload_concurrency: options.upload_concurrency,
             download_concurrency: options.download_concurrency,
             retrier: Retrier::new(options.retry),

@@ -6,17 +6,21 @@ use std::io::Write;
 
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointStorage, ErrorKind, JobId, OperatorId,
-    OperatorSnapshot, OperatorStateHandle, SnapshotKind, StateScope, StreamHandle, SubtaskSnapshot,
+    OperatorSnapshot, OperatorStateHandle, SnapshotKind, StateScope, StreamHandle, StreamLocation,
+    SubtaskSnapshot,
 };
 
 use super::*;
 use crate::lock::LockOwner;
 use crate::{find_orphans, sweep_orphans};
 
+/// A storage that uploads every stream, however small (these tests are
+/// about objects; inline streams have their own test).
 fn storage(dir: &tempfile::TempDir, part_size: usize) -> ObjectCheckpointStorage {
     let url = ObjectUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
-    let options =
-        ObjectStorageOptions::new(url, JobId::new("job").unwrap()).with_part_size(part_size);
+    let options = ObjectStorageOptions::new(url, JobId::new("job").unwrap())
+        .with_part_size(part_size)
+        .with_inline_threshold(0);
     ObjectCheckpointStorage::open(options).unwrap()
 }
 
@@ -260,6 +264,68 @@ fn bad_options_are_refused_naming_them() {
             .unwrap_err()
             .to_string();
     assert!(err.contains("no_such_option"), "{err}");
+    let url = ObjectUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+    let o = ObjectStorageOptions::new(url, JobId::new("j").unwrap())
+        .with_inline_threshold(MAX_INLINE_THRESHOLD + 1);
+    let err = ObjectCheckpointStorage::open(o).unwrap_err().to_string();
+    assert!(err.contains("inline_threshold 1048577"), "{err}");
+}
+
+/// Streams smaller than the inline threshold make no object: their bytes
+/// travel in the handle, so inside `_metadata`, and read back from it; one
+/// of the threshold's size is an object. Threshold 0 uploads even an empty
+/// stream.
+#[test]
+fn small_streams_stay_inline_in_metadata_and_make_no_object() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = ObjectUrl::parse(&format!("file://{}", dir.path().display())).unwrap();
+    let s = ObjectCheckpointStorage::open(ObjectStorageOptions::new(
+        url.clone(),
+        JobId::new("job").unwrap(),
+    ))
+    .unwrap();
+    assert_eq!(DEFAULT_INLINE_THRESHOLD, 20 * 1024);
+    let at = vec![7u8; DEFAULT_INLINE_THRESHOLD - 1];
+    let above = vec![8u8; DEFAULT_INLINE_THRESHOLD];
+    let inline = write(&s, 1, StateScope::Exclusive, "op-0-meta", &at);
+    let empty = write(&s, 1, StateScope::Shared, "CURRENT", b"");
+    let file = write(&s, 1, StateScope::Exclusive, "op-0-keyed", &above);
+    assert!(
+        matches!(inline.location, StreamLocation::Inline(_)),
+        "{inline:?}"
+    );
+    assert!(
+        matches!(empty.location, StreamLocation::Inline(_)),
+        "{empty:?}"
+    );
+    assert_eq!(file.file_path(), Some("chk-1/op-0-keyed"));
+    assert_eq!(inline.crc32, crc32fast::hash(&at));
+    let job = dir.path().join("job");
+    assert!(!job.join("chk-1/op-0-meta").exists());
+    assert!(
+        !job.join("shared").exists(),
+        "no object for the empty stream"
+    );
+    assert_eq!(std::fs::read(job.join("chk-1/op-0-keyed")).unwrap(), above);
+
+    let streams = vec![inline, empty, file];
+    s.write_metadata(&metadata(1, streams.clone())).unwrap();
+    let back = s.read_metadata(CheckpointId(1)).unwrap();
+    assert_eq!(back, metadata(1, streams));
+    let read: Vec<Vec<u8>> = back
+        .streams()
+        .into_iter()
+        .map(|h| s.read(h).unwrap().to_vec())
+        .collect();
+    assert_eq!(read, vec![at, Vec::new(), above]);
+
+    let uploads_all = ObjectCheckpointStorage::open(
+        ObjectStorageOptions::new(url, JobId::new("job").unwrap()).with_inline_threshold(0),
+    )
+    .unwrap();
+    let h = write(&uploads_all, 2, StateScope::Exclusive, "op-0-meta", b"");
+    assert_eq!(h.file_path(), Some("chk-2/op-0-meta"));
+    assert!(job.join("chk-2/op-0-meta").is_file());
 }
 
 /// The storage of an `hdfs://` job URL is built (the client connects on its

@@ -78,7 +78,9 @@ fn unavailable(url: &str, scheme: ObjectScheme) -> StateError {
 /// of the URL and [`ObjectUrl::with_option`] override them: `region`,
 /// `endpoint`, `path_style=true|false` (S3 path-style requests, the default
 /// with an endpoint), `allow_http=true|false`, and any configuration key of
-/// the object_store crate's builder for that scheme (`aws_access_key_id`, …).
+/// the object_store crate's builder for that scheme (`aws_access_key_id`, …;
+/// on S3, `checksum_algorithm=crc64nvme` or `sha256` has the server verify
+/// every uploaded body and part against a checksum sent with it).
 #[derive(Clone, PartialEq, Eq)]
 pub struct ObjectUrl {
     scheme: ObjectScheme,
