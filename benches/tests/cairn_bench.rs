@@ -408,3 +408,56 @@ fn bad_options_exit_2_naming_the_option() {
     bad_option(&["state-size", "--sweep", "colour=1"], "--sweep");
     bad_option(&["state-size", "--rounds=-1"], "--rounds");
 }
+
+/// `state-size --checkpoint-url` runs the backend on the filesystem, then on
+/// the object store, and deletes its checkpoints from the store afterwards:
+/// a second run into the same URL succeeds (the conditional `_metadata`
+/// creates would refuse it otherwise) and nothing is left below the prefix.
+#[cfg(feature = "object-store")]
+#[test]
+fn state_size_on_s3_deletes_its_checkpoints_so_the_url_serves_again() {
+    use backend_fs::object::{ObjectCheckpointStorage, ObjectUrl};
+    use state_testkit::s3::S3Server;
+
+    let Some(server) = S3Server::moto_or_skip() else {
+        return;
+    };
+    server.create_bucket("bench");
+    let args = [
+        "state-size",
+        "--backend",
+        "heap",
+        "--keys",
+        "2000",
+        "--rounds",
+        "1",
+        "--checkpoint-url",
+        "s3://bench/state",
+        "--json",
+    ];
+    for run in 0..2 {
+        let out = Command::new(env!("CARGO_BIN_EXE_cairn-bench"))
+            .args(args)
+            .envs(server.env())
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap();
+        let reports = json(&out);
+        let storages: Vec<&str> = reports
+            .as_array()
+            .unwrap_or_else(|| panic!("run {run}: one report per storage: {reports}"))
+            .iter()
+            .map(|r| {
+                assert_eq!(r["restore_exact"], Value::Bool(true), "run {run}: {r}");
+                r["storage"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(storages, ["file", "s3://bench/state"], "run {run}");
+    }
+    let mut url = ObjectUrl::parse("s3://bench/state/bench-state-size").unwrap();
+    for (k, v) in server.url_options() {
+        url = url.with_option(k, v);
+    }
+    let job = ObjectCheckpointStorage::at_job_url(&url).unwrap();
+    assert_eq!(job.list_below("").unwrap(), []);
+}

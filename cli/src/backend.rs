@@ -113,13 +113,28 @@ fn open_object_storage(dir: &Path, job_id: &JobId) -> anyhow::Result<Arc<dyn Che
 
 #[cfg(not(feature = "object-store"))]
 fn open_object_storage(dir: &Path, _job_id: &JobId) -> anyhow::Result<Arc<dyn CheckpointStorage>> {
-    bail!("{}: {}", dir.display(), NO_OBJECT_STORE)
+    bail!("{}", no_object_store(&dir.to_string_lossy()))
 }
 
-/// Why an object-store URL is refused by a build without the feature.
-pub const NO_OBJECT_STORE: &str = "object-store URLs need the `object-store` feature of \
-    cairn-cli (on by default; this build left it out): build with `cargo build -p cairn-cli \
-    --features object-store`";
+/// Why the object-store URL `url` is refused by a build without the
+/// feature, naming the feature that serves it (`hdfs://` and `viewfs://`
+/// need `hdfs`, which brings `object-store` with it).
+pub fn no_object_store(url: &str) -> String {
+    let feature = if url.starts_with("hdfs://") || url.starts_with("viewfs://") {
+        "hdfs"
+    } else {
+        "object-store"
+    };
+    let default = if feature == "hdfs" {
+        "off by default"
+    } else {
+        "on by default; this build left it out"
+    };
+    format!(
+        "{url}: object-store URLs need the `{feature}` feature of cairn-cli ({default}): \
+         build with `cargo build -p cairn-cli --features {feature}`"
+    )
+}
 
 /// The command-line name of a backend kind.
 pub fn name(kind: BackendKind) -> &'static str {
@@ -247,5 +262,25 @@ pub fn with_backend_local<V: BackendVisitor>(
              `cargo build -p cairn-cli --features rocks` (RocksDB's C++: ~25 min cold, ~2 min \
              from ccache) or run scripts/test.sh, which builds it"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A build without object stores names the feature that serves the URL.
+    #[test]
+    fn a_build_without_object_stores_names_the_feature_the_url_needs() {
+        let s3 = no_object_store("s3://b/ckpt");
+        assert!(s3.starts_with("s3://b/ckpt: "), "{s3}");
+        assert!(s3.contains("--features object-store"), "{s3}");
+        for url in ["hdfs://nn:8020/ckpt", "viewfs://cluster/ckpt"] {
+            let msg = no_object_store(url);
+            assert!(
+                msg.contains("`hdfs` feature") && msg.contains("--features hdfs"),
+                "{msg}"
+            );
+        }
     }
 }

@@ -133,7 +133,7 @@ pub(crate) fn location_for_run(path: &Path) -> anyhow::Result<JobLocation> {
             ObjectCheckpointStorage::at_job_url(&parse_url(url)?).map_err(human::anyhow)?,
         ));
         #[cfg(not(feature = "object-store"))]
-        bail!("{url}: {}", backend::NO_OBJECT_STORE);
+        bail!("{}", backend::no_object_store(url));
     }
     Ok(JobLocation::Dir(
         FsCheckpointStorage::for_job_dir(backend::plain_path(path)).map_err(human::anyhow)?,
@@ -162,7 +162,7 @@ pub(crate) fn open_checkpoint(path: &Path) -> anyhow::Result<(JobLocation, Check
             return Ok((JobLocation::Object(storage), id));
         }
         #[cfg(not(feature = "object-store"))]
-        bail!("{url}: {}", backend::NO_OBJECT_STORE);
+        bail!("{}", backend::no_object_store(url));
     }
     let (storage, id) = FsCheckpointStorage::for_checkpoint_path(backend::plain_path(path))
         .map_err(human::anyhow)?;
@@ -189,7 +189,7 @@ pub(crate) fn open_location(path: &Path) -> anyhow::Result<JobLocation> {
             ObjectCheckpointStorage::for_job_url(&parse_url(url)?).map_err(human::anyhow)?,
         ));
         #[cfg(not(feature = "object-store"))]
-        bail!("{url}: {}", backend::NO_OBJECT_STORE);
+        bail!("{}", backend::no_object_store(url));
     }
     Ok(JobLocation::Dir(open(&backend::plain_path(path))?))
 }

@@ -28,7 +28,7 @@ use state_core::{
     EntryKey, JobId, KeyedStateBackend, KeyedStateHandle, MaxParallelism, MemoryCheckpointStorage,
     OperatorId, SavepointFormat, SnapshotMode, StateDescriptor, StateKind, SystemClock,
 };
-use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup};
+use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup, JobTerminalStatus};
 
 use super::checkpointing::{CheckpointCtx, SavepointReport, checkpoint, savepoint};
 use super::restore::{Source, check_source, local_copy_dirs, restore_fresh};
@@ -182,6 +182,7 @@ pub(super) fn run_one(
             job_dir,
             local_dir,
             savepoint_dir,
+            keep,
         },
     )?;
     if let Some((now, before)) = IoCounters::now().zip(io_before) {
@@ -202,6 +203,8 @@ struct Run<'a> {
     local_dir: Option<PathBuf>,
     /// Where savepoints go (`--savepoints`), else `None`.
     savepoint_dir: Option<PathBuf>,
+    /// `--keep`: leave the checkpoints where they are.
+    keep: bool,
 }
 
 /// How often (in keys) the loops check Ctrl-C and move the progress bar.
@@ -364,6 +367,15 @@ impl BackendVisitor for Run<'_> {
             check_source(&restored, Source::Storage)?;
         }
         let (restored_keys, entries) = check.count(&mut restored)?;
+        if p.checkpoint_url.is_some() && !self.keep {
+            // No scratch directory holds these: delete the retained
+            // checkpoint and its shared files, so the next run can use the
+            // same URL (its `_metadata` creates would be refused otherwise).
+            drop(restored);
+            store
+                .shutdown(JobTerminalStatus::Canceled)
+                .context("deleting the run's checkpoints from the object store")?;
+        }
         let raw_bytes = (0..keys)
             .map(|i| key_text(i).1 as u64 + p.value_size as u64)
             .sum();
