@@ -185,6 +185,7 @@ fn check_state_size(v: &Value, backend: &str, keys: u64) {
         // Incompressible values: the snapshot is about the raw size.
         assert!(full >= u(v, "raw_bytes") / 2, "{c}");
         assert!(f(c, "sync_ms") >= 0.0 && f(c, "async_ms") >= 0.0, "{c}");
+        assert!(f(c, "discard_ms") >= 0.0, "{c}");
     }
     if backend == "rocks" && v["incremental"] == false {
         // RocksDB full snapshots keep no local copy.

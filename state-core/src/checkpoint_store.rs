@@ -117,6 +117,10 @@ pub struct CompletedCheckpointStore {
     pinned: Vec<CheckpointMetadata>,
     /// Checkpoints [`CompletedCheckpointStore::recover`] found unreadable.
     skipped_on_recovery: Vec<(CheckpointId, StateError)>,
+    /// Subsumed checkpoints, unregistered, whose storage is not deleted
+    /// yet, oldest first, each with the shared files only it referenced
+    /// (see [`CompletedCheckpointStore::discard_subsumed`]).
+    subsumed: Vec<(CheckpointId, Vec<StreamHandle>)>,
 }
 
 /// The default number of retained checkpoints, as in Flink (`state.checkpoints.num-retained`).
@@ -145,6 +149,7 @@ impl CompletedCheckpointStore {
             registry: SharedStateRegistry::new(),
             pinned: Vec::new(),
             skipped_on_recovery: Vec::new(),
+            subsumed: Vec::new(),
         })
     }
 
@@ -226,7 +231,9 @@ impl CompletedCheckpointStore {
         let subsumed = match restored {
             None => {
                 store.retained = loaded;
-                store.rotate()
+                let subsumed = store.rotate();
+                store.discard_subsumed();
+                subsumed
             }
             Some((restored, mode)) => {
                 let here = loaded.iter().position(|m| m == restored);
@@ -281,7 +288,28 @@ impl CompletedCheckpointStore {
     /// shared files, so it stays restorable until a later recovery subsumes it.
     ///
     /// `metadata.checkpoint_id` must be newer than [`CompletedCheckpointStore::latest`].
+    /// A caller that notifies tasks of the completion uses
+    /// [`CompletedCheckpointStore::complete_deferring_discard`] instead.
     pub fn complete(&mut self, metadata: CheckpointMetadata) -> Result<Vec<CheckpointId>> {
+        let subsumed = self.complete_deferring_discard(metadata)?;
+        self.discard_subsumed();
+        Ok(subsumed)
+    }
+
+    /// [`CompletedCheckpointStore::complete`] without the deletions: the
+    /// subsumed checkpoints are no longer retained and their shared files
+    /// are unregistered, but their storage stays until
+    /// [`CompletedCheckpointStore::discard_subsumed`], which the caller runs
+    /// once it has told its tasks that the checkpoint completed. So an
+    /// exactly-once sink commits without waiting for deletions, as in Flink,
+    /// whose coordinator notifies first and leaves the deletion to its
+    /// `CheckpointsCleaner`. A deletion still pending is done by the next
+    /// completion (first thing) and by [`CompletedCheckpointStore::shutdown`].
+    pub fn complete_deferring_discard(
+        &mut self,
+        metadata: CheckpointMetadata,
+    ) -> Result<Vec<CheckpointId>> {
+        self.discard_subsumed();
         let id = metadata.checkpoint_id;
         let span = tracing::info_span!(
             "complete_checkpoint",
@@ -353,7 +381,9 @@ impl CompletedCheckpointStore {
     /// | `Failed`   | keep all               | keep all               |
     ///
     /// A failed job keeps its checkpoints so it can be resumed from them; a
-    /// finished one has nothing left to resume. Returns the deleted ids. Every
+    /// finished one has nothing left to resume. Subsumed checkpoints whose
+    /// deletion is still pending are deleted in every case. Returns the
+    /// deleted retained ids. Every
     /// deletion is attempted; the first error is returned after all were tried.
     pub fn shutdown(&mut self, status: JobTerminalStatus) -> Result<Vec<CheckpointId>> {
         let delete = match status {
@@ -363,6 +393,8 @@ impl CompletedCheckpointStore {
             }
             JobTerminalStatus::Failed => false,
         };
+        // Subsumed checkpoints go whatever the status: no job resumes them.
+        self.discard_subsumed();
         tracing::info!(
             ?status,
             cleanup = ?self.cleanup,
@@ -427,6 +459,8 @@ impl CompletedCheckpointStore {
     }
 
     /// Subsumes the oldest retained checkpoints beyond `num_retained`.
+    /// Subsumes every retained checkpoint beyond `num_retained`: no longer
+    /// retained, its shared files unregistered, its deletion pending.
     fn rotate(&mut self) -> Vec<CheckpointId> {
         let excess = self.retained.len().saturating_sub(self.num_retained);
         let subsumed: Vec<CheckpointId> = self
@@ -435,7 +469,28 @@ impl CompletedCheckpointStore {
             .map(|m| m.checkpoint_id)
             .collect();
         for &id in &subsumed {
-            match self.discard_completed(id) {
+            let unreferenced = self.registry.unregister_checkpoint(id);
+            self.subsumed.push((id, unreferenced));
+        }
+        subsumed
+    }
+
+    /// Deletes the storage of the checkpoints subsumed since the last call:
+    /// each one's location first, then the shared files only it referenced
+    /// (so a crash in between leaves no visible checkpoint whose files are
+    /// missing). A failure is logged and does not fail anything: a subsumed
+    /// checkpoint whose location could not be deleted keeps its shared
+    /// files, so it stays restorable until a later recovery subsumes it.
+    /// Returns the ids whose deletion was tried.
+    pub fn discard_subsumed(&mut self) -> Vec<CheckpointId> {
+        let pending = std::mem::take(&mut self.subsumed);
+        let mut tried = Vec::with_capacity(pending.len());
+        for (id, unreferenced) in pending {
+            let result = self
+                .storage
+                .discard_checkpoint(id)
+                .and_then(|()| discard_streams(self.storage.as_ref(), id, unreferenced.iter()));
+            match result {
                 Ok(()) => tracing::debug!(checkpoint_id = id.get(), "subsumed checkpoint"),
                 Err(err) => tracing::warn!(
                     checkpoint_id = id.get(),
@@ -443,8 +498,9 @@ impl CompletedCheckpointStore {
                     "could not delete subsumed checkpoint"
                 ),
             }
+            tried.push(id);
         }
-        subsumed
+        tried
     }
 
     /// Unregisters completed checkpoint `id` and deletes its location, then

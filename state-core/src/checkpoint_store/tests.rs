@@ -257,6 +257,38 @@ fn rotation_keeps_the_newest() {
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
 }
 
+/// A deferred discard leaves the subsumed checkpoint in storage, no longer
+/// retained, until `discard_subsumed`; the next completion and a shutdown
+/// (even of a failed job, which keeps its retained checkpoints) do a
+/// pending one themselves.
+#[test]
+fn a_deferred_discard_waits_for_discard_subsumed_or_the_next_completion() {
+    let storage = Arc::new(PathStorage::default());
+    let mut s = store(&storage, 1);
+    s.complete(full(&storage, 1)).unwrap();
+    let subsumed = s.complete_deferring_discard(full(&storage, 2)).unwrap();
+    assert_eq!(subsumed, [CheckpointId(1)]);
+    assert_eq!(s.retained().len(), 1);
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(1), CheckpointId(2)]
+    );
+    assert_eq!(s.discard_subsumed(), [CheckpointId(1)]);
+    assert_eq!(storage.list_checkpoints().unwrap(), [CheckpointId(2)]);
+    assert!(s.discard_subsumed().is_empty(), "nothing left pending");
+
+    s.complete_deferring_discard(full(&storage, 3)).unwrap();
+    s.complete_deferring_discard(full(&storage, 4)).unwrap();
+    assert_eq!(
+        storage.list_checkpoints().unwrap(),
+        [CheckpointId(3), CheckpointId(4)],
+        "the second completion deleted the first one's subsumed checkpoint"
+    );
+    assert!(s.shutdown(JobTerminalStatus::Failed).unwrap().is_empty());
+    assert_eq!(storage.list_checkpoints().unwrap(), [CheckpointId(4)]);
+    assert!(!storage.paths().iter().any(|p| p.starts_with("chk-3/")));
+}
+
 #[test]
 fn shared_files_live_exactly_as_long_as_a_retained_checkpoint_uses_them() {
     let storage = Arc::new(PathStorage::default());

@@ -46,8 +46,8 @@ JSON (--json): one object: backend, incremental, local_recovery, records, keys,
 parallelism, checkpoint_interval_ms, fail_at (record index or null), status (FINISHED...),
 restarts, seconds, records_per_sec (records / seconds; replayed records are
 not counted again), checkpoints [{id, full_bytes, written_bytes, sync_ms,
-async_ms, duration_ms, storage_bytes}] (sync/async/storage are null: the job
-does not report them), recovery_ms (injected failure raised -> first record
+async_ms, duration_ms, discard_ms, storage_bytes}] (sync/async/discard/storage
+are null: the job does not report them), recovery_ms (injected failure raised -> first record
 out of the restarted count; null without --fail-at), recovery_phases_ms
 {task_failed, restarting, restore_started, processing} (null without
 --fail-at), restored_from (checkpoint id, null if none completed before), exact, counted (sum of the final counts),
@@ -388,6 +388,7 @@ impl BackendVisitor for JobVisitor<'_> {
                     sync_ms: None,
                     async_ms: None,
                     duration_ms: Some(ms(c.duration)),
+                    discard_ms: None,
                     storage_bytes: None,
                 })
                 .collect(),

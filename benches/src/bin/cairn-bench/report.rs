@@ -21,8 +21,12 @@ pub(super) struct CheckpointReport {
     pub sync_ms: Option<f64>,
     /// The asynchronous phase (writing to storage), slowest subtask.
     pub async_ms: Option<f64>,
-    /// From trigger to completion (a job's checkpoints).
+    /// From trigger to completion (a job's checkpoints): for `state-size`,
+    /// to the backends told that it completed.
     pub duration_ms: Option<f64>,
+    /// Deleting the checkpoints it subsumed, after `duration_ms` (as in
+    /// Flink, not part of the checkpoint's duration); `state-size` only.
+    pub discard_ms: Option<f64>,
     /// Bytes held in storage after the checkpoint completed (all retained
     /// checkpoints and shared files).
     pub storage_bytes: Option<u64>,

@@ -31,7 +31,8 @@ JSON (--json): one object per run (an array of them with --sweep or several
 backends): backend, storage (\"file\" or the --checkpoint-url), incremental, keys, value_size, update_fraction, rounds,
 parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
 round], checkpoints [{id, full_bytes, written_bytes, sync_ms, async_ms,
-duration_ms, storage_bytes}], restore_local_ms (from the local checkpoint
+duration_ms (to the backends told it completed), discard_ms (deleting the
+checkpoints it subsumed, after that), storage_bytes}], restore_local_ms (from the local checkpoint
 copies: on disk for rocks --incremental, in memory for heap and fs; null for
 rocks full snapshots, which keep none), restore_storage_ms (with the local
 copies removed),

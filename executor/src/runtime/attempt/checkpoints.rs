@@ -366,7 +366,7 @@ impl Attempt {
         }
         let bytes = metadata.checkpointed_size();
         let state_size = metadata.state_size();
-        let subsumed = match job.store.complete(metadata) {
+        let subsumed = match job.store.complete_deferring_discard(metadata) {
             Ok(subsumed) => subsumed,
             Err(e) => {
                 let now = elapsed_millis(job.started);
@@ -383,6 +383,16 @@ impl Attempt {
                 );
             }
         };
+        // The tasks hear first (an exactly-once sink commits on it), then
+        // the subsumed checkpoints are deleted, then the job records the
+        // completion (so whoever waits for it sees the rotated storage).
+        for (_, _, tx) in &self.tasks {
+            let _ = tx.send(TaskCommand::Complete(id));
+            for old in &subsumed {
+                let _ = tx.send(TaskCommand::Subsumed(*old));
+            }
+        }
+        job.store.discard_subsumed();
         tracing::info!(
             job = %job.spec.config.job_id,
             checkpoint_id = id.get(),
@@ -408,12 +418,6 @@ impl Attempt {
         job.completed.push(info.clone());
         job.shared.record(id, Ok(info.clone()));
         job.emit(JobEvent::CheckpointCompleted(info));
-        for (_, _, tx) in &self.tasks {
-            let _ = tx.send(TaskCommand::Complete(id));
-            for old in &subsumed {
-                let _ = tx.send(TaskCommand::Subsumed(*old));
-            }
-        }
         None
     }
 }

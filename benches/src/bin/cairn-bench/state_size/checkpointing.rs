@@ -120,7 +120,9 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
         written,
     } = snapshot_all(ctx, subtasks, id, ctx.mode, ctx.storage)?;
     let (full_bytes, written_bytes) = (metadata.state_size(), metadata.checkpointed_size());
-    let subsumed = store.complete(metadata)?;
+    // As the executor's coordinator: the backends hear of the completion,
+    // then the subsumed checkpoints are deleted (measured on its own).
+    let subsumed = store.complete_deferring_discard(metadata)?;
     for sub in subtasks.iter_mut() {
         sub.backend.notify_checkpoint_complete(id)?;
         for old in &subsumed {
@@ -128,6 +130,9 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
         }
     }
     let duration = started.elapsed();
+    let discard_started = Instant::now();
+    store.discard_subsumed();
+    let discard = discard_started.elapsed();
     let storage_bytes = match ctx.job_dir {
         Some(dir) => dir_bytes(dir)?,
         None => retained_stream_bytes(store),
@@ -139,6 +144,7 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
         sync_ms: Some(ms(sync)),
         async_ms: Some(ms(written)),
         duration_ms: Some(ms(duration)),
+        discard_ms: Some(ms(discard)),
         storage_bytes: Some(storage_bytes),
     })
 }

@@ -287,6 +287,7 @@ mod tests {
             sync_ms: Some(1.0),
             async_ms: Some(2.0),
             duration_ms: Some(3.0),
+            discard_ms: Some(0.5),
             storage_bytes: Some(full_bytes),
         }
     }
