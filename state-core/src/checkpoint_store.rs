@@ -383,8 +383,8 @@ impl CompletedCheckpointStore {
     /// A failed job keeps its checkpoints so it can be resumed from them; a
     /// finished one has nothing left to resume. Subsumed checkpoints whose
     /// deletion is still pending are deleted in every case. Returns the
-    /// deleted retained ids. Every
-    /// deletion is attempted; the first error is returned after all were tried.
+    /// deleted retained ids. Every deletion is attempted; the first error is
+    /// returned after all were tried.
     pub fn shutdown(&mut self, status: JobTerminalStatus) -> Result<Vec<CheckpointId>> {
         let delete = match status {
             JobTerminalStatus::Finished => true,
@@ -458,7 +458,6 @@ impl CompletedCheckpointStore {
         &self.skipped_on_recovery
     }
 
-    /// Subsumes the oldest retained checkpoints beyond `num_retained`.
     /// Subsumes every retained checkpoint beyond `num_retained`: no longer
     /// retained, its shared files unregistered, its deletion pending.
     fn rotate(&mut self) -> Vec<CheckpointId> {
