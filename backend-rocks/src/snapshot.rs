@@ -488,7 +488,7 @@ impl Checkpointable for RocksBackend {
             let base = if savepoint {
                 Arc::default()
             } else {
-                Arc::clone(&lock(&self.uploads).confirmed)
+                lock(&self.uploads).base_for(id)
             };
             Ok(Box::new(IncrementalSnapshot {
                 checkpoint: id,
@@ -543,7 +543,7 @@ impl Checkpointable for RocksBackend {
 
     /// Forgets `id`'s uploads (never reused) and deletes its local copy.
     fn notify_checkpoint_aborted(&mut self, id: CheckpointId) -> Result<()> {
-        lock(&self.uploads).finished.remove(&id);
+        lock(&self.uploads).abort(id);
         remove_dir_logged(&self.instance_dir.join(id.dir_name()));
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! [`UploadTracker`]: which shared SST files this instance's incremental
 //! snapshots uploaded, and which of them the last confirmed checkpoint holds.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use state_core::{CheckpointId, SharedFile};
@@ -14,6 +14,8 @@ pub(crate) struct UploadTracker {
     /// The last confirmed checkpoint's shared files, by local file name.
     pub(crate) confirmed: Arc<HashMap<String, SharedFile>>,
     confirmed_id: Option<CheckpointId>,
+    /// Incremental snapshots taken and not yet confirmed or aborted.
+    pending: BTreeSet<CheckpointId>,
 }
 
 impl UploadTracker {
@@ -23,7 +25,31 @@ impl UploadTracker {
             finished: BTreeMap::new(),
             confirmed: Arc::new(files.iter().map(|f| (f.name.clone(), f.clone())).collect()),
             confirmed_id: Some(id),
+            pending: BTreeSet::new(),
         }
+    }
+
+    /// The files snapshot `id` may reuse, and `id` counted as pending.
+    ///
+    /// The confirmed checkpoint's files, unless an earlier snapshot is
+    /// still pending: that one may complete as a checkpoint that does not
+    /// reuse them (its own base was older), and its completion subsumes the
+    /// confirmed one and deletes them before this snapshot completes. Then
+    /// nothing is reused and every SST goes up again under `id`'s names.
+    pub(crate) fn base_for(&mut self, id: CheckpointId) -> Arc<HashMap<String, SharedFile>> {
+        let base = if self.pending.is_empty() {
+            Arc::clone(&self.confirmed)
+        } else {
+            Arc::default()
+        };
+        self.pending.insert(id);
+        base
+    }
+
+    /// Snapshot `id` was aborted: it is no longer pending.
+    pub(crate) fn abort(&mut self, id: CheckpointId) {
+        self.finished.remove(&id);
+        self.pending.remove(&id);
     }
 
     /// Forgets the confirmed checkpoint (a restored one the job does not
@@ -39,6 +65,10 @@ impl UploadTracker {
             self.confirmed_id = Some(id);
         }
         self.finished = self.finished.split_off(&id);
+        // Every snapshot up to `id` is done with: completed or overtaken.
+        self.pending = self
+            .pending
+            .split_off(&CheckpointId(id.get().saturating_add(1)));
     }
 }
 

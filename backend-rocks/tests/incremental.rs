@@ -616,3 +616,62 @@ fn savepoints_are_self_contained_and_never_a_base_for_incremental_checkpoints() 
     assert_eq!(get(&canonical_b, cv, 7).as_deref(), Some("one-7"));
     assert_eq!(get(&canonical_b, cv, 0).as_deref(), Some("one-0"));
 }
+
+/// Checkpoints that overlap (the next one taken before the previous one
+/// is confirmed, as with two epochs in flight on timely or concurrent
+/// checkpoints) never reference a file that a completion deleted.
+///
+/// The sequence that lost data before: checkpoint 2 is taken before 1 is
+/// confirmed, so it uploads its SSTs again under its own names; 3 is taken
+/// after 1 is confirmed but before 2 is, and reused 1's files; 2's
+/// completion subsumed 1 and deleted those files, which 3 then completed
+/// with. A snapshot taken while an earlier one is pending now reuses
+/// nothing.
+#[test]
+fn overlapping_checkpoints_never_reference_a_file_a_completion_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), false);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let mut store =
+        CompletedCheckpointStore::new(storage.clone(), 1, ExternalizedCheckpointCleanup::default())
+            .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut b = create(&f, 0, 1, &clock);
+    let v = value_state(&mut b);
+    let mut expected: BTreeMap<u32, String> = BTreeMap::new();
+    let mut write_round = |b: &mut RocksBackend, round: u32, keys: std::ops::Range<u32>| {
+        for k in keys {
+            let value = format!("value-{k}-{round}");
+            put(b, v, k, &value);
+            expected.insert(k, value);
+        }
+    };
+    write_round(&mut b, 1, 0..KEYS);
+    let h1 = checkpoint(&mut b, storage.as_ref(), 1).unwrap();
+    write_round(&mut b, 2, 0..20);
+    let h2 = checkpoint(&mut b, storage.as_ref(), 2).unwrap();
+    complete(&mut b, &mut store, &h1);
+    write_round(&mut b, 3, 20..40);
+    let h3 = checkpoint(&mut b, storage.as_ref(), 3).unwrap();
+    complete(&mut b, &mut store, &h2);
+    complete(&mut b, &mut store, &h3);
+
+    let report = state_core::verify_checkpoint(storage.as_ref(), CheckpointId(3)).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let (r, rv) = restored(&f, &clock, &h3, storage.as_ref());
+    for k in 0..KEYS {
+        assert_eq!(get(&r, rv, k).as_ref(), expected.get(&k), "key {k}");
+    }
+    assert!(
+        h3.shared.iter().all(|f| f.uploaded_by == h3.checkpoint_id),
+        "taken while checkpoint 2 was pending, 3 reuses nothing: {:?}",
+        h3.shared
+    );
+    // Once nothing is pending, the next checkpoint reuses files again.
+    put(&mut b, v, 7, "later");
+    let h4 = checkpoint(&mut b, storage.as_ref(), 4).unwrap();
+    assert!(
+        h4.shared.iter().any(|f| f.uploaded_by != h4.checkpoint_id),
+        "checkpoint 4 reused nothing"
+    );
+}
