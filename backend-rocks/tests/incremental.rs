@@ -109,17 +109,50 @@ fn restored(
     (b, v)
 }
 
+/// One backend with a value state over fresh directories under `dir`, its
+/// checkpoints completed in a store that retains `retained` of them.
+struct Fixture {
+    factory: backend_rocks::RocksBackendFactory,
+    storage: Arc<backend_fs::FsCheckpointStorage>,
+    store: CompletedCheckpointStore,
+    clock: Arc<ManualClock>,
+    backend: RocksBackend,
+    state: StateId,
+}
+
+fn fixture(dir: &std::path::Path, local_recovery: bool, retained: usize) -> Fixture {
+    let factory = factory(&dir.join("local"), local_recovery);
+    let storage = fs_storage(&dir.join("storage"));
+    let store = CompletedCheckpointStore::new(
+        storage.clone(),
+        retained,
+        ExternalizedCheckpointCleanup::default(),
+    )
+    .unwrap();
+    let clock = Arc::new(ManualClock::new(1_000));
+    let mut backend = create(&factory, 0, 1, &clock);
+    let state = value_state(&mut backend);
+    Fixture {
+        factory,
+        storage,
+        store,
+        clock,
+        backend,
+        state,
+    }
+}
+
 #[test]
 fn incremental_chain_uploads_only_new_ssts_and_restores_each_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let f = factory(&dir.path().join("local"), false);
-    let storage = fs_storage(&dir.path().join("storage"));
-    let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 5, ExternalizedCheckpointCleanup::default())
-            .unwrap();
-    let clock = Arc::new(ManualClock::new(1_000));
-    let mut b = create(&f, 0, 1, &clock);
-    let v = value_state(&mut b);
+    let Fixture {
+        factory: f,
+        storage,
+        mut store,
+        clock,
+        backend: mut b,
+        state: v,
+    } = fixture(dir.path(), false, 5);
     let mut expected: BTreeMap<u32, String> = BTreeMap::new();
     let mut snapshots = Vec::new();
     let mut prev: Option<IncrementalHandle> = None;
@@ -630,14 +663,9 @@ fn savepoints_are_self_contained_and_never_a_base_for_incremental_checkpoints() 
 #[test]
 fn overlapping_checkpoints_never_reference_a_file_a_completion_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let f = factory(&dir.path().join("local"), false);
-    let storage = fs_storage(&dir.path().join("storage"));
-    let mut store =
-        CompletedCheckpointStore::new(storage.clone(), 1, ExternalizedCheckpointCleanup::default())
-            .unwrap();
-    let clock = Arc::new(ManualClock::new(1_000));
-    let mut b = create(&f, 0, 1, &clock);
-    let v = value_state(&mut b);
+    let mut fx = fixture(dir.path(), false, 1);
+    let storage = fx.storage.clone();
+    let v = fx.state;
     let mut expected: BTreeMap<u32, String> = BTreeMap::new();
     let mut write_round = |b: &mut RocksBackend, round: u32, keys: std::ops::Range<u32>| {
         for k in keys {
@@ -646,19 +674,19 @@ fn overlapping_checkpoints_never_reference_a_file_a_completion_deleted() {
             expected.insert(k, value);
         }
     };
-    write_round(&mut b, 1, 0..KEYS);
-    let h1 = checkpoint(&mut b, storage.as_ref(), 1).unwrap();
-    write_round(&mut b, 2, 0..20);
-    let h2 = checkpoint(&mut b, storage.as_ref(), 2).unwrap();
-    complete(&mut b, &mut store, &h1);
-    write_round(&mut b, 3, 20..40);
-    let h3 = checkpoint(&mut b, storage.as_ref(), 3).unwrap();
-    complete(&mut b, &mut store, &h2);
-    complete(&mut b, &mut store, &h3);
+    write_round(&mut fx.backend, 1, 0..KEYS);
+    let h1 = checkpoint(&mut fx.backend, storage.as_ref(), 1).unwrap();
+    write_round(&mut fx.backend, 2, 0..20);
+    let h2 = checkpoint(&mut fx.backend, storage.as_ref(), 2).unwrap();
+    complete(&mut fx.backend, &mut fx.store, &h1);
+    write_round(&mut fx.backend, 3, 20..40);
+    let h3 = checkpoint(&mut fx.backend, storage.as_ref(), 3).unwrap();
+    complete(&mut fx.backend, &mut fx.store, &h2);
+    complete(&mut fx.backend, &mut fx.store, &h3);
 
     let report = state_core::verify_checkpoint(storage.as_ref(), CheckpointId(3)).unwrap();
     assert!(report.is_ok(), "{report:?}");
-    let (r, rv) = restored(&f, &clock, &h3, storage.as_ref());
+    let (r, rv) = restored(&fx.factory, &fx.clock, &h3, storage.as_ref());
     for k in 0..KEYS {
         assert_eq!(get(&r, rv, k).as_ref(), expected.get(&k), "key {k}");
     }
@@ -668,8 +696,8 @@ fn overlapping_checkpoints_never_reference_a_file_a_completion_deleted() {
         h3.shared
     );
     // Once nothing is pending, the next checkpoint reuses files again.
-    put(&mut b, v, 7, "later");
-    let h4 = checkpoint(&mut b, storage.as_ref(), 4).unwrap();
+    put(&mut fx.backend, v, 7, "later");
+    let h4 = checkpoint(&mut fx.backend, storage.as_ref(), 4).unwrap();
     assert!(
         h4.shared.iter().any(|f| f.uploaded_by != h4.checkpoint_id),
         "checkpoint 4 reused nothing"
