@@ -13,40 +13,25 @@ use std::time::Duration;
 
 use backend_rocks::{RestoreSource, RocksBackend};
 use state_core::{
-    CheckpointId, CheckpointStorage, Checkpointable, CompletedCheckpointStore, EntryKey,
+    CheckpointId, CheckpointStorage, Checkpointable, CompletedCheckpointStore,
     ExternalizedCheckpointCleanup, IncrementalHandle, KeyedStateBackend, KeyedStateHandle,
-    ManualClock, MaxParallelism, SnapshotMode, StateDescriptor, StateId, StateKind,
+    ManualClock, SnapshotMode, StateDescriptor, StateId, StateKind,
 };
 use support::*;
 
 const KEYS: u32 = 2_000;
-
-fn max() -> MaxParallelism {
-    MaxParallelism::new(MAX_PARALLELISM).unwrap()
-}
 
 fn key_bytes(k: u32) -> [u8; 4] {
     k.to_be_bytes()
 }
 
 fn put(b: &mut RocksBackend, state: StateId, k: u32, value: &str) {
-    let key = key_bytes(k);
-    let e = EntryKey {
-        key_group: max().key_group_of(&key),
-        key: &key,
-        namespace: b"",
-    };
-    b.put(state, &e, bytes(value.to_string())).unwrap();
+    b.put(state, &entry(&key_bytes(k)), bytes(value.to_string()))
+        .unwrap();
 }
 
 fn get(b: &RocksBackend, state: StateId, k: u32) -> Option<String> {
-    let key = key_bytes(k);
-    let e = EntryKey {
-        key_group: max().key_group_of(&key),
-        key: &key,
-        namespace: b"",
-    };
-    b.get(state, &e)
+    b.get(state, &entry(&key_bytes(k)))
         .unwrap()
         .map(|v| String::from_utf8(v.to_vec()).unwrap())
 }

@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use backend_rocks::{RocksBackend, RocksBackendFactory};
 use state_core::{
-    CheckpointId, CheckpointOutput, CheckpointStorage, Checkpointable, EntryKey, KeyedStateBackend,
-    KeyedStateHandle, ManualClock, MaxParallelism, SnapshotMode, StateDescriptor, StateError,
-    StateId, StateKind, StreamHandle,
+    CheckpointId, CheckpointOutput, CheckpointStorage, Checkpointable, KeyedStateBackend,
+    KeyedStateHandle, ManualClock, SnapshotMode, StateDescriptor, StateError, StateId, StateKind,
+    StreamHandle,
 };
 use state_testkit::{Intercept, InterceptStorage};
 use support::*;
@@ -103,16 +103,6 @@ fn factory_with_threads(dir: &std::path::Path, threads: usize) -> RocksBackendFa
             .with_transfer_threads(threads),
     )
     .unwrap()
-}
-
-fn entry(key: &[u8; 4]) -> EntryKey<'_> {
-    EntryKey {
-        key_group: MaxParallelism::new(MAX_PARALLELISM)
-            .unwrap()
-            .key_group_of(key),
-        key,
-        namespace: b"",
-    }
 }
 
 /// Registers the states and writes `round`'s value of 100 keys in each.

@@ -15,22 +15,12 @@ use std::sync::Arc;
 use backend_rocks::{RocksBackend, RocksBackendFactory};
 use state_core::backend_support::SmallBytes;
 use state_core::{
-    CheckpointId, CheckpointStorage, Checkpointable, EntryKey, KeyedStateBackend, ManualClock,
-    MaxParallelism, SnapshotMode, StateDescriptor, StateId, StateKind,
+    CheckpointId, CheckpointStorage, Checkpointable, KeyedStateBackend, ManualClock, SnapshotMode,
+    StateDescriptor, StateId, StateKind,
 };
 use support::*;
 
 const KEYS: u32 = 5_000;
-
-fn entry(key: &[u8]) -> EntryKey<'_> {
-    EntryKey {
-        key_group: MaxParallelism::new(MAX_PARALLELISM)
-            .unwrap()
-            .key_group_of(key),
-        key,
-        namespace: b"",
-    }
-}
 
 fn key(k: u32) -> Vec<u8> {
     format!("key-{k:07}").into_bytes()

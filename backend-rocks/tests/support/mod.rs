@@ -18,6 +18,17 @@ use state_core::{
 
 pub(crate) const MAX_PARALLELISM: u32 = 128;
 
+/// The entry of `key` (no namespace) in its key group at [`MAX_PARALLELISM`].
+pub(crate) fn entry(key: &[u8]) -> state_core::EntryKey<'_> {
+    state_core::EntryKey {
+        key_group: MaxParallelism::new(MAX_PARALLELISM)
+            .unwrap()
+            .key_group_of(key),
+        key,
+        namespace: b"",
+    }
+}
+
 /// Options for tests: small memtables so many backends fit in memory.
 pub(crate) fn options(dir: &Path) -> RocksBackendOptions {
     RocksBackendOptions::new(dir)
