@@ -33,12 +33,9 @@ const KILL_ENV: &str = "CAIRN_TIMELY_TEST_KILL";
 #[test]
 #[ignore = "the entry point of the child processes the other tests start"]
 fn child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some((mut job, config)) = support::child_job(CHILD_ENV, ARGS_ENV) else {
         return;
     };
-    let mut job = WordCount::from_env(&spec);
-    let args = std::env::var(ARGS_ENV).unwrap();
-    let config = timely::Config::from_args(args.split_whitespace().map(str::to_owned)).unwrap();
     let process = match &config.communication {
         timely::CommunicationConfig::Cluster { process, .. } => *process,
         _ => 0,

@@ -71,12 +71,9 @@ fn a_checkpoint_the_storage_cannot_hold_is_aborted_and_a_later_one_completes() {
 #[test]
 #[ignore = "the entry point of the child processes the other tests start"]
 fn child_process() {
-    let Ok(spec) = std::env::var(CHILD_ENV) else {
+    let Some((mut job, config)) = support::child_job(CHILD_ENV, ARGS_ENV) else {
         return;
     };
-    let mut job = WordCount::from_env(&spec);
-    let args = std::env::var(ARGS_ENV).unwrap();
-    let config = timely::Config::from_args(args.split_whitespace().map(str::to_owned)).unwrap();
     // The storage is full only during the first attempt.
     if std::env::var(ATTEMPT_ENV).unwrap() != "0" {
         job.failing_checkpoints.clear();

@@ -119,6 +119,16 @@ pub fn child_process_args() -> Vec<String> {
     .to_vec()
 }
 
+/// In a child process started by a test: the job it was given in
+/// `job_env` and the timely configuration of the arguments in `args_env`;
+/// `None` in a normal test run (the variable is not set).
+pub fn child_job(job_env: &str, args_env: &str) -> Option<(WordCount, timely::Config)> {
+    let spec = std::env::var(job_env).ok()?;
+    let args = std::env::var(args_env).unwrap();
+    let config = timely::Config::from_args(args.split_whitespace().map(str::to_owned)).unwrap();
+    Some((WordCount::from_env(&spec), config))
+}
+
 /// SIGKILL to this process: no destructor, no flush, as a crash.
 pub fn kill_self() -> ! {
     let _ = std::process::Command::new("kill")
