@@ -135,6 +135,40 @@ mod tests {
     use state_core::StateError;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
+    fn file(name: &str, by: u64) -> SharedFile {
+        SharedFile {
+            name: name.to_owned(),
+            handle: state_core::StreamHandle {
+                location: state_core::StreamLocation::File(format!("shared/{by}-{name}")),
+                size: 1,
+                crc32: 0,
+            },
+            uploaded_by: CheckpointId(by),
+        }
+    }
+
+    /// A snapshot reuses the confirmed checkpoint's files only while no
+    /// earlier snapshot is pending; a confirmation clears every pending
+    /// snapshot up to it, an abort the aborted one.
+    #[test]
+    fn a_snapshot_reuses_files_only_while_nothing_is_pending() {
+        let mut t = UploadTracker::seeded(CheckpointId(1), &[file("000010.sst", 1)]);
+        assert_eq!(t.base_for(CheckpointId(2)).len(), 1, "nothing pending");
+        assert!(t.base_for(CheckpointId(3)).is_empty(), "2 is pending");
+        t.finished
+            .insert(CheckpointId(2), vec![file("000010.sst", 1)]);
+        t.confirm(CheckpointId(2));
+        assert!(t.base_for(CheckpointId(4)).is_empty(), "3 is still pending");
+        t.abort(CheckpointId(3));
+        assert!(t.base_for(CheckpointId(5)).is_empty(), "4 is still pending");
+        t.confirm(CheckpointId(5));
+        assert_eq!(
+            t.base_for(CheckpointId(6)).len(),
+            1,
+            "5's confirmation ended 4 as well"
+        );
+    }
+
     #[test]
     fn every_item_runs_once_and_outcomes_keep_item_order() {
         let items: Vec<u32> = (0..50).collect();
