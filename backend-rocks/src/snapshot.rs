@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use rocksdb::DBRawIterator;
 use rocksdb::checkpoint::Checkpoint;
-use state_core::backend_support::KeyGroupStreamWriter;
+use state_core::backend_support::{KeyGroupStreamWriter, output_error};
 use state_core::{
     AsyncSnapshot, CheckpointId, CheckpointStorage, Checkpointable, IncrementalHandle, KeyGroup,
     KeyGroupRange, KeyedStateHandle, MaxParallelism, NamedStream, Result, SharedFile, SnapshotMode,
@@ -36,21 +36,6 @@ impl AsyncSnapshot for NothingToWrite {
     ) -> Result<Option<KeyedStateHandle>> {
         tracing::debug!("rocks backend holds no state; nothing written");
         Ok(None)
-    }
-}
-
-/// Turns an error from a checkpoint output's `write` into the storage's own
-/// [`StateError`] when it carries one.
-fn output_error(e: io::Error, stream: &str) -> StateError {
-    if !e.get_ref().is_some_and(|inner| inner.is::<StateError>()) {
-        return StateError::io(stream, e);
-    }
-    match e.into_inner().map(|i| i.downcast::<StateError>()) {
-        Some(Ok(inner)) => *inner,
-        _ => StateError::io(
-            stream,
-            io::Error::other("storage error lost while unwrapping"),
-        ),
     }
 }
 

@@ -154,7 +154,7 @@ pub mod backend_support {
     pub use crate::snapshot_format::{
         DEFAULT_COMPRESSION_LEVEL, KeyGroupStreamReader, KeyGroupStreamWriter,
         LegacyStateDescriptor, Record, RecordEntry, SNAPSHOT_FORMAT_VERSION,
-        SNAPSHOT_FORMAT_VERSION_V1, SNAPSHOT_MAGIC,
+        SNAPSHOT_FORMAT_VERSION_V1, SNAPSHOT_MAGIC, output_error,
     };
     pub use crate::storage::{check_stream_name, file_name_part, is_safe_file_name, read_verified};
     pub use crate::timer_names::{EVENT_TIME_TIMERS, PROCESSING_TIME_TIMERS, TIMER_STATE_PREFIX};

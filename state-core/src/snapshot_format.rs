@@ -112,11 +112,11 @@ const FIXED_HEADER_LEN: usize = 8 + 2 + 4 + 2 + 4 + 4;
 const BLOCK_HEADER_LEN: usize = 2 + 4 + 4 + 4;
 pub(crate) use crate::varint::{put_bytes, put_varint, take_bytes, take_varint};
 
-/// Turns an error from a [`CheckpointOutput`]'s `write` into a
+/// Turns an error from a [`crate::CheckpointOutput`]'s `write` into a
 /// [`StateError`]: a storage that fails a write because of a [`StateError`]
 /// (such as a size limit) wraps it in the `io::Error`, and it is unwrapped
 /// here so the caller sees the storage's own error.
-pub(crate) fn output_error(e: io::Error, stream: &str) -> StateError {
+pub fn output_error(e: io::Error, stream: &str) -> StateError {
     if e.get_ref().is_some_and(|inner| inner.is::<StateError>()) {
         if let Some(Ok(inner)) = e.into_inner().map(|i| i.downcast::<StateError>()) {
             return *inner;
