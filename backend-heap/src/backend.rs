@@ -3,6 +3,7 @@
 use std::fmt;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use hashbrown::hash_map::EntryRef;
@@ -14,6 +15,7 @@ use state_core::{
 };
 
 use crate::HeapBackendOptions;
+use crate::incremental::Tracker;
 use crate::local::LocalSnapshots;
 
 use crate::table::{ListMap, Lookup, MapMap, OwnedKey, Table, ValueMap};
@@ -62,6 +64,13 @@ pub struct HeapBackend {
     /// In-memory snapshot copies, when local recovery is on.
     pub(crate) local: Option<LocalSnapshots>,
     pub(crate) last_restore: Option<HeapRestoreStats>,
+    /// Unique among the backends of the job: names the shared streams of
+    /// incremental snapshots.
+    pub(crate) backend_id: String,
+    /// What changed since each snapshot, once the backend checkpoints
+    /// incrementally (`None` before the first incremental snapshot: a job
+    /// taking full snapshots pays nothing for tracking).
+    pub(crate) tracker: Option<Tracker>,
 }
 
 /// Where the last [`state_core::Checkpointable::restore`] of a heap backend
@@ -94,6 +103,9 @@ fn stream_name(operator: &OperatorId, subtask: u32) -> String {
     format!("{}-{subtask}-keyed", file_name_part(&operator.0, 120, true))
 }
 
+/// Backends created by this process, for unique backend ids.
+static INSTANCES: AtomicU64 = AtomicU64::new(0);
+
 /// The lowest and highest zstd levels.
 const ZSTD_LEVELS: std::ops::RangeInclusive<i32> = -(1 << 17)..=22;
 
@@ -125,7 +137,16 @@ impl HeapBackend {
             %range,
             "heap backend created"
         );
+        let backend_id = format!(
+            "heap-{}-{:x}{:x}{:x}",
+            stream_name(&context.operator_id, context.subtask),
+            context.clock.now_millis(),
+            std::process::id(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed),
+        );
         Ok(HeapBackend {
+            backend_id,
+            tracker: None,
             operator: context.operator_id.clone(),
             subtask: context.subtask,
             range,
@@ -266,6 +287,24 @@ impl HeapBackend {
         }
     }
 
+    /// Notes, when checkpointing incrementally, that `key`'s entry of
+    /// `state` changed: the next incremental snapshot writes it.
+    fn changed(&mut self, state: StateId, key: &EntryKey<'_>) {
+        let Some(tracker) = &mut self.tracker else {
+            return;
+        };
+        let (Some(off), Some(s)) = (
+            self.range.offset_of(key.key_group),
+            self.states.get(state.index()),
+        ) else {
+            return;
+        };
+        let entries = s.table.len_at(off);
+        tracker
+            .current
+            .mark(self.range.len(), state.index(), off, &lookup(key), entries);
+    }
+
     /// Registers `descriptor` in `states`, a new state with empty tables
     /// for `key_groups` key groups (shared by
     /// [`KeyedStateBackend::register_state`] and restore).
@@ -328,6 +367,7 @@ impl KeyedStateBackend for HeapBackend {
         self.value_map_mut(state, key)?
             .entry_ref(&lookup(key))
             .insert(SmallBytes::from_bytes(value));
+        self.changed(state, key);
         Ok(())
     }
 
@@ -339,18 +379,26 @@ impl KeyedStateBackend for HeapBackend {
         f: &mut ValueUpdate<'_>,
     ) -> Result<()> {
         let map = self.value_map_mut(state, key)?;
-        match map.entry_ref(&lookup(key)) {
-            EntryRef::Occupied(mut entry) => match f(Some(entry.get()))? {
-                Some(value) => *entry.get_mut() = value,
-                None => {
-                    entry.remove();
+        let changed = match map.entry_ref(&lookup(key)) {
+            EntryRef::Occupied(mut entry) => {
+                match f(Some(entry.get()))? {
+                    Some(value) => *entry.get_mut() = value,
+                    None => {
+                        entry.remove();
+                    }
                 }
-            },
-            EntryRef::Vacant(entry) => {
-                if let Some(value) = f(None)? {
-                    entry.insert(value);
-                }
+                true
             }
+            EntryRef::Vacant(entry) => match f(None)? {
+                Some(value) => {
+                    entry.insert(value);
+                    true
+                }
+                None => false,
+            },
+        };
+        if changed {
+            self.changed(state, key);
         }
         Ok(())
     }
@@ -368,6 +416,7 @@ impl KeyedStateBackend for HeapBackend {
             .entry_ref(&lookup(key))
             .or_default()
             .push(element);
+        self.changed(state, key);
         Ok(())
     }
 
@@ -378,6 +427,7 @@ impl KeyedStateBackend for HeapBackend {
         self.list_map_mut(state, key)?
             .entry_ref(&lookup(key))
             .insert(elements);
+        self.changed(state, key);
         Ok(())
     }
 
@@ -411,6 +461,7 @@ impl KeyedStateBackend for HeapBackend {
                 entries.insert(Bytes::copy_from_slice(user_key), value);
             }
         }
+        self.changed(state, key);
         Ok(())
     }
 
@@ -431,6 +482,7 @@ impl KeyedStateBackend for HeapBackend {
         if now_empty {
             map.remove(&lookup(key));
         }
+        self.changed(state, key);
         Ok(())
     }
 
@@ -463,17 +515,8 @@ impl KeyedStateBackend for HeapBackend {
         }
         let layout = self.state(state)?.table.layout();
         let (table, off) = self.table_mut(state, key, layout)?;
-        match table {
-            Table::Value(v) => {
-                v.get_mut(off).map(|m| Arc::make_mut(m).remove(&l));
-            }
-            Table::List(v) => {
-                v.get_mut(off).map(|m| Arc::make_mut(m).remove(&l));
-            }
-            Table::Map(v) => {
-                v.get_mut(off).map(|m| Arc::make_mut(m).remove(&l));
-            }
-        }
+        table.remove_at(off, &l);
+        self.changed(state, key);
         Ok(())
     }
 

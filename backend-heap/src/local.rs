@@ -11,10 +11,13 @@
 //! milliseconds the stream takes.
 //!
 //! A copy is used only for a handle equal to the one its snapshot produced
-//! (same operator, file path, size, CRC-32, key groups and key-group
-//! offsets), so it holds exactly the entries that were written. (The bytes
-//! of a stream kept inline by in-memory storage are not compared: its size,
-//! CRC-32 and per-key-group offsets stand for them.) Copies follow the checkpoint lifecycle like
+//! (same operator, and for each of its streams the same file path, size and
+//! CRC-32, the same key groups and key-group offsets), so it holds exactly
+//! the entries that were written. (The bytes of a stream kept inline by
+//! in-memory storage are not compared: its size, CRC-32 and per-key-group
+//! offsets stand for them.) An incremental snapshot's copy holds the whole
+//! state, as a restore of its chain would, and the chain itself, so the
+//! restored backend's next delta builds on it. Copies follow the checkpoint lifecycle like
 //! RocksDB's local copies: kept while their checkpoint is pending or
 //! retained, dropped when it is aborted or subsumed. The cost is memory: a
 //! kept copy shares every entry with the live state, but the first write to
@@ -24,30 +27,37 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use state_core::{CheckpointId, KeyGroupRange, KeyGroupsHandle, OperatorId, StateDescriptor};
+use state_core::{CheckpointId, KeyGroupRange, KeyedStateHandle, OperatorId, StateDescriptor};
 
+use crate::incremental::Chain;
 use crate::table::Table;
 
-/// What identifies a written snapshot stream, without its bytes (an
-/// in-memory storage keeps the whole stream inside the handle).
+/// What identifies a written snapshot, without its bytes (an in-memory
+/// storage keeps whole streams inside the handle).
 #[derive(PartialEq, Eq)]
 struct HandleId {
-    /// The file path, or `None` for a stream inline in the handle.
-    file: Option<String>,
-    size: u64,
-    crc32: u32,
+    /// Per stream of the handle: the file path (`None` for a stream inline
+    /// in the handle), size and CRC-32.
+    streams: Vec<(Option<String>, u64, u32)>,
     range: KeyGroupRange,
+    /// A full snapshot's block offsets (empty for a chain, whose meta stream
+    /// records them).
     key_group_offsets: Vec<u64>,
 }
 
-impl From<&KeyGroupsHandle> for HandleId {
-    fn from(h: &KeyGroupsHandle) -> Self {
+impl From<&KeyedStateHandle> for HandleId {
+    fn from(h: &KeyedStateHandle) -> Self {
         HandleId {
-            file: h.stream.file_path().map(str::to_owned),
-            size: h.stream.size,
-            crc32: h.stream.crc32,
-            range: h.range,
-            key_group_offsets: h.key_group_offsets.clone(),
+            streams: h
+                .streams()
+                .into_iter()
+                .map(|s| (s.file_path().map(str::to_owned), s.size, s.crc32))
+                .collect(),
+            range: h.key_groups(),
+            key_group_offsets: match h {
+                KeyedStateHandle::KeyGroups(h) => h.key_group_offsets.clone(),
+                KeyedStateHandle::Incremental(_) => Vec::new(),
+            },
         }
     }
 }
@@ -62,12 +72,15 @@ struct LocalCopy {
     handle: HandleId,
     descriptors: Vec<StateDescriptor>,
     tables: Vec<Table>,
+    chain: Option<Chain>,
 }
 
 /// The captured state of a kept snapshot, shared with the copy.
 pub(crate) struct LocalState {
     pub(crate) descriptors: Vec<StateDescriptor>,
     pub(crate) tables: Vec<Table>,
+    /// The incremental chain the snapshot wrote, if it wrote one.
+    pub(crate) chain: Option<Chain>,
 }
 
 /// In-memory copies of the snapshots written by the heap backends of one
@@ -98,7 +111,7 @@ impl LocalSnapshots {
         &self,
         operator: &OperatorId,
         checkpoint: CheckpointId,
-        handle: &KeyGroupsHandle,
+        handle: &KeyedStateHandle,
         state: LocalState,
     ) {
         let handle = HandleId::from(handle);
@@ -113,6 +126,7 @@ impl LocalSnapshots {
             handle,
             descriptors: state.descriptors,
             tables: state.tables,
+            chain: state.chain,
         });
     }
 
@@ -146,7 +160,7 @@ impl LocalSnapshots {
     pub(crate) fn find(
         &self,
         operator: &OperatorId,
-        handle: &KeyGroupsHandle,
+        handle: &KeyedStateHandle,
     ) -> Option<LocalState> {
         let handle = HandleId::from(handle);
         self.lock()
@@ -155,6 +169,7 @@ impl LocalSnapshots {
             .map(|c| LocalState {
                 descriptors: c.descriptors.clone(),
                 tables: c.tables.clone(),
+                chain: c.chain.clone(),
             })
     }
 

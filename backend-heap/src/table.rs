@@ -223,6 +223,39 @@ impl Table {
         }
     }
 
+    /// Number of (key, namespace) entries in key-group offset `off`.
+    pub(crate) fn len_at(&self, off: usize) -> usize {
+        match self {
+            Table::Value(v) => v.get(off).map_or(0, |m| m.len()),
+            Table::List(v) => v.get(off).map_or(0, |m| m.len()),
+            Table::Map(v) => v.get(off).map_or(0, |m| m.len()),
+        }
+    }
+
+    /// Empties key-group offset `off` (a delta's reset).
+    pub(crate) fn clear_at(&mut self, off: usize) {
+        match self {
+            Table::Value(v) => v.get_mut(off).map(|m| *m = Arc::default()),
+            Table::List(v) => v.get_mut(off).map(|m| *m = Arc::default()),
+            Table::Map(v) => v.get_mut(off).map(|m| *m = Arc::default()),
+        };
+    }
+
+    /// Removes (key, namespace) from key-group offset `off` (a delta's removal).
+    pub(crate) fn remove_at(&mut self, off: usize, key: &Lookup<'_>) {
+        match self {
+            Table::Value(v) => v
+                .get_mut(off)
+                .map(|m| Arc::make_mut(m).remove(key).is_some()),
+            Table::List(v) => v
+                .get_mut(off)
+                .map(|m| Arc::make_mut(m).remove(key).is_some()),
+            Table::Map(v) => v
+                .get_mut(off)
+                .map(|m| Arc::make_mut(m).remove(key).is_some()),
+        };
+    }
+
     /// Number of (key, namespace) entries.
     pub(crate) fn len(&self) -> usize {
         match self {

@@ -31,3 +31,20 @@ mod local_recovery {
 
     state_testkit::conformance_tests!(setup);
 }
+
+/// The same suite with incremental checkpoints: the model test confirms each
+/// snapshot, so later ones write deltas on its chain.
+mod incremental {
+    use super::*;
+    use state_core::SnapshotMode;
+
+    fn setup() -> Setup<HeapBackendFactory> {
+        Setup::new(
+            HeapBackendFactory::new(HeapBackendOptions::default()),
+            Arc::new(MemoryCheckpointStorage::default()),
+        )
+        .with_mode(SnapshotMode::Incremental)
+    }
+
+    state_testkit::conformance_tests!(setup);
+}

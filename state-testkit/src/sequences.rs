@@ -306,6 +306,14 @@ impl<'a, F: BackendFactory> Cluster<'a, F> {
                 handles.push(h);
             }
         }
+        // Every part is written: the checkpoint completes, and incremental
+        // snapshots after it may build on it.
+        for sub in &mut self.subtasks {
+            sub.st
+                .backend_mut()
+                .notify_checkpoint_complete(id)
+                .map_err(fail)?;
+        }
         Ok(handles)
     }
 
