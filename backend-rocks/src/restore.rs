@@ -363,6 +363,20 @@ impl RocksBackend {
         storage: &dyn CheckpointStorage,
         stats: &mut RestoreStats,
     ) -> Result<(OpenDb, Restoring, Option<UploadTracker>)> {
+        if let Some(h) = handles.iter().find_map(|h| match h {
+            KeyedStateHandle::Incremental(h) if h.backend != crate::BACKEND_NAME => Some(h),
+            _ => None,
+        }) {
+            return Err(StateError::incompatible(
+                h.meta.describe(),
+                format!(
+                    "the RocksDB backend restores its own incremental snapshots and full \
+                     key-group snapshots; this is an incremental snapshot of backend {:?} (move \
+                     state between backends with a canonical savepoint)",
+                    h.backend
+                ),
+            ));
+        }
         let mut r = Restoring {
             states: self.states.map(|s| State::new(s.descriptor.clone())),
         };

@@ -23,3 +23,24 @@ fn setup() -> Setup<HeapBackendFactory> {
 }
 
 state_testkit::conformance_tests!(setup);
+
+/// The same suite with incremental checkpoints: chains of a base and deltas
+/// in the storage's `shared/` location.
+mod incremental {
+    use super::*;
+    use state_core::SnapshotMode;
+
+    fn setup() -> Setup<HeapBackendFactory> {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let job = JobId::new("conformance").expect("valid job id");
+        let storage = FsCheckpointStorage::open(dir.path(), job).expect("filesystem storage opens");
+        Setup::new(
+            HeapBackendFactory::new(HeapBackendOptions::default()),
+            Arc::new(storage),
+        )
+        .with_mode(SnapshotMode::Incremental)
+        .with_guard(dir)
+    }
+
+    state_testkit::conformance_tests!(setup);
+}

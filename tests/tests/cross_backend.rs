@@ -326,3 +326,66 @@ fn rocks_at_3_restores_into_heap_at_2() {
     let storage = storage(&dir);
     move_state(&rocks(&dir, &storage), &heap(&storage), 3, 2);
 }
+
+/// Writes a few keys on one subtask of `from` and takes an incremental
+/// checkpoint of them.
+fn incremental_handles<F: BackendFactory>(from: &Setup<F>) -> Vec<KeyedStateHandle> {
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut st = create_subtask(from, 0, 1, &clock).unwrap();
+    let value = st
+        .value_state(&ValueStateDescriptor::<u32>::new("value"))
+        .unwrap();
+    for key in 0..KEYS {
+        st.set_current_key(&key).unwrap();
+        value.update(&mut st, &key).unwrap();
+    }
+    let handles = snapshot_all(
+        std::slice::from_mut(&mut st),
+        from.storage.as_ref(),
+        CheckpointId(1),
+        SnapshotMode::Incremental,
+    )
+    .unwrap();
+    assert!(
+        matches!(handles.as_slice(), [KeyedStateHandle::Incremental(h)] if h.backend == from.factory.name()),
+        "{handles:?}"
+    );
+    handles
+}
+
+/// Incremental checkpoints are native: each backend refuses the other's,
+/// naming the backend that wrote it and the way across (a canonical
+/// savepoint), and is left empty, never holding half of it.
+#[test]
+fn incremental_checkpoints_restore_only_into_the_backend_that_wrote_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage(&dir);
+    let clock = Arc::new(ManualClock::new(T0));
+    let heap = heap(&storage);
+    let rocks = rocks(&dir, &storage);
+    let from_heap = incremental_handles(&heap);
+    let err = restore_subtask(&rocks, &from_heap, 0, 1, &clock).unwrap_err();
+    assert!(
+        err.to_string().contains("backend \"heap\"") && err.to_string().contains("savepoint"),
+        "{err}"
+    );
+    let from_rocks = incremental_handles(&rocks);
+    let err = restore_subtask(&heap, &from_rocks, 0, 1, &clock).unwrap_err();
+    assert!(
+        err.to_string().contains("backend \"rocks\"") && err.to_string().contains("savepoint"),
+        "{err}"
+    );
+    // Each restores its own.
+    let mut st = restore_subtask(&heap, &from_heap, 0, 1, &clock).unwrap();
+    let value = st
+        .value_state(&ValueStateDescriptor::<u32>::new("value"))
+        .unwrap();
+    st.set_current_key(&7u32).unwrap();
+    assert_eq!(value.value(&mut st).unwrap(), Some(7), "heap");
+    let mut st = restore_subtask(&rocks, &from_rocks, 0, 1, &clock).unwrap();
+    let value = st
+        .value_state(&ValueStateDescriptor::<u32>::new("value"))
+        .unwrap();
+    st.set_current_key(&7u32).unwrap();
+    assert_eq!(value.value(&mut st).unwrap(), Some(7), "rocks");
+}
