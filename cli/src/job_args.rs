@@ -146,8 +146,10 @@ pub struct JobArgs {
     #[arg(long, value_enum, default_value_t = BackendKind::Heap)]
     pub backend: BackendKind,
 
-    /// Take incremental checkpoints where the backend can (rocks: upload only
-    /// new SST files; Flink's `state.backend.incremental`, default false).
+    /// Take incremental checkpoints (Flink's `state.backend.incremental`,
+    /// default false): rocks uploads only new SST files; heap and fs write
+    /// only the entries changed since the last completed checkpoint, on a
+    /// base they rewrite before the changes outgrow it.
     #[arg(long)]
     pub incremental: bool,
 

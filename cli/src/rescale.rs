@@ -2,7 +2,7 @@
 //! --format canonical --out DIR`: rewrites any checkpoint or savepoint
 //! offline as a canonical savepoint directory.
 //!
-//! Keyed state is read key group by key group (native RocksDB handles
+//! Keyed state is read key group by key group (native RocksDB and heap handles
 //! through a temporary instance, see `state_open.rs`) and written at `N`
 //! subtasks, one stream each; operator state is redistributed exactly as a
 //! restore at `N` would do it (split lists dealt out, union lists whole;

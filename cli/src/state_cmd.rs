@@ -257,7 +257,7 @@ fn print_listing(l: &Listing, out: &mut dyn Write) -> anyhow::Result<()> {
     if l.native_handles_converted > 0 {
         writeln!(
             out,
-            "  ({} native RocksDB snapshots read through a temporary RocksDB instance)",
+            "  ({} native snapshots read through a temporary backend)",
             l.native_handles_converted
         )?;
     }

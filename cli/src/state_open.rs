@@ -1,21 +1,28 @@
 //! Opening what the state tool reads and writes: a checkpoint or savepoint
 //! given as a `chk-<n>` directory, its `_metadata`, or a job or savepoint
 //! directory (its newest completed checkpoint), as a [`SavepointReader`]
-//! whose native RocksDB handles are converted to the canonical format; and
-//! the `--out` directory of a savepoint the tool writes.
+//! whose native handles are converted to the canonical format; and the
+//! `--out` directory of a savepoint the tool writes.
 //!
-//! A native (RocksDB incremental, or native savepoint) handle is restored
-//! into a temporary RocksDB instance, which then writes a full snapshot in
-//! the canonical format into a temporary directory; both are removed when
-//! the command ends. The clock of that instance stands at 0, so the full
-//! snapshot drops no entry as expired: what is dumped is what was stored.
+//! A native handle (a RocksDB incremental checkpoint or native savepoint, a
+//! heap incremental chain) is restored into a temporary backend of its
+//! kind, which then writes a full snapshot in the canonical format into a
+//! temporary directory; both are removed when the command ends. The clock
+//! of that backend stands at 0, so the full snapshot drops no entry as
+//! expired: what is dumped is what was stored.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use backend_fs::FsCheckpointStorage;
-use state_core::{CheckpointId, CheckpointStorage, ErrorKind, JobId, SavepointReader};
+use backend_heap::{HeapBackend, HeapBackendOptions};
+use state_core::backend_support::KeyGroupStreamWriter;
+use state_core::{
+    BackendContext, CheckpointId, CheckpointStorage, Checkpointable, ErrorKind, JobId,
+    KeyedStateHandle, ManualClock, MaxParallelism, SavepointReader, SnapshotMode, StateError,
+    StateScope,
+};
 
 use crate::human;
 
@@ -60,7 +67,7 @@ pub(crate) fn open(path: &Path, only: Option<&str>) -> anyhow::Result<Opened> {
     let tmp = tempfile::Builder::new()
         .prefix("cairn-state-")
         .tempdir()
-        .context("creating a temporary directory to read native RocksDB snapshots")?;
+        .context("creating a temporary directory to read native snapshots")?;
     let converted = convert_native(&mut reader, only, tmp.path()).map_err(|e| naming(&dir, e))?;
     Ok(Opened {
         reader,
@@ -98,27 +105,20 @@ fn newest_readable(storage: &FsCheckpointStorage) -> anyhow::Result<CheckpointId
     }
 }
 
-#[cfg(feature = "rocks")]
+/// Converts the native handles of operator `only` (or of every operator):
+/// each is restored into a temporary backend of the kind that wrote it (its
+/// clock at 0), which writes a canonical savepoint into `tmp`.
 fn convert_native(
     reader: &mut SavepointReader,
     only: Option<&str>,
     tmp: &Path,
 ) -> anyhow::Result<usize> {
-    use backend_rocks::{RocksBackend, RocksBackendOptions};
-    use state_core::backend_support::KeyGroupStreamWriter;
-    use state_core::{
-        BackendContext, Checkpointable, KeyedStateHandle, ManualClock, MaxParallelism,
-        SnapshotMode, StateError, StateScope,
-    };
-
     let out: Arc<dyn CheckpointStorage> = Arc::new(
         FsCheckpointStorage::open(tmp.join("canonical"), JobId::new("converted")?)
             .map_err(human::anyhow)?,
     );
     let id = CheckpointId(1);
     out.initialize_checkpoint(id).map_err(human::anyhow)?;
-    let local = tmp.join("rocks");
-    let options = RocksBackendOptions::new(&local).with_incremental(false);
     let mut converted = 0usize;
     reader
         .convert_native(only, &mut |native| {
@@ -130,16 +130,22 @@ fn convert_native(
                 max_parallelism: MaxParallelism::new(op.max_parallelism)?,
                 clock: Arc::new(ManualClock::new(0)),
             };
-            let mut backend = RocksBackend::new(&context, options.clone())?;
-            backend.restore(std::slice::from_ref(native.handle), native.storage.as_ref())?;
-            let handle = backend
-                .snapshot(id, SnapshotMode::Full)?
-                .write(out.as_ref())?;
+            let handles = std::slice::from_ref(native.handle);
+            let written = match native.handle {
+                KeyedStateHandle::Incremental(h) if h.backend == HEAP => {
+                    let mut backend = HeapBackend::new(&context, HeapBackendOptions::default())?;
+                    backend.restore(handles, native.storage.as_ref())?;
+                    backend
+                        .snapshot(id, SnapshotMode::CanonicalSavepoint)?
+                        .write(out.as_ref())?
+                }
+                _ => rocks_to_canonical(&context, handles, native.storage.as_ref(), tmp, id, &out)?,
+            };
             converted += 1;
-            match handle {
+            match written {
                 Some(KeyedStateHandle::KeyGroups(h)) => Ok((h, out.clone())),
                 Some(KeyedStateHandle::Incremental(_)) => Err(StateError::invalid(
-                    "the temporary RocksDB instance wrote an incremental snapshot",
+                    "the temporary backend wrote an incremental snapshot",
                 )),
                 None => {
                     // No state: an empty canonical stream of the same key groups.
@@ -148,7 +154,7 @@ fn convert_native(
                     let writer = KeyGroupStreamWriter::new(
                         stream,
                         &name,
-                        "rocks",
+                        "converted",
                         context.max_parallelism,
                         native.handle.key_groups(),
                         &[],
@@ -162,17 +168,43 @@ fn convert_native(
     Ok(converted)
 }
 
-#[cfg(not(feature = "rocks"))]
-fn convert_native(
-    reader: &mut SavepointReader,
-    only: Option<&str>,
+/// The name heap snapshots carry in their handles.
+const HEAP: &str = "heap";
+
+/// A full snapshot of native RocksDB `handles`, written by a temporary
+/// instance in `tmp`.
+#[cfg(feature = "rocks")]
+fn rocks_to_canonical(
+    context: &BackendContext,
+    handles: &[KeyedStateHandle],
+    storage: &dyn CheckpointStorage,
     tmp: &Path,
-) -> anyhow::Result<usize> {
-    let _ = (reader, only, tmp);
-    bail!(
+    id: CheckpointId,
+    out: &Arc<dyn CheckpointStorage>,
+) -> state_core::Result<Option<KeyedStateHandle>> {
+    use backend_rocks::{RocksBackend, RocksBackendOptions};
+
+    let options = RocksBackendOptions::new(tmp.join("rocks")).with_incremental(false);
+    let mut backend = RocksBackend::new(context, options)?;
+    backend.restore(handles, storage)?;
+    backend
+        .snapshot(id, SnapshotMode::Full)?
+        .write(out.as_ref())
+}
+
+#[cfg(not(feature = "rocks"))]
+fn rocks_to_canonical(
+    _: &BackendContext,
+    _: &[KeyedStateHandle],
+    _: &dyn CheckpointStorage,
+    _: &Path,
+    _: CheckpointId,
+    _: &Arc<dyn CheckpointStorage>,
+) -> state_core::Result<Option<KeyedStateHandle>> {
+    Err(StateError::invalid(
         "holds native RocksDB snapshots, and this build of cairn has no RocksDB (built without \
-         the `rocks` feature); build it with `cargo build -p cairn-cli --features rocks`"
-    )
+         the `rocks` feature); build it with `cargo build -p cairn-cli --features rocks`",
+    ))
 }
 
 /// The storage of a new savepoint directory `out` (`--out`): its parent is

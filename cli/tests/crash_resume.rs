@@ -1,6 +1,7 @@
 //! Resume after kill -9: a campaign of `cairn run wordcount --resume`
 //! processes, each SIGKILLed at a seeded random moment, on RocksDB with
-//! incremental checkpoints and on the fs backend, writing to the
+//! incremental checkpoints and on the fs backend (full and incremental
+//! checkpoints), writing to the
 //! exactly-once file sink. After the input ends, a last `--bounded --resume`
 //! run must finish, and the committed part files must hold exactly the
 //! output of a fault-free run: for every word, the counts 1, 2, …, n once
@@ -15,7 +16,7 @@
 //! - as soon as a new `_metadata` appears (after the checkpoint exists,
 //!   before or while the older ones are subsumed).
 //!
-//! `CAIRN_CRASH_KILLS` sets the number of kills per backend (default 16: 32
+//! `CAIRN_CRASH_KILLS` sets the number of kills per backend (default 16: 48
 //! per `.ci/run`), `CAIRN_CRASH_SEED` the seed; `scripts/crash-campaign.sh`
 //! runs 1,000. Each campaign prints one `crash campaign:` line of figures.
 
@@ -283,4 +284,11 @@ fn rocks_incremental_resumes_after_kills_with_exact_counts() {
 #[test]
 fn fs_resumes_after_kills_with_exact_counts() {
     campaign(&["--backend", "fs"], 0x5eed_0002);
+}
+
+/// Heap state with incremental checkpoints: kills land while bases and
+/// deltas are written and while a new base subsumes an old chain.
+#[test]
+fn fs_incremental_resumes_after_kills_with_exact_counts() {
+    campaign(&["--backend", "fs", "--incremental"], 0x5eed_0003);
 }
