@@ -70,6 +70,10 @@ pub(crate) const REMOVALS_STATE: &str = "\u{0}cairn.removed";
 /// which bounds the tracking memory to about half the keys.
 const WHOLE_KEY_GROUP_MIN: usize = 64;
 
+/// Aborted snapshots since the last confirmed one after which the tracker
+/// forgets the chain and the next snapshot is a base.
+const MAX_ABORTED: usize = 4;
+
 /// What changed in one state's key group since a snapshot.
 #[derive(Clone, Default)]
 pub(crate) enum Changed {
@@ -324,10 +328,21 @@ impl Tracker {
         self.pending.retain(|p| p.id > id);
     }
 
-    /// Checkpoint `id` was aborted.
+    /// Checkpoint `id` was aborted. Its changes stay for the next delta;
+    /// after [`MAX_ABORTED`] aborts in a row the tracker starts over (the
+    /// next snapshot is a base), so failing checkpoints cannot pile up
+    /// change sets without bound.
     pub(crate) fn abort(&mut self, id: CheckpointId) {
         for p in self.pending.iter_mut().filter(|p| p.id == id) {
             p.aborted = true;
+        }
+        if self.pending.iter().filter(|p| p.aborted).count() >= MAX_ABORTED {
+            tracing::debug!(
+                checkpoint_id = id.get(),
+                "{MAX_ABORTED} incremental heap snapshots aborted since the last completed one; \
+                 the next one is a base"
+            );
+            *self = Tracker::default();
         }
     }
 }
@@ -626,5 +641,106 @@ pub(crate) fn stream_handle(link: &Link, range: KeyGroupRange) -> KeyGroupsHandl
         range,
         stream: link.file.handle.clone(),
         key_group_offsets: link.meta.key_group_offsets.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use state_core::{StateLayout, StreamHandle, StreamLocation};
+
+    fn chain(name: &str, records: u64, size: u64) -> Chain {
+        Chain {
+            links: vec![Link {
+                file: SharedFile {
+                    name: name.into(),
+                    handle: StreamHandle {
+                        location: StreamLocation::File(format!("shared/{name}")),
+                        size,
+                        crc32: 0,
+                    },
+                    uploaded_by: CheckpointId(1),
+                },
+                meta: LinkMeta {
+                    name: name.into(),
+                    key_group_offsets: vec![0],
+                    records,
+                    delta: None,
+                },
+            }],
+        }
+    }
+
+    fn changed(t: &mut Tracker, key: &[u8]) {
+        let lookup = Lookup {
+            key,
+            namespace: b"",
+        };
+        t.current.mark(1, 0, 0, &lookup, 1_000);
+    }
+
+    fn is_delta(plan: &Plan) -> bool {
+        matches!(plan, Plan::Delta { .. })
+    }
+
+    #[test]
+    fn deltas_build_on_confirmed_chains_and_aborts_pile_up_only_so_far() {
+        let tables = vec![Table::new(StateLayout::Value, 1)];
+        let mut t = Tracker::default();
+        let (plan, written) = t.begin(CheckpointId(1), &tables, 100);
+        assert!(!is_delta(&plan), "nothing confirmed: a base");
+        written.set(chain("base-1", 1_000, 10_000)).unwrap();
+        t.confirm(CheckpointId(1));
+        for id in 2..2 + MAX_ABORTED as u64 - 1 {
+            changed(&mut t, format!("k{id}").as_bytes());
+            let (plan, _) = t.begin(CheckpointId(id), &tables, 100);
+            let Plan::Delta { changes, .. } = plan else {
+                panic!("checkpoint {id} is a delta on base-1");
+            };
+            // Every change since the confirmed one, aborted ones included.
+            assert_eq!(changes.len() as u64, id - 1);
+            t.abort(CheckpointId(id));
+        }
+        let (plan, _) = t.begin(CheckpointId(10), &tables, 100);
+        assert!(is_delta(&plan));
+        t.abort(CheckpointId(10));
+        let (plan, _) = t.begin(CheckpointId(11), &tables, 100);
+        assert!(!is_delta(&plan), "after {MAX_ABORTED} aborts: a base");
+    }
+
+    #[test]
+    fn a_delta_over_the_budget_is_a_base() {
+        let tables = vec![Table::new(StateLayout::Value, 1)];
+        let mut t = Tracker::on(chain("base-1", 100, 1_000));
+        for i in 0..40 {
+            changed(&mut t, format!("k{i}").as_bytes());
+        }
+        // 40 of 100 records at 10 bytes each: within 50% of the base.
+        assert!(is_delta(&t.begin(CheckpointId(2), &tables, 50).0));
+        let mut t = Tracker::on(chain("base-1", 100, 1_000));
+        for i in 0..60 {
+            changed(&mut t, format!("k{i}").as_bytes());
+        }
+        assert!(!is_delta(&t.begin(CheckpointId(2), &tables, 50).0));
+    }
+
+    #[test]
+    fn the_meta_stream_round_trips_and_a_flipped_byte_is_caught() {
+        let meta = ChainMeta {
+            max_parallelism: 128,
+            descriptors: vec![StateDescriptor::new("v", StateKind::Value)],
+            links: chain("base-1", 3, 30)
+                .links
+                .into_iter()
+                .map(|l| l.meta)
+                .collect(),
+        };
+        let bytes = encode_meta(&meta).unwrap();
+        assert_eq!(decode_meta(&bytes, "meta").unwrap(), meta);
+        for at in 0..bytes.len() {
+            let mut bad = bytes.to_vec();
+            bad[at] ^= 0x40;
+            assert!(decode_meta(&bad, "meta").is_err(), "byte {at}");
+        }
     }
 }
