@@ -19,7 +19,10 @@
 //! written since the base, plus the estimated size of the next one, would
 //! exceed [`crate::HeapBackendOptions::delta_budget_percent`] of the base
 //! (default 100), the next checkpoint writes a new base instead, so a
-//! retained checkpoint's storage stays within about twice its full size.
+//! retained checkpoint's storage stays within about twice its full size. A
+//! delta estimated at more than half the base is written as a base too: it
+//! would cost nearly as much and lengthen every restore. (The estimate is
+//! the changed entries times the base's bytes per entry.)
 //! The new base is written by the checkpoint's asynchronous part, off the
 //! task thread, like every heap snapshot.
 //!
@@ -220,7 +223,9 @@ impl Chain {
             .sum()
     }
 
-    /// Whether a delta of `changed` entries keeps the deltas within
+    /// Whether a delta of `changed` entries is worth writing: estimated at
+    /// no more than half the base (a larger one costs nearly a base and
+    /// lengthens every restore), and keeping the deltas within
     /// `budget_percent` of the base.
     fn has_room_for(&self, changed: u64, budget_percent: u32) -> bool {
         let base = self.base_bytes();
@@ -230,7 +235,7 @@ impl Chain {
         let per_record = base / first.meta.records.max(1);
         let estimate = changed.saturating_mul(per_record.max(1));
         let budget = base.saturating_mul(u64::from(budget_percent)) / 100;
-        self.delta_bytes().saturating_add(estimate) <= budget
+        estimate.saturating_mul(2) <= base && self.delta_bytes().saturating_add(estimate) <= budget
     }
 }
 
@@ -722,6 +727,12 @@ mod tests {
             changed(&mut t, format!("k{i}").as_bytes());
         }
         assert!(!is_delta(&t.begin(CheckpointId(2), &tables, 50).0));
+        // More than half the base changed: a base, whatever the budget.
+        let mut t = Tracker::on(chain("base-1", 100, 1_000));
+        for i in 0..60 {
+            changed(&mut t, format!("k{i}").as_bytes());
+        }
+        assert!(!is_delta(&t.begin(CheckpointId(2), &tables, 1_000).0));
     }
 
     #[test]
