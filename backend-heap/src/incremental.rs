@@ -380,7 +380,7 @@ impl ChainWrite<'_> {
         let mut writer = KeyGroupStreamWriter::new(
             out,
             name,
-            crate::snapshot::BACKEND_NAME,
+            crate::stream::BACKEND_NAME,
             self.max_parallelism,
             self.range,
             &descriptors,
@@ -420,7 +420,7 @@ impl ChainWrite<'_> {
         for (off, kg) in self.range.iter().enumerate() {
             writer.begin_key_group(kg)?;
             for (index, table) in self.tables.iter().enumerate() {
-                crate::snapshot::write_key_group(&mut writer, state_index(index)?, table, off)?;
+                crate::stream::write_key_group(&mut writer, state_index(index)?, table, off)?;
             }
         }
         let records = writer.records();
@@ -452,7 +452,7 @@ impl ChainWrite<'_> {
                 let found: Vec<&Changed> =
                     changes.iter().filter_map(|c| c.get(index, off)).collect();
                 if found.iter().any(|c| matches!(c, Changed::All)) {
-                    crate::snapshot::write_key_group(&mut writer, state, table, off)?;
+                    crate::stream::write_key_group(&mut writer, state, table, off)?;
                     resets.push((state, kg.0));
                     continue;
                 }
@@ -506,7 +506,7 @@ impl ChainWrite<'_> {
             .map_err(|e| output_error(e, &name))?;
         let meta = out.close()?;
         Ok(IncrementalHandle {
-            backend: crate::snapshot::BACKEND_NAME.to_owned(),
+            backend: crate::stream::BACKEND_NAME.to_owned(),
             backend_id: self.backend_id.to_owned(),
             range: self.range,
             checkpoint_id: self.checkpoint,
@@ -642,7 +642,7 @@ pub(crate) fn chain_of(h: &IncrementalHandle, meta: &ChainMeta) -> Result<Chain>
 /// The key-group stream handle of `link` in a chain of key groups `range`.
 pub(crate) fn stream_handle(link: &Link, range: KeyGroupRange) -> KeyGroupsHandle {
     KeyGroupsHandle {
-        backend: crate::snapshot::BACKEND_NAME.to_owned(),
+        backend: crate::stream::BACKEND_NAME.to_owned(),
         range,
         stream: link.file.handle.clone(),
         key_group_offsets: link.meta.key_group_offsets.clone(),

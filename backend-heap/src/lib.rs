@@ -103,6 +103,7 @@ mod backend;
 mod incremental;
 mod local;
 mod snapshot;
+mod stream;
 mod table;
 
 use state_core::backend_support::DEFAULT_COMPRESSION_LEVEL;
@@ -183,7 +184,7 @@ impl BackendFactory for HeapBackendFactory {
     type Backend = HeapBackend;
 
     fn name(&self) -> &'static str {
-        snapshot::BACKEND_NAME
+        stream::BACKEND_NAME
     }
 
     fn create(&self, context: &BackendContext) -> Result<HeapBackend> {

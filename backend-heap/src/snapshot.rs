@@ -18,10 +18,8 @@ use crate::incremental::{
     Chain, ChainWrite, DeltaMeta, Plan, Tracker, chain_of, decode_meta, stream_handle,
 };
 use crate::local::{LocalSnapshots, LocalState};
+use crate::stream::{BACKEND_NAME, write_key_group};
 use crate::table::{FastMap, Lookup, OwnedKey, Table};
-
-/// The name heap snapshots carry in their handles.
-pub(crate) const BACKEND_NAME: &str = "heap";
 
 /// What a snapshot writes.
 enum Kind {
@@ -177,37 +175,6 @@ impl HeapSnapshot {
         };
         local.keep(operator, self.checkpoint, handle, state);
     }
-}
-
-pub(crate) fn write_key_group(
-    writer: &mut KeyGroupStreamWriter,
-    state: u32,
-    table: &Table,
-    off: usize,
-) -> Result<()> {
-    match table {
-        Table::Value(maps) => {
-            for (k, v) in maps.get(off).iter().flat_map(|m| m.iter()) {
-                writer.write_value(state, k.key(), k.namespace(), v)?;
-            }
-        }
-        Table::List(maps) => {
-            for (k, list) in maps.get(off).iter().flat_map(|m| m.iter()) {
-                writer.write_list(state, k.key(), k.namespace(), list.iter().map(|e| &e[..]))?;
-            }
-        }
-        Table::Map(maps) => {
-            for (k, entries) in maps.get(off).iter().flat_map(|m| m.iter()) {
-                writer.write_map(
-                    state,
-                    k.key(),
-                    k.namespace(),
-                    entries.iter().map(|(uk, v)| (&uk[..], &v[..])),
-                )?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Pre-sizes the key-group maps of a restore, so they are not grown by
