@@ -8,10 +8,12 @@ use std::sync::Arc;
 
 use backend_fs::FsCheckpointStorage;
 use backend_heap::{HeapBackendFactory, HeapBackendOptions};
-use state_core::JobId;
+use state_core::{JobId, SnapshotMode};
 use state_testkit::Setup;
 
-fn setup() -> Setup<HeapBackendFactory> {
+/// Heap state over filesystem storage in a fresh temporary directory,
+/// snapshotting in `mode`.
+fn setup_in(mode: SnapshotMode) -> Setup<HeapBackendFactory> {
     let dir = tempfile::tempdir().expect("temporary directory");
     let job = JobId::new("conformance").expect("valid job id");
     let storage = FsCheckpointStorage::open(dir.path(), job).expect("filesystem storage opens");
@@ -19,7 +21,12 @@ fn setup() -> Setup<HeapBackendFactory> {
         HeapBackendFactory::new(HeapBackendOptions::default()),
         Arc::new(storage),
     )
+    .with_mode(mode)
     .with_guard(dir)
+}
+
+fn setup() -> Setup<HeapBackendFactory> {
+    setup_in(SnapshotMode::Full)
 }
 
 state_testkit::conformance_tests!(setup);
@@ -28,18 +35,9 @@ state_testkit::conformance_tests!(setup);
 /// in the storage's `shared/` location.
 mod incremental {
     use super::*;
-    use state_core::SnapshotMode;
 
     fn setup() -> Setup<HeapBackendFactory> {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let job = JobId::new("conformance").expect("valid job id");
-        let storage = FsCheckpointStorage::open(dir.path(), job).expect("filesystem storage opens");
-        Setup::new(
-            HeapBackendFactory::new(HeapBackendOptions::default()),
-            Arc::new(storage),
-        )
-        .with_mode(SnapshotMode::Incremental)
-        .with_guard(dir)
+        setup_in(SnapshotMode::Incremental)
     }
 
     state_testkit::conformance_tests!(setup);
