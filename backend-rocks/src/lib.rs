@@ -62,6 +62,14 @@
 //!   killed process is recognised as dead: [`sweep_local_dir`] (or
 //!   [`RocksBackendFactory::sweep_dead_instances`]) removes it, keeping the
 //!   local copies of checkpoints that are still retained.
+//! - **Observability.** [`RocksBackend::native_metrics`] reads RocksDB's
+//!   own figures (pending compaction bytes, running compactions and
+//!   flushes, memtable and live SST bytes, files per level: Flink's
+//!   `state.backend.rocksdb.metrics.*` of the same names),
+//!   [`RocksBackend::sst_files`] lists the live SST files with their
+//!   levels, and [`RocksBackend::wait_for_compactions`] waits until flushes
+//!   and compactions are done (the settled database of a long-running job
+//!   rather than the compaction debt of a bulk load).
 //! - **Rescaling.** The incremental handle overlapping the new range most is
 //!   the base (clipped with `delete_range`); the other handles' key groups are
 //!   copied in.
@@ -124,6 +132,7 @@ mod key_codec;
 mod local_copy;
 mod local_dir;
 mod meta;
+mod metrics;
 mod options;
 mod restore;
 mod snapshot;
@@ -142,6 +151,7 @@ use state_core::{Checkpointable, KeyedStateHandle, SnapshotMode, StateScope};
 
 pub use backend::RocksBackend;
 pub use local_dir::{INSTANCE_LOCK_FILE, LocalSweep, sweep_local_dir};
+pub use metrics::{LevelMetrics, NativeMetrics, SstFile};
 pub use options::{Compression, PredefinedProfile, RocksBackendOptions};
 /// The `rocksdb` crate this backend links, for baselines and tools that
 /// need raw RocksDB next to the backend (one native build for both).

@@ -280,6 +280,7 @@ fn rocks_incremental_state_size_and_exact_job() {
         "--backend",
         "rocks",
         "--incremental",
+        "--settle",
         "--keys",
         "20000",
         "--rounds",
@@ -289,6 +290,7 @@ fn rocks_incremental_state_size_and_exact_job() {
     let report = if v.is_array() { v[0].clone() } else { v };
     assert_eq!(report["backend"], "rocks");
     assert_eq!(report["incremental"], true);
+    assert!(report["settle_seconds"].as_f64().is_some(), "{report}");
     let checkpoints = report["checkpoints"].as_array().unwrap();
     let last = checkpoints.last().unwrap();
     let (written, full) = (
@@ -296,6 +298,30 @@ fn rocks_incremental_state_size_and_exact_job() {
         last["full_bytes"].as_u64().unwrap(),
     );
     assert!(written * 5 < full, "incremental wrote {written} of {full}");
+    // RocksDB's view of each checkpoint: settled, the first has no
+    // compaction debt and every file is new to it; a later one's new SST
+    // files are part of what it wrote (beside MANIFEST, OPTIONS and meta).
+    let sum = |v: &serde_json::Value| -> u64 {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_u64().unwrap())
+            .sum()
+    };
+    let first = &checkpoints[0]["rocks"];
+    assert_eq!(first["pending_compaction_bytes"], 0, "{first}");
+    assert!(sum(&first["files_per_level"]) > 0, "{first}");
+    assert_eq!(
+        sum(&first["new_bytes_per_level"]),
+        sum(&first["bytes_per_level"])
+    );
+    let lsm = &last["rocks"];
+    let new = sum(&lsm["new_bytes_per_level"]);
+    assert!(new > 0 && new <= written, "{lsm} wrote {written}");
+    assert!(
+        sum(&lsm["new_bytes_per_level"]) < sum(&lsm["bytes_per_level"]),
+        "{lsm}"
+    );
 
     // job: exact counts on rocks, with an injected failure, recovering from
     // the local copies it keeps in the run's directory (removed after).

@@ -390,6 +390,7 @@ impl BackendVisitor for JobVisitor<'_> {
                     duration_ms: Some(ms(c.duration)),
                     discard_ms: None,
                     storage_bytes: None,
+                    rocks: None,
                 })
                 .collect(),
             recovery_ms,

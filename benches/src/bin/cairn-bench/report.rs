@@ -30,6 +30,29 @@ pub(super) struct CheckpointReport {
     /// Bytes held in storage after the checkpoint completed (all retained
     /// checkpoints and shared files).
     pub storage_bytes: Option<u64>,
+    /// RocksDB's view of the checkpointed database (`state-size` on the
+    /// rocks backend; `None` elsewhere).
+    pub rocks: Option<LsmFigures>,
+}
+
+/// RocksDB's figures of one checkpoint, summed over the subtasks; read
+/// right after each subtask's snapshot was written (its native checkpoint
+/// is then in place: these are its files, unless a compaction finished in
+/// between).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub(super) struct LsmFigures {
+    /// RocksDB's estimate of the bytes compaction still has to rewrite.
+    pub pending_compaction_bytes: u64,
+    /// Compactions running at that moment.
+    pub running_compactions: u64,
+    /// Live SST files per level (index 0 is L0).
+    pub files_per_level: Vec<u64>,
+    /// Bytes of the live SST files per level.
+    pub bytes_per_level: Vec<u64>,
+    /// Bytes of the SST files the previous checkpoint of the run did not
+    /// have, per level where they are now: what this checkpoint uploads
+    /// when the previous one was confirmed (the first checkpoint: all).
+    pub new_bytes_per_level: Vec<u64>,
 }
 
 /// A duration in milliseconds, to the microsecond.

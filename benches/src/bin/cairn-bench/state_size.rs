@@ -2,7 +2,7 @@
 //! and their report as text, JSON or a plot.
 //!
 //! ```text
-//! cairn-bench state-size [--backend heap,fs,…] [--incremental] [--savepoints] [--keys K] [--value-size S]
+//! cairn-bench state-size [--backend heap,fs,…] [--incremental] [--savepoints] [--settle] [--keys K] [--value-size S]
 //!                        [--update-fraction F] [--rounds R] [--parallelism P] [--seed N]
 //!                        [--sweep keys=…|value-size=…]… [--plot FILE.svg]
 //!                        [--dir DIR] [--checkpoint-url URL] [--keep] [--json]
@@ -12,6 +12,7 @@
 //! its restores in [`restore`].
 
 mod checkpointing;
+mod lsm;
 mod measure;
 mod plot;
 mod restore;
@@ -29,10 +30,15 @@ use crate::report;
 pub(crate) const JSON_HELP: &str = "\
 JSON (--json): one object per run (an array of them with --sweep or several
 backends): backend, storage (\"file\" or the --checkpoint-url), incremental, keys, value_size, update_fraction, rounds,
-parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, update_ms [per
+parallelism, seed, raw_bytes, load_seconds, load_ops_per_sec, settle_seconds
+(--settle; else null), update_ms [per
 round], checkpoints [{id, full_bytes, written_bytes, sync_ms, async_ms,
 duration_ms (to the backends told it completed), discard_ms (deleting the
-checkpoints it subsumed, after that), storage_bytes}], restore_local_ms (from the local checkpoint
+checkpoints it subsumed, after that), storage_bytes, rocks (null unless rocks:
+{pending_compaction_bytes, running_compactions, files_per_level,
+bytes_per_level, new_bytes_per_level (SST files the previous checkpoint lacked,
+by the level they are in: L0 flushed, deeper compacted)}, read once the
+snapshot is written)}], restore_local_ms (from the local checkpoint
 copies: on disk for rocks --incremental, in memory for heap and fs; null for
 rocks full snapshots, which keep none), restore_storage_ms (with the local
 copies removed),
@@ -55,6 +61,11 @@ pub(crate) struct StateSizeArgs {
     /// same state and report their time and size beside the checkpoints
     #[arg(long)]
     savepoints: bool,
+    /// After the load, wait until RocksDB has finished flushing and compacting it
+    /// before the first checkpoint, so the rounds measure the churn at steady state
+    /// rather than the load's compaction debt (without it: right after the load)
+    #[arg(long)]
+    settle: bool,
     /// Keys loaded (`key-0000000`…)
     #[arg(long, allow_hyphen_values = true, value_name = "K", default_value_t = 1_000_000,
           value_parser = clap::value_parser!(u64).range(1..=4_294_967_295))]
@@ -180,6 +191,7 @@ pub(crate) fn run(args: &StateSizeArgs, out: &mut dyn Write) -> anyhow::Result<(
                         seed: args.seed,
                         show_progress: !args.json,
                         savepoints: args.savepoints,
+                        settle: args.settle,
                     };
                     reports.push(measure::run_one(&params, args.dir.as_deref(), args.keep)?);
                 }
@@ -232,13 +244,24 @@ fn write_one(r: &measure::StateSizeReport, out: &mut dyn Write) -> anyhow::Resul
         r.load_ops_per_sec,
         human::size(r.raw_bytes)
     )?;
-    writeln!(
+    if let Some(s) = r.settle_seconds {
+        writeln!(
+            out,
+            "settled: the load's compactions finished {s:.3} s after it"
+        )?;
+    }
+    let lsm = r.checkpoints.iter().any(|c| c.rocks.is_some());
+    write!(
         out,
         "{:>6} {:>11} {:>11} {:>10} {:>10} {:>11}",
         "chk", "full", "written", "sync ms", "async ms", "in storage"
     )?;
+    if lsm {
+        write!(out, " {:>11}  new SST bytes per level", "compaction")?;
+    }
+    writeln!(out)?;
     for c in &r.checkpoints {
-        writeln!(
+        write!(
             out,
             "{:>6} {:>11} {:>11} {:>10} {:>10} {:>11}",
             c.id,
@@ -248,6 +271,22 @@ fn write_one(r: &measure::StateSizeReport, out: &mut dyn Write) -> anyhow::Resul
             report::opt(c.async_ms),
             c.storage_bytes.map_or("-".into(), human::size)
         )?;
+        if let Some(f) = &c.rocks {
+            let levels: Vec<String> = f
+                .new_bytes_per_level
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| **b > 0)
+                .map(|(l, b)| format!("L{l} {}", human::size(*b)))
+                .collect();
+            write!(
+                out,
+                " {:>11}  {}",
+                human::size(f.pending_compaction_bytes),
+                levels.join(", ")
+            )?;
+        }
+        writeln!(out)?;
     }
     writeln!(
         out,

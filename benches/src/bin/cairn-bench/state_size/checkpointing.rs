@@ -15,6 +15,7 @@ use state_core::{
 };
 use state_core::{OperatorSnapshot, SubtaskSnapshot};
 
+use super::lsm::{FileHistory, Observation, observe};
 use super::subtasks::{Subtask, parallel};
 use crate::report::{CheckpointReport, ms};
 use crate::scratch::check_interrupted;
@@ -31,17 +32,19 @@ pub(super) struct CheckpointCtx<'a> {
     pub(super) job_dir: Option<&'a Path>,
 }
 
-/// One snapshot of every subtask: its metadata, and the slowest
-/// subtask's synchronous and asynchronous phases.
+/// One snapshot of every subtask: its metadata, the slowest subtask's
+/// synchronous and asynchronous phases, and the RocksDB subtasks'
+/// databases right after their snapshot was written.
 struct Snapshot {
     metadata: CheckpointMetadata,
     sync: Duration,
     written: Duration,
+    observed: Vec<(u32, Observation)>,
 }
 
 /// Snapshots every subtask for `id` in `mode` into `storage` (synchronous
 /// part, then the write, on the subtask's thread).
-fn snapshot_all<B: Checkpointable + Send>(
+fn snapshot_all<B: Checkpointable + Send + 'static>(
     ctx: &CheckpointCtx<'_>,
     subtasks: &mut [Subtask<B>],
     id: CheckpointId,
@@ -58,11 +61,12 @@ fn snapshot_all<B: Checkpointable + Send>(
         let t = Instant::now();
         let handle = pending.write(storage)?;
         let written = t.elapsed();
+        let observed = observe(&sub.backend)?;
         let subtask = sub.index;
         results
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push((subtask, sync, written, handle));
+            .push((subtask, sync, written, handle, observed));
         Ok(())
     })?;
     let mut results = results
@@ -74,6 +78,16 @@ fn snapshot_all<B: Checkpointable + Send>(
     let incremental = results
         .iter()
         .any(|r| matches!(r.3, Some(KeyedStateHandle::Incremental(_))));
+    let mut snapshots = Vec::with_capacity(results.len());
+    let mut observed = Vec::new();
+    for (subtask, _, _, handle, seen) in results {
+        snapshots.push(SubtaskSnapshot {
+            subtask,
+            keyed: handle.into_iter().collect(),
+            operator: None,
+        });
+        observed.extend(seen.map(|s| (subtask, s)));
+    }
     let metadata = CheckpointMetadata {
         checkpoint_id: id,
         job_id: ctx.job_id.clone(),
@@ -87,30 +101,25 @@ fn snapshot_all<B: Checkpointable + Send>(
             operator_id: ctx.operator.clone(),
             parallelism: ctx.parallelism,
             max_parallelism: ctx.max_parallelism.get(),
-            subtasks: results
-                .into_iter()
-                .map(|(subtask, _, _, handle)| SubtaskSnapshot {
-                    subtask,
-                    keyed: handle.into_iter().collect(),
-                    operator: None,
-                })
-                .collect(),
+            subtasks: snapshots,
         }],
     };
     Ok(Snapshot {
         metadata,
         sync,
         written,
+        observed,
     })
 }
 
 /// Takes checkpoint `id` of every subtask, completes it in `store`, and
 /// measures it.
-pub(super) fn checkpoint<B: Checkpointable + Send>(
+pub(super) fn checkpoint<B: Checkpointable + Send + 'static>(
     ctx: &CheckpointCtx<'_>,
     store: &mut CompletedCheckpointStore,
     subtasks: &mut [Subtask<B>],
     id: CheckpointId,
+    files: &mut FileHistory,
 ) -> anyhow::Result<CheckpointReport> {
     check_interrupted()?;
     let started = Instant::now();
@@ -118,7 +127,9 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
         metadata,
         sync,
         written,
+        observed,
     } = snapshot_all(ctx, subtasks, id, ctx.mode, ctx.storage)?;
+    let rocks = files.figures(observed);
     let (full_bytes, written_bytes) = (metadata.state_size(), metadata.checkpointed_size());
     // As the executor's coordinator: the backends hear of the completion,
     // then the subsumed checkpoints are deleted (measured on its own).
@@ -146,6 +157,7 @@ pub(super) fn checkpoint<B: Checkpointable + Send>(
         duration_ms: Some(ms(duration)),
         discard_ms: Some(ms(discard)),
         storage_bytes: Some(storage_bytes),
+        rocks,
     })
 }
 
@@ -170,7 +182,7 @@ pub(super) struct SavepointReport {
 /// directory under `dir` and measures it, as the executor does: written to
 /// its own storage, its metadata last, and the backends told it was aborted
 /// (nothing builds on a savepoint).
-pub(super) fn savepoint<B: Checkpointable + Send>(
+pub(super) fn savepoint<B: Checkpointable + Send + 'static>(
     ctx: &CheckpointCtx<'_>,
     subtasks: &mut [Subtask<B>],
     id: CheckpointId,

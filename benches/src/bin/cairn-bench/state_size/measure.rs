@@ -31,6 +31,7 @@ use state_core::{
 use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup, JobTerminalStatus};
 
 use super::checkpointing::{CheckpointCtx, SavepointReport, checkpoint, savepoint};
+use super::lsm::{self, FileHistory};
 use super::restore::{Source, check_source, local_copy_dirs, restore_fresh};
 use super::subtasks::{Subtask, parallel};
 use crate::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
@@ -62,6 +63,9 @@ pub(super) struct Params {
     pub show_progress: bool,
     /// After the rounds, take a canonical and a native savepoint.
     pub savepoints: bool,
+    /// Before the first checkpoint, wait for RocksDB's flushes and
+    /// compactions of the load to finish (`--settle`).
+    pub settle: bool,
 }
 
 /// What one `state-size` run reports (sizes in bytes, times in ms).
@@ -91,6 +95,10 @@ pub(super) struct StateSizeReport {
     pub load_seconds: f64,
     /// Keys put per second during the load.
     pub load_ops_per_sec: f64,
+    /// With `--settle`: how long the load's flushes and compactions took
+    /// to finish after it, before the first checkpoint (rocks; about 0
+    /// for the heap backends, which have none).
+    pub settle_seconds: Option<f64>,
     /// Time of each update round (before its checkpoint).
     pub update_ms: Vec<f64>,
     /// The initial checkpoint, then one per round.
@@ -207,6 +215,9 @@ struct Run<'a> {
     keep: bool,
 }
 
+/// How long `--settle` waits for RocksDB's background work after the load.
+const SETTLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How often (in keys) the loops check Ctrl-C and move the progress bar.
 const CHUNK: u64 = 16_384;
 
@@ -262,6 +273,17 @@ impl BackendVisitor for Run<'_> {
         })?;
         let load = started.elapsed();
         bar.finish_and_clear();
+        let settle_seconds = if p.settle {
+            let started = Instant::now();
+            parallel(&mut subtasks, |sub| {
+                lsm::settle(&sub.backend, SETTLE_TIMEOUT)
+                    .with_context(|| format!("subtask {} after the load (--settle)", sub.index))
+            })?;
+            Some((started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0)
+        } else {
+            None
+        };
+        let mut files = FileHistory::default();
 
         let mut store = CompletedCheckpointStore::new(
             storage.clone(),
@@ -285,6 +307,7 @@ impl BackendVisitor for Run<'_> {
             &mut store,
             &mut subtasks,
             CheckpointId(1),
+            &mut files,
         )?);
 
         let per_round = ((p.update_fraction * keys as f64).round() as u64).min(keys);
@@ -307,7 +330,7 @@ impl BackendVisitor for Run<'_> {
                 }
             }
             let id = CheckpointId(u64::from(round) + 1);
-            checkpoints.push(checkpoint(&ctx, &mut store, &mut subtasks, id)?);
+            checkpoints.push(checkpoint(&ctx, &mut store, &mut subtasks, id, &mut files)?);
         }
         check_interrupted()?;
         let mut savepoints = Vec::new();
@@ -396,6 +419,7 @@ impl BackendVisitor for Run<'_> {
             raw_bytes,
             load_seconds: (load_seconds * 1000.0).round() / 1000.0,
             load_ops_per_sec: (keys as f64 / load_seconds.max(1e-9)).round(),
+            settle_seconds,
             update_ms,
             checkpoints,
             restore_local_ms: restore_local.map(ms),
@@ -527,9 +551,13 @@ mod tests {
             seed: 7,
             show_progress: false,
             savepoints: true,
+            settle: true,
         };
         let report = run_one(&params, None, false).unwrap();
         assert_eq!(report.checkpoints.len(), 3);
+        // Heap state has no compactions to wait for, and no LSM figures.
+        assert!(report.settle_seconds.is_some());
+        assert!(report.checkpoints.iter().all(|c| c.rocks.is_none()));
         assert_eq!(report.restored_keys, 500);
         assert!(report.restore_exact);
         assert_eq!(report.raw_bytes, 500 * (11 + 16));

@@ -289,6 +289,7 @@ mod tests {
             duration_ms: Some(3.0),
             discard_ms: Some(0.5),
             storage_bytes: Some(full_bytes),
+            rocks: None,
         }
     }
 
@@ -308,6 +309,7 @@ mod tests {
             seed: 42,
             raw_bytes: full,
             load_seconds: 0.1,
+            settle_seconds: None,
             load_ops_per_sec: 1e6,
             update_ms: vec![1.0, 1.0],
             checkpoints: vec![
