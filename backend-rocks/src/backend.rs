@@ -16,6 +16,7 @@ use state_core::{
 
 use crate::db::{LIST_MERGE_OPERATOR, OpenDb, State, cf_of};
 use crate::key_codec::{self, encode_key};
+use crate::native_checkpoint::WriteGate;
 use crate::options::{RocksBackendOptions, SharedMemoryRef, cf_options, db_options};
 use crate::ttl_filter::ttl_compaction_filter;
 use crate::uploads::UploadTracker;
@@ -39,8 +40,14 @@ pub struct RocksBackend {
     pub(crate) backend_id: String,
     /// `<local_dir>/<backend_id>`: working databases and local checkpoint copies.
     pub(crate) instance_dir: PathBuf,
-    /// The open database; `None` only after a failed reopen.
-    pub(crate) db: Option<OpenDb>,
+    /// The open database; `None` only after a failed reopen. Shared with
+    /// the thread taking a native checkpoint while `gate` is closed, the
+    /// backend's own otherwise.
+    pub(crate) db: Option<Arc<OpenDb>>,
+    /// Closed while a native checkpoint is taken off the task thread:
+    /// writes that must reach RocksDB wait for it (see
+    /// [`crate::native_checkpoint`]).
+    pub(crate) gate: Arc<WriteGate>,
     /// Number of the current working database directory (`db-<n>`).
     pub(crate) db_generation: u32,
     pub(crate) states: StateCatalog<State>,
@@ -135,6 +142,7 @@ impl RocksBackend {
             backend_id,
             instance_dir,
             db: None,
+            gate: Arc::default(),
             db_generation: 0,
             states: StateCatalog::new("rocks"),
             write_options,
@@ -147,7 +155,7 @@ impl RocksBackend {
             cache,
         };
         let (db, path) = backend.open_fresh_db(&[])?;
-        backend.db = Some(db);
+        backend.db = Some(Arc::new(db));
         tracing::debug!(
             operator = %context.operator_id,
             subtask = context.subtask,
@@ -193,6 +201,13 @@ impl RocksBackend {
         self.memory.value_pool.used()
     }
 
+    /// Time writes have waited so far for native checkpoints taken off the
+    /// task thread (writes RocksDB must take itself: list and map states, a
+    /// full value cache; see the crate docs). A keyed aggregation's stays 0.
+    pub fn checkpoint_write_wait(&self) -> std::time::Duration {
+        self.gate.waited()
+    }
+
     /// What the last restore read from local copies and from storage.
     pub fn last_restore_stats(&self) -> Option<&RestoreStats> {
         self.last_restore.as_ref()
@@ -204,7 +219,8 @@ impl RocksBackend {
         self.cache.try_borrow().map_or(0, |c| c.bytes())
     }
 
-    /// Writes the value cache's dirty entries to RocksDB in one batch.
+    /// Writes the value cache's dirty entries to RocksDB in one batch
+    /// (after any native checkpoint being taken).
     pub fn write_back_cache(&self) -> Result<()> {
         let mut cache = self.borrow_cache()?;
         self.write_back(&mut cache)
@@ -216,9 +232,10 @@ impl RocksBackend {
             .map_err(|_| StateError::invalid("rocks backend value cache is already in use"))
     }
 
-    /// Writes `cache`'s dirty entries to RocksDB in one batch; they stay
-    /// dirty if the write fails.
+    /// Writes `cache`'s dirty entries to RocksDB in one batch, after any
+    /// native checkpoint being taken; they stay dirty if the write fails.
     pub(crate) fn write_back(&self, cache: &mut ValueCache) -> Result<()> {
+        self.gate.wait();
         let db = self.db()?;
         cache.write_back(|dirty| {
             let mut batch = WriteBatch::default();
@@ -237,9 +254,21 @@ impl RocksBackend {
         })
     }
 
-    /// Writes back and evicts when the cache passed its bounds.
+    /// Writes back and evicts when the cache passed its bounds. While a
+    /// native checkpoint is being taken the dirty entries stay in the cache
+    /// up to its budget (clean ones are evicted for them first); past it
+    /// the write-back waits for the checkpoint.
     pub(crate) fn maintain_cache(&self, cache: &mut ValueCache) -> Result<()> {
         if cache.wants_write_back() {
+            if self.gate.is_closed() {
+                if !cache.over_budget() {
+                    return Ok(());
+                }
+                cache.evict();
+                if !cache.over_budget() {
+                    return Ok(());
+                }
+            }
             self.write_back(cache)?;
             if cache.over_budget() {
                 cache.evict();
@@ -265,7 +294,20 @@ impl RocksBackend {
     pub(crate) fn db(&self) -> Result<&DB> {
         self.db
             .as_deref()
+            .map(|db| &**db)
             .ok_or(StateError::Closed("rocks backend database"))
+    }
+
+    /// The database to change (a new column family, a reopen), once no
+    /// native checkpoint thread holds it.
+    pub(crate) fn db_mut(&mut self) -> Result<&mut OpenDb> {
+        self.gate.wait();
+        match self.db.as_mut() {
+            Some(db) => Arc::get_mut(db).ok_or_else(|| {
+                StateError::invalid("the rocks database is still held by a native checkpoint")
+            }),
+            None => Err(StateError::Closed("rocks backend database")),
+        }
     }
 
     /// The directory of working database generation `n`.
@@ -359,6 +401,18 @@ impl RocksBackend {
         Ok((db, cf_of(db, s)?))
     }
 
+    /// [`Self::target`] for a write RocksDB must take itself: after any
+    /// native checkpoint being taken.
+    pub(crate) fn target_for_write(
+        &self,
+        state: StateId,
+        key: &EntryKey<'_>,
+        layout: StateLayout,
+    ) -> Result<(&DB, &ColumnFamily)> {
+        self.gate.wait();
+        self.target(state, key, layout)
+    }
+
     /// Runs `f` with the RocksDB key of `key` (+ `suffix`) in the scratch buffer.
     pub(crate) fn with_key<R>(
         &self,
@@ -412,6 +466,8 @@ impl RocksBackend {
 
 impl Drop for RocksBackend {
     fn drop(&mut self) {
+        // A native checkpoint being taken finishes with the database first.
+        self.gate.wait();
         drop(self.db.take());
         // The working databases go; local checkpoint copies stay for a
         // restore after a failure when local recovery is on (and the

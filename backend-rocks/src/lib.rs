@@ -34,9 +34,14 @@
 //!   budget). Profiles
 //!   ([`PredefinedProfile`]) and the usual knobs (compression per level, bloom
 //!   filters, write buffer size, `max_open_files`, fsync) are options.
-//! - **Incremental checkpoints.** The synchronous part flushes and takes a
-//!   native RocksDB checkpoint (hard links) into the instance's local
-//!   directory. The asynchronous part uploads to [`StateScope::Shared`] only
+//! - **Incremental checkpoints.** The synchronous part writes the value
+//!   cache back and starts a native RocksDB checkpoint (memtable flush,
+//!   hard links) into the instance's local directory on a thread of its
+//!   own; until it is taken RocksDB takes no writes (value-state writes wait
+//!   in the value cache, list and map writes wait for it:
+//!   [`RocksBackend::checkpoint_write_wait`]), so it holds exactly the
+//!   writes made before the snapshot, and the task does not wait for the
+//!   flush as Flink's does. The asynchronous part waits for it, then uploads to [`StateScope::Shared`] only
 //!   the SST files the last *confirmed* checkpoint
 //!   ([`Checkpointable::notify_checkpoint_complete`]) did not contain,
 //!   MANIFEST/CURRENT/OPTIONS as exclusive files, and a meta stream; it returns
@@ -133,6 +138,7 @@ mod local_copy;
 mod local_dir;
 mod meta;
 mod metrics;
+mod native_checkpoint;
 mod options;
 mod restore;
 mod snapshot;

@@ -458,6 +458,8 @@ impl RocksBackend {
             bytes = tracing::field::Empty
         );
         let _entered = span.enter();
+        // A native checkpoint being taken finishes with the old database first.
+        self.gate.wait();
         // The restored state replaces everything, unwritten cache entries too.
         self.cache.get_mut().clear();
         let old_generation = self.db_generation;
@@ -466,7 +468,7 @@ impl RocksBackend {
         let mut stats = RestoreStats::default();
         match self.build_restored(handles, storage, &mut stats) {
             Ok((db, r, tracker)) => {
-                self.db = Some(db);
+                self.db = Some(std::sync::Arc::new(db));
                 self.states = r.states;
                 self.uploads =
                     std::sync::Arc::new(std::sync::Mutex::new(tracker.unwrap_or_default()));
@@ -487,7 +489,7 @@ impl RocksBackend {
                 self.states = self.states.map(|s| State::new(s.descriptor.clone()));
                 self.uploads = std::sync::Arc::new(std::sync::Mutex::new(UploadTracker::default()));
                 match self.open_fresh_db(&[]) {
-                    Ok((db, _)) => self.db = Some(db),
+                    Ok((db, _)) => self.db = Some(std::sync::Arc::new(db)),
                     Err(reopen) => {
                         tracing::warn!(error = %reopen, "could not reopen an empty database after a failed restore");
                     }

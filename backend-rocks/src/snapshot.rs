@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use rocksdb::DBRawIterator;
+#[cfg(test)]
 use rocksdb::checkpoint::Checkpoint;
 use state_core::backend_support::{KeyGroupStreamWriter, output_error};
 use state_core::{
@@ -21,6 +22,7 @@ use crate::db::{State, cf_of, open_read_only};
 use crate::key_codec::{decode_key, decode_list};
 use crate::local_copy::{remove_dir_logged, scrub_local_copy};
 use crate::meta::{LOCAL_META_FILE, MetaState, RocksMeta};
+use crate::native_checkpoint::NativeCheckpoint;
 use crate::options::{RocksBackendOptions, SharedMemoryRef};
 use crate::uploads::{UploadTracker, lock};
 use crate::verified::VerifiedFiles;
@@ -71,6 +73,8 @@ fn upload_file(
 /// The asynchronous part of an incremental snapshot.
 struct IncrementalSnapshot {
     checkpoint: CheckpointId,
+    /// The native checkpoint being taken into `dir`.
+    native: NativeCheckpoint,
     dir: PathBuf,
     backend_id: String,
     range: KeyGroupRange,
@@ -236,6 +240,11 @@ impl AsyncSnapshot for IncrementalSnapshot {
             mode = "incremental"
         );
         let _entered = span.enter();
+        if let Err(e) = self.native.wait() {
+            remove_dir_logged(&self.dir);
+            tracing::info!(checkpoint_id = self.checkpoint.get(), error = %e, "native rocks checkpoint failed");
+            return Err(e);
+        }
         let mut uploaded = Vec::new();
         match self.upload(storage, &mut uploaded) {
             Ok(handle) => {
@@ -269,6 +278,8 @@ impl AsyncSnapshot for IncrementalSnapshot {
 /// opened read-only and written in cairn's key-group stream format.
 struct FullSnapshot {
     checkpoint: CheckpointId,
+    /// The native checkpoint being taken into `dir`.
+    native: NativeCheckpoint,
     dir: PathBuf,
     stream_name: String,
     max_parallelism: MaxParallelism,
@@ -393,7 +404,7 @@ impl AsyncSnapshot for FullSnapshot {
             mode = "full"
         );
         let _entered = span.enter();
-        let result = self.write_stream(storage);
+        let result = self.native.wait().and_then(|()| self.write_stream(storage));
         remove_dir_logged(&self.dir);
         result.map(Some)
     }
@@ -440,9 +451,11 @@ impl RocksBackend {
 }
 
 impl Checkpointable for RocksBackend {
-    /// Flushes the memtables and takes a native RocksDB checkpoint (hard
-    /// links) into `<instance dir>/chk-<id>`; the returned part uploads it
-    /// (incremental) or writes it as a key-group stream (full). Incremental
+    /// Writes the value cache back and starts a native RocksDB checkpoint
+    /// (memtable flush, hard links) into `<instance dir>/chk-<id>` on a
+    /// thread of its own, during which RocksDB takes no writes (see
+    /// [`crate::native_checkpoint`]); the returned part waits for it, then
+    /// uploads it (incremental) or writes it as a key-group stream (full). Incremental
     /// when `mode` is [`SnapshotMode::Incremental`] or the backend's
     /// `incremental` option is on, except for savepoints: a canonical one is
     /// always a key-group stream, a native one uploads every SST file (no
@@ -454,6 +467,9 @@ impl Checkpointable for RocksBackend {
             SnapshotMode::CanonicalSavepoint => false,
         };
         let savepoint = mode.is_savepoint();
+        // An earlier snapshot's native checkpoint still being taken.
+        self.gate.wait();
+        let started = std::time::Instant::now();
         // is_empty writes the value cache back first, so the checkpoint
         // holds every write made before it.
         if self.is_empty()? {
@@ -465,10 +481,31 @@ impl Checkpointable for RocksBackend {
             std::fs::remove_dir_all(&dir).map_err(|e| StateError::io(&dir, e))?;
         }
         let db = self.db()?;
-        Checkpoint::new(db)
-            .and_then(|c| c.create_checkpoint(&dir))
-            .map_err(|e| rocks_error(&dir, e))?;
-        tracing::debug!(checkpoint_id = id.get(), incremental, dir = %dir.display(), "native rocks checkpoint taken");
+        // What the checkpoint's flush writes (for the debug line below).
+        let memtables: u64 = self
+            .states
+            .iter()
+            .filter_map(|s| cf_of(db, s).ok())
+            .filter_map(|cf| {
+                db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")
+                    .ok()
+                    .flatten()
+            })
+            .sum();
+        let shared = self
+            .db
+            .as_ref()
+            .map(Arc::clone)
+            .ok_or(StateError::Closed("rocks backend database"))?;
+        let native = NativeCheckpoint::start(shared, dir.clone(), id, Arc::clone(&self.gate))?;
+        tracing::debug!(
+            checkpoint_id = id.get(),
+            incremental,
+            dir = %dir.display(),
+            write_back_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            memtable_bytes = memtables,
+            "native rocks checkpoint started"
+        );
         if incremental {
             let base = if savepoint {
                 Arc::default()
@@ -477,6 +514,7 @@ impl Checkpointable for RocksBackend {
             };
             Ok(Box::new(IncrementalSnapshot {
                 checkpoint: id,
+                native,
                 dir,
                 backend_id: self.backend_id.clone(),
                 range: self.range,
@@ -490,6 +528,7 @@ impl Checkpointable for RocksBackend {
         } else {
             Ok(Box::new(FullSnapshot {
                 checkpoint: id,
+                native,
                 dir,
                 stream_name: self.full_stream_name(),
                 max_parallelism: self.max_parallelism,
@@ -519,6 +558,7 @@ impl Checkpointable for RocksBackend {
 
     /// Later incremental snapshots upload only SST files `id` did not have.
     fn notify_checkpoint_complete(&mut self, id: CheckpointId) -> Result<()> {
+        self.gate.wait();
         lock(&self.uploads).confirm(id);
         if !self.options.local_recovery {
             remove_dir_logged(&self.instance_dir.join(id.dir_name()));
@@ -528,6 +568,8 @@ impl Checkpointable for RocksBackend {
 
     /// Forgets `id`'s uploads (never reused) and deletes its local copy.
     fn notify_checkpoint_aborted(&mut self, id: CheckpointId) -> Result<()> {
+        // Its native checkpoint may still be being taken into the directory.
+        self.gate.wait();
         lock(&self.uploads).abort(id);
         remove_dir_logged(&self.instance_dir.join(id.dir_name()));
         Ok(())
@@ -535,6 +577,7 @@ impl Checkpointable for RocksBackend {
 
     /// Deletes `id`'s local copy.
     fn notify_checkpoint_subsumed(&mut self, id: CheckpointId) -> Result<()> {
+        self.gate.wait();
         self.remove_local_copies(id);
         Ok(())
     }
@@ -586,6 +629,7 @@ mod tests {
     ) -> IncrementalSnapshot {
         IncrementalSnapshot {
             checkpoint: CheckpointId(id),
+            native: NativeCheckpoint::ready(dir),
             dir: dir.to_path_buf(),
             backend_id: b.backend_id.clone(),
             range: b.range,
@@ -659,5 +703,72 @@ mod tests {
             out
         };
         assert_eq!(files(&concurrent), files(&sequential));
+    }
+
+    #[test]
+    fn while_a_native_checkpoint_is_taken_value_writes_wait_in_the_cache_and_list_writes_wait() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut b = backend_with_states(&tmp.path().join("local"), 1);
+        let lists = b
+            .register_state(&StateDescriptor::new("l", StateKind::List))
+            .unwrap();
+        let value = state_core::StateId(0);
+        let key = 7u32.to_be_bytes();
+        let e = EntryKey {
+            key_group: b.max_parallelism.key_group_of(&key),
+            key: &key,
+            namespace: b"",
+        };
+        // A key the value cache has never seen: a blind write of it goes
+        // straight to RocksDB while the gate is open.
+        let fresh = 9_999u32.to_be_bytes();
+        let f = EntryKey {
+            key_group: b.max_parallelism.key_group_of(&fresh),
+            key: &fresh,
+            namespace: b"",
+        };
+        let in_rocks = |b: &RocksBackend, k: &EntryKey<'_>| {
+            let mut raw = Vec::new();
+            crate::key_codec::encode_key(&mut raw, k.key_group, k.key, k.namespace);
+            let db = b.db().unwrap();
+            let cf = cf_of(db, b.states.first().unwrap()).unwrap();
+            db.get_cf(cf, &raw).unwrap()
+        };
+
+        b.gate.close();
+        b.put(value, &f, bytes::Bytes::from_static(b"during"))
+            .unwrap();
+        b.put(value, &e, bytes::Bytes::from_static(b"also"))
+            .unwrap();
+        assert_eq!(in_rocks(&b, &f), None, "RocksDB took a write while closed");
+        assert_eq!(b.get(value, &f).unwrap().as_deref(), Some(&b"during"[..]));
+        assert_eq!(b.checkpoint_write_wait(), std::time::Duration::ZERO);
+
+        // A list append must reach RocksDB: it waits until the gate opens.
+        let opened = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opener = {
+            let (gate, opened) = (Arc::clone(&b.gate), Arc::clone(&opened));
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                opened.store(true, std::sync::atomic::Ordering::SeqCst);
+                gate.open();
+            })
+        };
+        b.append(lists, &e, bytes::Bytes::from_static(b"x"))
+            .unwrap();
+        assert!(
+            opened.load(std::sync::atomic::Ordering::SeqCst),
+            "the append went ahead while the gate was closed"
+        );
+        opener.join().unwrap();
+        assert!(b.checkpoint_write_wait() > std::time::Duration::ZERO);
+        assert_eq!(
+            b.get_list(lists, &e).unwrap(),
+            vec![bytes::Bytes::from_static(b"x")]
+        );
+
+        // Open again: the cached writes reach RocksDB with the next write-back.
+        b.write_back_cache().unwrap();
+        assert_eq!(in_rocks(&b, &f).as_deref(), Some(&b"during"[..]));
     }
 }

@@ -30,12 +30,12 @@ impl KeyedStateBackend for RocksBackend {
             let created = match self.states.get(id.index()) {
                 Some(s) => {
                     let (opts, name) = (self.state_cf_options(s), s.cf_name.clone());
-                    match self.db.as_mut() {
-                        Some(db) if db.cf_handle(&name).is_none() => db
+                    match self.db_mut() {
+                        Ok(db) if db.cf_handle(&name).is_none() => db
                             .create_cf(&name, opts)
                             .map_err(|e| rocks_error(&self.instance_dir, e)),
-                        Some(_) => Ok(()),
-                        None => Err(StateError::Closed("rocks backend database")),
+                        Ok(_) => Ok(()),
+                        Err(e) => Err(e),
                     }
                 }
                 None => Err(StateError::invalid(format!(
@@ -78,20 +78,27 @@ impl KeyedStateBackend for RocksBackend {
         Ok(value)
     }
 
+    /// Into the value cache when the entry is cached, or while a native
+    /// checkpoint is being taken; straight into RocksDB otherwise.
     fn put(&mut self, state: StateId, key: &EntryKey<'_>, value: Bytes) -> Result<()> {
         let (db, cf) = self.target(state, key, StateLayout::Value)?;
         let mut cache = self.borrow_cache()?;
-        let written = self.with_key(key, &[], |k| {
-            if cache.enabled() && cache.write_if_cached(state.0, k, Some(value.clone())) {
-                return Ok(true);
-            }
-            db.put_cf_opt(cf, k, &value, &self.write_options)
-                .map(|()| false)
-        });
-        if written.map_err(|e| self.err(e))? {
-            self.maintain_cache(&mut cache)?;
+        let cached = cache.enabled()
+            && self.with_key(key, &[], |k| {
+                cache.write_if_cached(state.0, k, Some(value.clone()))
+                    || (self.gate.is_closed() && {
+                        cache.insert_dirty(state.0, k, Some(value.clone()));
+                        true
+                    })
+            });
+        if cached {
+            return self.maintain_cache(&mut cache);
         }
-        Ok(())
+        self.gate.wait();
+        self.with_key(key, &[], |k| {
+            db.put_cf_opt(cf, k, &value, &self.write_options)
+        })
+        .map_err(|e| self.err(e))
     }
 
     /// Through the value cache: one cache lookup, RocksDB read only on a miss.
@@ -152,7 +159,7 @@ impl KeyedStateBackend for RocksBackend {
         operand.clear();
         put_bytes(&mut operand, &element);
         let result = self
-            .target(state, key, StateLayout::List)
+            .target_for_write(state, key, StateLayout::List)
             .and_then(|(db, cf)| {
                 self.with_key(key, &[], |k| {
                     db.merge_cf_opt(cf, k, &operand, &self.write_options)
@@ -164,7 +171,7 @@ impl KeyedStateBackend for RocksBackend {
     }
 
     fn put_list(&mut self, state: StateId, key: &EntryKey<'_>, elements: Vec<Bytes>) -> Result<()> {
-        let (db, cf) = self.target(state, key, StateLayout::List)?;
+        let (db, cf) = self.target_for_write(state, key, StateLayout::List)?;
         let result = if elements.is_empty() {
             self.with_key(key, &[], |k| db.delete_cf_opt(cf, k, &self.write_options))
         } else {
@@ -195,7 +202,7 @@ impl KeyedStateBackend for RocksBackend {
         user_key: &[u8],
         value: Bytes,
     ) -> Result<()> {
-        let (db, cf) = self.target(state, key, StateLayout::Map)?;
+        let (db, cf) = self.target_for_write(state, key, StateLayout::Map)?;
         self.with_key(key, user_key, |k| {
             db.put_cf_opt(cf, k, &value, &self.write_options)
         })
@@ -203,7 +210,7 @@ impl KeyedStateBackend for RocksBackend {
     }
 
     fn map_remove(&mut self, state: StateId, key: &EntryKey<'_>, user_key: &[u8]) -> Result<()> {
-        let (db, cf) = self.target(state, key, StateLayout::Map)?;
+        let (db, cf) = self.target_for_write(state, key, StateLayout::Map)?;
         self.with_key(key, user_key, |k| {
             db.delete_cf_opt(cf, k, &self.write_options)
         })
@@ -253,11 +260,18 @@ impl KeyedStateBackend for RocksBackend {
         if layout == StateLayout::Value {
             let mut cache = self.borrow_cache()?;
             if cache.enabled()
-                && self.with_key(key, &[], |k| cache.write_if_cached(state.0, k, None))
+                && self.with_key(key, &[], |k| {
+                    cache.write_if_cached(state.0, k, None)
+                        || (self.gate.is_closed() && {
+                            cache.insert_dirty(state.0, k, None);
+                            true
+                        })
+                })
             {
                 return self.maintain_cache(&mut cache);
             }
         }
+        self.gate.wait();
         if layout != StateLayout::Map {
             return self
                 .with_key(key, &[], |k| db.delete_cf_opt(cf, k, &self.write_options))

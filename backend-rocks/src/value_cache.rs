@@ -208,6 +208,14 @@ impl ValueCache {
         )
     }
 
+    /// Caches a write of an entry that is not cached, dirty: while RocksDB
+    /// takes no writes (a native checkpoint is being taken), a blind write
+    /// waits in the cache instead.
+    pub(crate) fn insert_dirty(&mut self, state: u32, rocks_key: &[u8], value: Option<Bytes>) {
+        self.insert_clean(state, rocks_key, None);
+        self.write_if_cached(state, rocks_key, value);
+    }
+
     /// Caches what RocksDB holds for the entry (after a miss; an entry
     /// already cached is newer and stays).
     pub(crate) fn insert_clean(&mut self, state: u32, rocks_key: &[u8], value: Option<Bytes>) {
