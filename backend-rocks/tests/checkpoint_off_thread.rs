@@ -70,6 +70,45 @@ fn assert_round(b: &backend_rocks::RocksBackend, s: &States, r: u32, keys: u32) 
     }
 }
 
+/// A temp directory with checkpoint storage and a factory without local recovery.
+struct Setup {
+    _dir: tempfile::TempDir,
+    storage: Arc<backend_fs::FsCheckpointStorage>,
+    clock: Arc<ManualClock>,
+    factory: backend_rocks::RocksBackendFactory,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Setup {
+            storage: fs_storage(&dir.path().join("chk")),
+            clock: Arc::new(ManualClock::new(0)),
+            factory: factory(&dir.path().join("local"), false),
+            _dir: dir,
+        }
+    }
+
+    fn backend(&self) -> backend_rocks::RocksBackend {
+        create(&self.factory, 0, 1, &self.clock)
+    }
+}
+
+/// Restores `handle` into a fresh backend of `f` and asserts it holds round `r`.
+fn assert_restores(
+    f: &backend_rocks::RocksBackendFactory,
+    clock: &Arc<ManualClock>,
+    handle: state_core::KeyedStateHandle,
+    storage: &dyn CheckpointStorage,
+    r: u32,
+    keys: u32,
+) {
+    let mut restored = create(f, 0, 1, clock);
+    restored.restore(&[handle], storage).unwrap();
+    let s = register(&mut restored);
+    assert_round(&restored, &s, r, keys);
+}
+
 #[test]
 fn writes_between_the_snapshot_and_its_upload_stay_out_of_the_checkpoint() {
     const KEYS: u32 = 3_000;
@@ -97,20 +136,14 @@ fn writes_between_the_snapshot_and_its_upload_stay_out_of_the_checkpoint() {
         );
         assert_round(&b, &s, 2, KEYS);
 
-        let mut restored = create(&f, 0, 1, &clock);
-        restored.restore(&[handle], storage.as_ref()).unwrap();
-        let s = register(&mut restored);
-        assert_round(&restored, &s, 1, KEYS);
+        assert_restores(&f, &clock, handle, storage.as_ref(), 1, KEYS);
     }
 }
 
 #[test]
 fn a_failed_native_checkpoint_fails_its_snapshot_by_name_and_the_next_one_works() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = fs_storage(&dir.path().join("chk"));
-    let clock = Arc::new(ManualClock::new(0));
-    let f = factory(&dir.path().join("local"), false);
-    let mut b = create(&f, 0, 1, &clock);
+    let t = Setup::new();
+    let (storage, mut b) = (&t.storage, t.backend());
     let s = register(&mut b);
     write_round(&mut b, &s, 1, 100);
     // RocksDB builds a checkpoint in `<dir>.tmp` and renames it: a file in
@@ -132,19 +165,13 @@ fn a_failed_native_checkpoint_fails_its_snapshot_by_name_and_the_next_one_works(
         .write(storage.as_ref())
         .unwrap()
         .unwrap();
-    let mut restored = create(&f, 0, 1, &clock);
-    restored.restore(&[handle], storage.as_ref()).unwrap();
-    let s = register(&mut restored);
-    assert_round(&restored, &s, 2, 100);
+    assert_restores(&t.factory, &t.clock, handle, storage.as_ref(), 2, 100);
 }
 
 #[test]
 fn a_backend_dropped_while_its_native_checkpoint_is_taken_leaves_nothing_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = fs_storage(&dir.path().join("chk"));
-    let clock = Arc::new(ManualClock::new(0));
-    let f = factory(&dir.path().join("local"), false);
-    let mut b = create(&f, 0, 1, &clock);
+    let t = Setup::new();
+    let (storage, mut b) = (&t.storage, t.backend());
     let s = register(&mut b);
     write_round(&mut b, &s, 1, 2_000);
     let instance = b.instance_dir().to_path_buf();

@@ -63,10 +63,12 @@ fn a_load_shows_in_the_levels_and_settles_to_no_compaction_debt() {
         let n = files.iter().filter(|f| f.level as usize == level).count();
         assert_eq!(l.files, n as u64, "level {level}");
     }
-    // Settled: compaction moved the flushed files below L0.
+    // Settled: compaction moved flushed files below L0, and fewer are left
+    // in L0 than RocksDB's L0 compaction trigger (4 files).
+    assert!(files.iter().any(|f| f.level > 0), "{files:?}");
     assert!(
-        files.iter().all(|f| f.level > 0),
-        "L0 files are left after settling: {files:?}"
+        files.iter().filter(|f| f.level == 0).count() < 4,
+        "L0 still holds a compaction's worth of files: {files:?}"
     );
 
     // The files are the ones a native checkpoint uploads.
