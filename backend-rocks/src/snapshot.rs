@@ -480,18 +480,6 @@ impl Checkpointable for RocksBackend {
             tracing::info!(dir = %dir.display(), "removing a stale local checkpoint directory");
             std::fs::remove_dir_all(&dir).map_err(|e| StateError::io(&dir, e))?;
         }
-        let db = self.db()?;
-        // What the checkpoint's flush writes (for the debug line below).
-        let memtables: u64 = self
-            .states
-            .iter()
-            .filter_map(|s| cf_of(db, s).ok())
-            .filter_map(|cf| {
-                db.property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")
-                    .ok()
-                    .flatten()
-            })
-            .sum();
         let shared = self
             .db
             .as_ref()
@@ -503,7 +491,6 @@ impl Checkpointable for RocksBackend {
             incremental,
             dir = %dir.display(),
             write_back_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            memtable_bytes = memtables,
             "native rocks checkpoint started"
         );
         if incremental {

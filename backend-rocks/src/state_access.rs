@@ -85,11 +85,7 @@ impl KeyedStateBackend for RocksBackend {
         let mut cache = self.borrow_cache()?;
         let cached = cache.enabled()
             && self.with_key(key, &[], |k| {
-                cache.write_if_cached(state.0, k, Some(value.clone()))
-                    || (self.gate.is_closed() && {
-                        cache.insert_dirty(state.0, k, Some(value.clone()));
-                        true
-                    })
+                cache.write_blind(state.0, k, Some(value.clone()), self.gate.is_closed())
             });
         if cached {
             return self.maintain_cache(&mut cache);
@@ -261,11 +257,7 @@ impl KeyedStateBackend for RocksBackend {
             let mut cache = self.borrow_cache()?;
             if cache.enabled()
                 && self.with_key(key, &[], |k| {
-                    cache.write_if_cached(state.0, k, None)
-                        || (self.gate.is_closed() && {
-                            cache.insert_dirty(state.0, k, None);
-                            true
-                        })
+                    cache.write_blind(state.0, k, None, self.gate.is_closed())
                 })
             {
                 return self.maintain_cache(&mut cache);

@@ -188,15 +188,21 @@ impl ValueCache {
         Ok(true)
     }
 
-    /// Records a write if the entry is cached and returns true; false (and
-    /// nothing recorded) if it is not: a blind write of an uncached key
-    /// goes straight to RocksDB, so bulk loads do not churn the cache.
-    pub(crate) fn write_if_cached(
+    /// Records a blind write (`None`: delete) and returns true if the entry
+    /// is cached or `cache_absent` says to cache it anyway (while RocksDB
+    /// takes no writes, a native checkpoint being taken); otherwise returns
+    /// false and records nothing: a blind write of an uncached key goes
+    /// straight to RocksDB, so bulk loads do not churn the cache.
+    pub(crate) fn write_blind(
         &mut self,
         state: u32,
         rocks_key: &[u8],
         value: Option<Bytes>,
+        cache_absent: bool,
     ) -> bool {
+        if cache_absent {
+            self.insert_clean(state, rocks_key, None);
+        }
         let mut value = Some(value);
         // The function cannot fail, so the result is Ok.
         matches!(
@@ -206,14 +212,6 @@ impl ValueCache {
                 .map(SmallBytes::from_bytes))),
             Ok(true)
         )
-    }
-
-    /// Caches a write of an entry that is not cached, dirty: while RocksDB
-    /// takes no writes (a native checkpoint is being taken), a blind write
-    /// waits in the cache instead.
-    pub(crate) fn insert_dirty(&mut self, state: u32, rocks_key: &[u8], value: Option<Bytes>) {
-        self.insert_clean(state, rocks_key, None);
-        self.write_if_cached(state, rocks_key, value);
     }
 
     /// Caches what RocksDB holds for the entry (after a miss; an entry

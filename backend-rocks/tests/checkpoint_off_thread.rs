@@ -158,13 +158,7 @@ fn a_failed_native_checkpoint_fails_its_snapshot_by_name_and_the_next_one_works(
 
     // The backend takes writes of every kind again, and checkpoint 2 holds them.
     write_round(&mut b, &s, 2, 100);
-    storage.initialize_checkpoint(CheckpointId(2)).unwrap();
-    let handle = b
-        .snapshot(CheckpointId(2), SnapshotMode::Full)
-        .unwrap()
-        .write(storage.as_ref())
-        .unwrap()
-        .unwrap();
+    let handle = checkpoint(&mut b, storage.as_ref(), 2, SnapshotMode::Full);
     assert_restores(&t.factory, &t.clock, handle, storage.as_ref(), 2, 100);
 }
 

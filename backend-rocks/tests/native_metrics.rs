@@ -8,10 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use state_core::{
-    CheckpointId, CheckpointStorage, Checkpointable, KeyedStateBackend, ManualClock, SnapshotMode,
-    StateDescriptor, StateKind,
-};
+use state_core::{KeyedStateBackend, ManualClock, SnapshotMode, StateDescriptor, StateKind};
 use support::*;
 
 #[test]
@@ -73,13 +70,7 @@ fn a_load_shows_in_the_levels_and_settles_to_no_compaction_debt() {
 
     // The files are the ones a native checkpoint uploads.
     let storage = fs_storage(&dir.path().join("chk"));
-    storage.initialize_checkpoint(CheckpointId(1)).unwrap();
-    let handle = b
-        .snapshot(CheckpointId(1), SnapshotMode::Incremental)
-        .unwrap()
-        .write(storage.as_ref())
-        .unwrap()
-        .unwrap();
+    let handle = checkpoint(&mut b, storage.as_ref(), 1, SnapshotMode::Incremental);
     let state_core::KeyedStateHandle::Incremental(h) = handle else {
         panic!("an incremental snapshot gives an incremental handle");
     };

@@ -131,13 +131,7 @@ fn a_tiny_cache_behaves_like_no_cache() {
     // without a cache.
     for (name, backend) in [("cached", &mut cached), ("plain", &mut plain)] {
         let storage = fs_storage(&dir.path().join(format!("chk-{name}")));
-        storage.initialize_checkpoint(CheckpointId(1)).unwrap();
-        let handle = backend
-            .snapshot(CheckpointId(1), SnapshotMode::Incremental)
-            .unwrap()
-            .write(storage.as_ref())
-            .unwrap()
-            .unwrap();
+        let handle = checkpoint(backend, storage.as_ref(), 1, SnapshotMode::Incremental);
         let mut restored = create(&plain_factory, 0, 1, &clock);
         restored.restore(&[handle], storage.as_ref()).unwrap();
         assert_eq!(contents(&mut restored), expected, "{name}");

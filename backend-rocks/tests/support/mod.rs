@@ -73,6 +73,23 @@ pub(crate) fn fs_storage(dir: &Path) -> Arc<FsCheckpointStorage> {
     Arc::new(FsCheckpointStorage::open(dir, job()).unwrap())
 }
 
+/// Checkpoint `id` of `b` in `mode` into `storage`, both parts, on this
+/// thread: the handle of a backend that holds state.
+pub(crate) fn checkpoint(
+    b: &mut RocksBackend,
+    storage: &dyn CheckpointStorage,
+    id: u64,
+    mode: state_core::SnapshotMode,
+) -> KeyedStateHandle {
+    use state_core::Checkpointable as _;
+    storage.initialize_checkpoint(CheckpointId(id)).unwrap();
+    b.snapshot(CheckpointId(id), mode)
+        .unwrap()
+        .write(storage)
+        .unwrap()
+        .expect("the backend holds state")
+}
+
 pub(crate) fn bytes(s: String) -> Bytes {
     Bytes::from(s)
 }
