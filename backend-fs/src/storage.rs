@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use state_core::backend_support::{Fs, check_stream_name, write_atomic};
+use state_core::backend_support::{Fs, check_stream_name, write_atomic, write_verified_copy};
 use state_core::{
     CheckpointId, CheckpointMetadata, CheckpointOutput, CheckpointStorage, JobId,
     METADATA_FILE_NAME, Result, StateError, StateScope, StreamHandle, StreamLocation,
@@ -247,6 +247,26 @@ pub(crate) fn plain_parts(relative: &str) -> Result<Vec<&str>> {
     Ok(parts)
 }
 
+impl FsCheckpointStorage {
+    /// The path of the stream file at `relative`, which must exist as a
+    /// plain file inside the job directory.
+    fn existing_file(&self, relative: &str) -> Result<PathBuf> {
+        let path = self.resolve(relative)?;
+        if !confine::readable_file(&self.job_dir, &path)? {
+            return Err(missing(relative, &path));
+        }
+        Ok(path)
+    }
+}
+
+/// A stream whose file is not there.
+fn missing(relative: &str, path: &Path) -> StateError {
+    StateError::corrupted(
+        relative,
+        format!("file is missing ({} does not exist)", path.display()),
+    )
+}
+
 impl CheckpointStorage for FsCheckpointStorage {
     fn describe(&self) -> String {
         format!("file://{}", self.job_dir.display())
@@ -316,23 +336,37 @@ impl CheckpointStorage for FsCheckpointStorage {
             StreamLocation::Inline(bytes) => return Ok(bytes.clone()),
             StreamLocation::File(relative) => relative,
         };
-        let path = self.resolve(relative)?;
-        if !confine::readable_file(&self.job_dir, &path)? {
-            return Err(StateError::corrupted(
-                relative.as_str(),
-                format!("file is missing ({} does not exist)", path.display()),
-            ));
-        }
+        let path = self.existing_file(relative)?;
         self.fs.read(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
-                StateError::corrupted(
-                    relative.as_str(),
-                    format!("file is missing ({} does not exist)", path.display()),
-                )
+                missing(relative, &path)
             } else {
                 StateError::io(&path, e)
             }
         })
+    }
+
+    /// Hard-links the stream's file to `dst` when both are on one
+    /// filesystem (no bytes copied), then reads `dst` in chunks to check
+    /// it; copies otherwise (another filesystem, a link refused, an inline
+    /// stream).
+    fn place_read_only(&self, handle: &StreamHandle, dst: &Path) -> Result<()> {
+        let StreamLocation::File(relative) = &handle.location else {
+            return write_verified_copy(self, handle, dst);
+        };
+        let path = self.existing_file(relative)?;
+        if let Err(e) = self.fs.hard_link(&path, dst) {
+            tracing::debug!(src = %path.display(), dst = %dst.display(), error = %e,
+                "hard link refused; copying the stream");
+            return write_verified_copy(self, handle, dst);
+        }
+        // Read in chunks, not mapped: a restore checks gigabytes this way,
+        // and mapped pages would count in its resident memory.
+        let checked = handle.check_file(dst);
+        if checked.is_err() {
+            let _ = self.fs.remove_file(dst);
+        }
+        checked
     }
 
     fn discard_stream(&self, handle: &StreamHandle) -> Result<()> {

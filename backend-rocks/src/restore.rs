@@ -3,8 +3,10 @@
 //!
 //! The incremental handle overlapping this backend's key groups most becomes
 //! the base: its files are placed in a new working directory (hard links
-//! from the local copy when it is intact, else downloaded and checked,
-//! `transfer_threads` files at once), the
+//! from the local copy when it is intact, else read from storage and
+//! checked, `transfer_threads` files at once: a filesystem storage on the
+//! same filesystem hard-links its SST files too, since neither side ever
+//! writes to one, and the link is read once to check its CRC-32), the
 //! database is opened and everything outside the range is clipped with
 //! `delete_range`. The key groups of every other overlapping handle are then
 //! copied in: incremental ones are opened read-only in a temporary directory
@@ -167,6 +169,11 @@ impl RocksBackend {
             &downloads,
             self.options.transfer_threads,
             |(dst, stream)| {
+                if dst.extension().is_some_and(|e| e == "sst") {
+                    // RocksDB never writes to an SST file: a filesystem
+                    // storage may link its own file here.
+                    return storage.place_read_only(stream, dst);
+                }
                 let bytes = read_verified(storage, stream)?;
                 std::fs::write(dst, &bytes).map_err(|e| StateError::io(dst, e))
             },

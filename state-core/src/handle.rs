@@ -74,7 +74,39 @@ impl StreamHandle {
                 format!("expected {} bytes, found {}", self.size, bytes.len()),
             ));
         }
-        let crc = crc32fast::hash(bytes);
+        self.check_crc(crc32fast::hash(bytes))
+    }
+
+    /// Checks that the file at `path` holds this stream's bytes, as
+    /// [`StreamHandle::check`] does, reading it in 1 MiB chunks (no more of
+    /// it in memory at once). An unreadable file is an I/O error naming it.
+    pub fn check_file(&self, path: &std::path::Path) -> Result<()> {
+        use std::io::Read as _;
+        let mut file = std::fs::File::open(path).map_err(|e| StateError::io(path, e))?;
+        let mut buf = vec![0u8; 1 << 20];
+        let (mut crc, mut len) = (crc32fast::Hasher::new(), 0u64);
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let chunk = buf.get(..n).unwrap_or_default();
+                    crc.update(chunk);
+                    len += n as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(StateError::io(path, e)),
+            }
+        }
+        if len != self.size {
+            return Err(StateError::corrupted(
+                self.describe(),
+                format!("expected {} bytes, found {len}", self.size),
+            ));
+        }
+        self.check_crc(crc.finalize())
+    }
+
+    fn check_crc(&self, crc: u32) -> Result<()> {
         if crc != self.crc32 {
             return Err(StateError::corrupted(
                 self.describe(),

@@ -156,7 +156,9 @@ pub mod backend_support {
         LegacyStateDescriptor, Record, RecordEntry, SNAPSHOT_FORMAT_VERSION,
         SNAPSHOT_FORMAT_VERSION_V1, SNAPSHOT_MAGIC, output_error,
     };
-    pub use crate::storage::{check_stream_name, file_name_part, is_safe_file_name, read_verified};
+    pub use crate::storage::{
+        check_stream_name, file_name_part, is_safe_file_name, read_verified, write_verified_copy,
+    };
     pub use crate::timer_names::{EVENT_TIME_TIMERS, PROCESSING_TIME_TIMERS, TIMER_STATE_PREFIX};
     pub use crate::ttl::{TTL_PREFIX_LEN, unwrap_ttl, wrap_ttl};
     pub use crate::varint::{put_bytes, put_varint, take_bytes, take_varint};

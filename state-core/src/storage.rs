@@ -10,6 +10,7 @@
 
 use std::fmt::Debug;
 use std::io::Write;
+use std::path::Path;
 
 use bytes::Bytes;
 
@@ -57,6 +58,17 @@ pub trait CheckpointStorage: Send + Sync + Debug {
     /// Reads a whole stream. Does not check the CRC (see [`read_verified`]).
     fn read(&self, handle: &StreamHandle) -> Result<Bytes>;
 
+    /// Places stream `handle` at `dst`, a file that does not exist yet on
+    /// this machine, checked against the handle's length and CRC-32 (on a
+    /// failed check `dst` is removed). The caller promises to read `dst` and
+    /// to delete it, never to write to it: a storage whose streams are
+    /// files on this machine may hard-link its own file there instead of
+    /// copying it (a RocksDB restore places SST files this way). The
+    /// default reads the stream and writes `dst`.
+    fn place_read_only(&self, handle: &StreamHandle, dst: &Path) -> Result<()> {
+        write_verified_copy(self, handle, dst)
+    }
+
     /// Deletes one stream (a shared file no checkpoint references any more).
     /// Deleting a stream that is already gone succeeds.
     fn discard_stream(&self, handle: &StreamHandle) -> Result<()>;
@@ -96,6 +108,19 @@ pub fn read_verified(storage: &dyn CheckpointStorage, handle: &StreamHandle) -> 
     let bytes = storage.read(handle)?;
     handle.check(&bytes)?;
     Ok(bytes)
+}
+
+/// Reads a stream, checks it as [`read_verified`] does and writes it to the
+/// file `dst`: [`CheckpointStorage::place_read_only`] by a copy, for
+/// storages that cannot link.
+pub fn write_verified_copy<S: CheckpointStorage + ?Sized>(
+    storage: &S,
+    handle: &StreamHandle,
+    dst: &Path,
+) -> Result<()> {
+    let bytes = storage.read(handle)?;
+    handle.check(&bytes)?;
+    std::fs::write(dst, &bytes).map_err(|e| StateError::io(dst, e))
 }
 
 /// Whether `name` is safe as a file name on any filesystem cairn writes
