@@ -31,6 +31,15 @@ pub struct NativeMetrics {
     /// `rocksdb.live-sst-files-size`: bytes of the SST files the current
     /// version references.
     pub live_sst_files_size: u64,
+    /// `rocksdb.estimate-table-readers-mem`: bytes the open SST files'
+    /// readers hold outside the block cache (with partitioned index and
+    /// filter blocks, their pinned top-level index; the rest is charged to
+    /// the cache and counted by [`RocksBackend::memory_usage`]).
+    pub estimate_table_readers_mem: u64,
+    /// `rocksdb.block-cache-pinned-usage`: bytes of the shared block cache
+    /// that entries in use pin (iterators, pinned index partitions); part
+    /// of [`RocksBackend::memory_usage`].
+    pub block_cache_pinned_usage: u64,
     /// Live SST files and their bytes per level (index 0 is L0).
     pub levels: Vec<LevelMetrics>,
 }
@@ -71,6 +80,7 @@ impl RocksBackend {
                 int("rocksdb.estimate-pending-compaction-bytes")?;
             m.cur_size_all_mem_tables += int("rocksdb.cur-size-all-mem-tables")?;
             m.live_sst_files_size += int("rocksdb.live-sst-files-size")?;
+            m.estimate_table_readers_mem += int("rocksdb.estimate-table-readers-mem")?;
         }
         // Background jobs are per database, not per column family.
         let int = |name: &str| -> Result<u64> {
@@ -80,6 +90,8 @@ impl RocksBackend {
         };
         m.num_running_compactions = int("rocksdb.num-running-compactions")?;
         m.num_running_flushes = int("rocksdb.num-running-flushes")?;
+        // The cache is shared by the factory's databases: one figure.
+        m.block_cache_pinned_usage = int("rocksdb.block-cache-pinned-usage")?;
         for file in self.sst_files()? {
             let level = file.level as usize;
             if m.levels.len() <= level {

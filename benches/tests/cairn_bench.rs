@@ -199,11 +199,65 @@ fn check_state_size(v: &Value, backend: &str, keys: u64) {
     assert_eq!(u(v, "restored_keys"), keys);
     assert_eq!(v["restore_exact"], true);
     assert!(u(v, "peak_rss_bytes") > 0);
+    check_memory_phases(v, backend);
     assert!(v.get("io_read_bytes").is_some() && v.get("io_write_bytes").is_some());
     assert_eq!(
         v["update_ms"].as_array().unwrap().len() as u64,
         u(v, "rounds")
     );
+}
+
+/// The memory phases: every phase of the run in order, the run's peak
+/// the highest of theirs, each phase's sampled parts within its peak, and
+/// on RocksDB the budget's parts within the budget.
+fn check_memory_phases(v: &Value, backend: &str) {
+    let phases = v["memory"].as_array().unwrap();
+    let names: Vec<&str> = phases
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    let local = !v["restore_local_ms"].is_null();
+    let want: &[&str] = if local {
+        &["load", "checkpoints", "restore-local", "restore-storage"]
+    } else {
+        &["load", "checkpoints", "restore-storage"]
+    };
+    assert_eq!(names, want, "{v}");
+    let peaks: Vec<u64> = phases.iter().map(|p| u(p, "peak_rss_bytes")).collect();
+    assert_eq!(peaks.iter().max().copied(), Some(u(v, "peak_rss_bytes")));
+    for p in phases {
+        let (anon, file) = (u(p, "peak_anon_bytes"), u(p, "peak_file_bytes"));
+        assert!(anon > 0 && u(p, "end_anon_bytes") > 0, "{p}");
+        // Sampled peaks of the two parts are each within the kernel's peak
+        // of their sum (sampled at other moments, they may add up to more).
+        assert!(
+            anon <= u(p, "peak_rss_bytes") && file <= u(p, "peak_rss_bytes"),
+            "{p}"
+        );
+        assert!(u(&p["heaps"], "rust_committed") > 0, "{p}");
+        let rocks = &p["rocks"];
+        if backend == "rocks" {
+            let budget = u(rocks, "budget_bytes");
+            assert_eq!(budget, 256 << 20, "{p}");
+            assert!(
+                u(rocks, "write_buffers_bytes") <= u(rocks, "block_cache_bytes"),
+                "{p}"
+            );
+            assert!(
+                u(rocks, "pinned_bytes") <= u(rocks, "block_cache_bytes"),
+                "{p}"
+            );
+            assert!(
+                u(rocks, "block_cache_bytes") + u(rocks, "value_caches_bytes") <= budget,
+                "{p}"
+            );
+            assert!(rocks["table_readers_bytes"].is_u64(), "{p}");
+            // RocksDB's C++ allocates through glibc's malloc.
+            assert!(u(&p["heaps"], "c_in_use") > 0, "{p}");
+        } else {
+            assert!(rocks.is_null(), "{p}");
+        }
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@
 mod checkpointing;
 mod lsm;
 mod measure;
+mod memory;
 mod plot;
 mod restore;
 mod subtasks;
@@ -43,7 +44,15 @@ copies: on disk for rocks --incremental, in memory for heap and fs; null for
 rocks full snapshots, which keep none), restore_storage_ms (with the local
 copies removed),
 restored_keys, restore_exact (both restores),
-peak_rss_bytes, io_read_bytes, io_write_bytes, savepoints [{format, bytes,
+peak_rss_bytes, memory [{phase (load; checkpoints: the rounds, their
+checkpoints and savepoints; restore-local; restore-storage: each restore with
+the check reading every key back), peak_rss_bytes (VmHWM in the phase),
+peak_anon_bytes and peak_file_bytes (RssAnon and RssFile, sampled every
+10 ms), end_anon_bytes, heaps {rust_committed (mimalloc), c_in_use and
+c_free_held (glibc malloc: RocksDB's C++)}, rocks (null unless rocks:
+{budget_bytes, block_cache_bytes (memtables included), write_buffers_bytes,
+pinned_bytes, value_caches_bytes, table_readers_bytes (outside the
+cache)})}], io_read_bytes, io_write_bytes, savepoints [{format, bytes,
 files, sync_ms, async_ms, duration_ms}] (empty without --savepoints), dir
 (null unless --keep).
 Sizes in bytes, times in ms unless the name says otherwise.";

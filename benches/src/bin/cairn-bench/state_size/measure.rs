@@ -32,9 +32,10 @@ use state_core::{CompletedCheckpointStore, ExternalizedCheckpointCleanup, JobTer
 
 use super::checkpointing::{CheckpointCtx, SavepointReport, checkpoint, savepoint};
 use super::lsm::{self, FileHistory};
+use super::memory::{PhaseMemory, Phases};
 use super::restore::{Source, check_source, local_copy_dirs, restore_fresh};
 use super::subtasks::{Subtask, parallel};
-use crate::proc_stats::{IoCounters, peak_rss_bytes, reset_peak_rss};
+use crate::proc_stats::IoCounters;
 use crate::report::{CheckpointReport, ms, progress};
 use crate::scratch::{Scratch, check_interrupted};
 
@@ -117,6 +118,8 @@ pub(super) struct StateSizeReport {
     pub restore_exact: bool,
     /// Peak resident memory of the process during this run.
     pub peak_rss_bytes: Option<u64>,
+    /// The run's memory phase by phase: load, checkpoints, each restore.
+    pub memory: Vec<PhaseMemory>,
     /// Bytes this run made the storage layer read.
     pub io_read_bytes: Option<u64>,
     /// Bytes this run made the storage layer write.
@@ -176,7 +179,6 @@ pub(super) fn run_one(
         .as_ref()
         .filter(|s| s.kept())
         .map(|s| s.path().display().to_string());
-    reset_peak_rss();
     let io_before = IoCounters::now();
     let run_job_id = job_id.clone();
     let mut report = backend::with_backend_local(
@@ -198,7 +200,7 @@ pub(super) fn run_one(
         report.io_read_bytes = Some(io.read_bytes);
         report.io_write_bytes = Some(io.write_bytes);
     }
-    report.peak_rss_bytes = peak_rss_bytes();
+    report.peak_rss_bytes = report.memory.iter().filter_map(|m| m.peak_rss_bytes).max();
     report.dir = kept;
     Ok(report)
 }
@@ -265,6 +267,7 @@ impl BackendVisitor for Run<'_> {
         // The round that last wrote each key (0: the load).
         let mut last_round = vec![0u16; last_round_len];
 
+        let mut phases = Phases::start();
         // Load.
         let bar = progress(p.show_progress, keys, "load");
         let started = Instant::now();
@@ -283,6 +286,7 @@ impl BackendVisitor for Run<'_> {
         } else {
             None
         };
+        phases.end("load", &subtasks)?;
         let mut files = FileHistory::default();
 
         let mut store = CompletedCheckpointStore::new(
@@ -342,6 +346,8 @@ impl BackendVisitor for Run<'_> {
             }
         }
 
+        phases.end("checkpoints", &subtasks)?;
+
         // Restore the last checkpoint into fresh backends, as a restarted job
         // would (the loaded backends are dropped first): from the local
         // copies where the backend keeps them, then from storage alone.
@@ -370,6 +376,7 @@ impl BackendVisitor for Run<'_> {
             let (found, entries) = check.count(&mut restored)?;
             local_exact = found == keys && entries == keys;
             restore_local = Some(took);
+            phases.end("restore-local", &restored)?;
             // Drop the local copies so the next restore reads storage only:
             // retention dropping the checkpoint drops the in-memory copies.
             for sub in &mut restored {
@@ -390,6 +397,7 @@ impl BackendVisitor for Run<'_> {
             check_source(&restored, Source::Storage)?;
         }
         let (restored_keys, entries) = check.count(&mut restored)?;
+        phases.end("restore-storage", &restored)?;
         if p.checkpoint_url.is_some() && !self.keep {
             // No scratch directory holds these: delete the retained
             // checkpoint and its shared files, so the next run can use the
@@ -427,6 +435,7 @@ impl BackendVisitor for Run<'_> {
             restored_keys,
             restore_exact: local_exact && restored_keys == keys && entries == keys,
             peak_rss_bytes: None,
+            memory: phases.into_phases(),
             io_read_bytes: None,
             io_write_bytes: None,
             savepoints,

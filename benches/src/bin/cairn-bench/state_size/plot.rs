@@ -322,6 +322,7 @@ mod tests {
             restored_keys: keys,
             restore_exact: true,
             peak_rss_bytes: None,
+            memory: Vec::new(),
             io_read_bytes: None,
             io_write_bytes: None,
             savepoints: Vec::new(),
