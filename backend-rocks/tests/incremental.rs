@@ -81,6 +81,23 @@ fn complete(b: &mut RocksBackend, store: &mut CompletedCheckpointStore, h: &Incr
     }
 }
 
+/// A backend of `f` holding `first-<k>` for every key, and its confirmed
+/// checkpoint 1 in `storage`.
+fn first_checkpoint(
+    f: &backend_rocks::RocksBackendFactory,
+    clock: &Arc<ManualClock>,
+    storage: &dyn CheckpointStorage,
+) -> (RocksBackend, StateId, IncrementalHandle) {
+    let mut a = create(f, 0, 1, clock);
+    let v = value_state(&mut a);
+    for k in 0..KEYS {
+        put(&mut a, v, k, &format!("first-{k}"));
+    }
+    let h1 = checkpoint(&mut a, storage, 1).unwrap();
+    a.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+    (a, v, h1)
+}
+
 fn restored(
     f: &backend_rocks::RocksBackendFactory,
     clock: &Arc<ManualClock>,
@@ -291,13 +308,7 @@ fn local_recovery_reads_nothing_from_storage_and_falls_back_when_damaged() {
     let fs = fs_storage(&dir.path().join("storage"));
     let storage = Flaky::new(fs.clone());
     let clock = Arc::new(ManualClock::new(1_000));
-    let mut a = create(&f, 0, 1, &clock);
-    let v = value_state(&mut a);
-    for k in 0..KEYS {
-        put(&mut a, v, k, &format!("first-{k}"));
-    }
-    let h1 = checkpoint(&mut a, &storage, 1).unwrap();
-    a.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+    let (mut a, v, h1) = first_checkpoint(&f, &clock, &storage);
     let check = |r: &RocksBackend, rv: StateId, prefix: &str| {
         for k in 0..KEYS {
             assert_eq!(get(r, rv, k), Some(format!("{prefix}-{k}")), "key {k}");
@@ -357,13 +368,7 @@ fn local_files_checksummed_before_are_trusted_until_they_change() {
     let f = factory(&dir.path().join("local"), true);
     let storage = fs_storage(&dir.path().join("storage"));
     let clock = Arc::new(ManualClock::new(1_000));
-    let mut a = create(&f, 0, 1, &clock);
-    let v = value_state(&mut a);
-    for k in 0..KEYS {
-        put(&mut a, v, k, &format!("first-{k}"));
-    }
-    checkpoint(&mut a, storage.as_ref(), 1).unwrap();
-    a.notify_checkpoint_complete(CheckpointId(1)).unwrap();
+    let (mut a, v, _) = first_checkpoint(&f, &clock, storage.as_ref());
     // Files are noted only once their mtime is older than the read by the
     // timestamp race margin; let checkpoint 1's files settle, so the next
     // snapshot's scrub notes them.
@@ -687,4 +692,80 @@ fn overlapping_checkpoints_never_reference_a_file_a_completion_deleted() {
         h4.shared.iter().any(|f| f.uploaded_by != h4.checkpoint_id),
         "checkpoint 4 reused nothing"
     );
+}
+
+/// Every `.sst` file below `dir`, by name, with its inode.
+fn sst_inodes(dir: &std::path::Path) -> BTreeMap<String, u64> {
+    use std::os::unix::fs::MetadataExt;
+    let mut found = BTreeMap::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "sst") {
+                let name = p.file_name().unwrap().to_str().unwrap().to_owned();
+                found.insert(name, std::fs::metadata(&p).unwrap().ino());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn a_restore_from_filesystem_storage_links_its_sst_files_and_never_changes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = factory(&dir.path().join("local"), false);
+    let storage = fs_storage(&dir.path().join("storage"));
+    let clock = Arc::new(ManualClock::new(1_000));
+    let (a, _, h1) = first_checkpoint(&f, &clock, storage.as_ref());
+    drop(a);
+    let shared: Vec<(std::path::PathBuf, Vec<u8>)> = h1
+        .shared
+        .iter()
+        .map(|s| {
+            let path = storage.resolve(s.handle.file_path().unwrap()).unwrap();
+            let bytes = std::fs::read(&path).unwrap();
+            (path, bytes)
+        })
+        .collect();
+    assert!(!shared.is_empty());
+
+    let (mut r, rv) = restored(&f, &clock, &h1, storage.as_ref());
+    assert_eq!(
+        r.last_restore_stats().unwrap().source(),
+        RestoreSource::Storage
+    );
+    // The working database's SST files are the checkpoint's, linked.
+    let working = sst_inodes(r.instance_dir());
+    let in_storage: BTreeSet<u64> = sst_inodes(&dir.path().join("storage"))
+        .into_values()
+        .collect();
+    assert_eq!(working.len(), shared.len(), "{working:?}");
+    for (name, inode) in &working {
+        assert!(in_storage.contains(inode), "{name} is not linked");
+    }
+    for k in 0..KEYS {
+        assert_eq!(get(&r, rv, k), Some(format!("first-{k}")), "key {k}");
+    }
+
+    // The restored job overwrites every key, flushes and compacts (which
+    // deletes the linked files from the working database), and checkpoints.
+    for k in 0..KEYS {
+        put(&mut r, rv, k, &format!("second-{k}"));
+    }
+    checkpoint(&mut r, storage.as_ref(), 2).unwrap();
+    assert!(r.wait_for_compactions(Duration::from_secs(300)).unwrap());
+    drop(r);
+
+    // The checkpoint it restored from is byte for byte as it was, and
+    // restores again.
+    for (path, bytes) in &shared {
+        assert_eq!(&std::fs::read(path).unwrap(), bytes, "{}", path.display());
+    }
+    let (again, av) = restored(&f, &clock, &h1, storage.as_ref());
+    for k in 0..KEYS {
+        assert_eq!(get(&again, av, k), Some(format!("first-{k}")), "key {k}");
+    }
 }

@@ -56,6 +56,10 @@ fn a_load_shows_in_the_levels_and_settles_to_no_compaction_debt() {
     let bytes: u64 = files.iter().map(|f| f.bytes).sum();
     assert_eq!(settled.levels.iter().map(|l| l.bytes).sum::<u64>(), bytes);
     assert_eq!(settled.live_sst_files_size, bytes);
+    // Table readers hold their pinned top-level index outside the cache;
+    // what entries pin is part of the cache's usage.
+    assert!(settled.estimate_table_readers_mem > 0, "{settled:?}");
+    assert!(settled.block_cache_pinned_usage <= b.memory_usage() as u64);
     for (level, l) in settled.levels.iter().enumerate() {
         let n = files.iter().filter(|f| f.level as usize == level).count();
         assert_eq!(l.files, n as u64, "level {level}");
