@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use rocksdb::{DB, WriteBatch};
-use state_core::backend_support::{KeyGroupStreamReader, RecordEntry, StateCatalog, read_verified};
+use state_core::backend_support::{
+    KeyGroupStreamReader, RecordEntry, StateCatalog, read_verified, write_verified_copy,
+};
 use state_core::{
     CheckpointStorage, IncrementalHandle, KeyGroup, KeyGroupsHandle, KeyedStateHandle, Result,
     StateDescriptor, StateError, StateId, StreamHandle,
@@ -172,10 +174,10 @@ impl RocksBackend {
                 if dst.extension().is_some_and(|e| e == "sst") {
                     // RocksDB never writes to an SST file: a filesystem
                     // storage may link its own file here.
-                    return storage.place_read_only(stream, dst);
+                    storage.place_read_only(stream, dst)
+                } else {
+                    write_verified_copy(storage, stream, dst)
                 }
-                let bytes = read_verified(storage, stream)?;
-                std::fs::write(dst, &bytes).map_err(|e| StateError::io(dst, e))
             },
         );
         for (outcome, (_, stream)) in outcomes.into_iter().zip(&downloads) {
