@@ -230,10 +230,10 @@ fn check_memory_phases(v: &Value, backend: &str) {
         assert!(anon > 0 && u(p, "end_anon_bytes") > 0, "{p}");
         // Sampled peaks of the two parts are each within the kernel's peak
         // of their sum (sampled at other moments, they may add up to more).
-        assert!(
-            anon <= u(p, "peak_rss_bytes") && file <= u(p, "peak_rss_bytes"),
-            "{p}"
-        );
+        // The last sample is taken just after the kernel's peak is read:
+        // RocksDB's threads may allocate in between, hence the slack.
+        let within = u(p, "peak_rss_bytes") + (8 << 20);
+        assert!(anon <= within && file <= within, "{p}");
         assert!(u(&p["heaps"], "rust_committed") > 0, "{p}");
         let rocks = &p["rocks"];
         if backend == "rocks" {

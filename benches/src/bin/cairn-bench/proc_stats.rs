@@ -25,8 +25,6 @@ pub(super) fn reset_peak_rss() {
 /// Resident memory of this process (`/proc/self/status`), in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Resident {
-    /// `VmRSS`: all of it.
-    pub rss: u64,
     /// `RssAnon`: the allocators' memory (and thread stacks).
     pub anon: u64,
     /// `RssFile`: pages of mapped files (checkpoint streams the filesystem
@@ -40,7 +38,6 @@ impl Resident {
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
         let field = |name| kib_field(&status, name).map(|kib| kib.saturating_mul(1024));
         Some(Resident {
-            rss: field("VmRSS:")?,
             anon: field("RssAnon:")?,
             file: field("RssFile:")?,
         })
@@ -48,7 +45,6 @@ impl Resident {
 
     fn max(self, other: Resident) -> Resident {
         Resident {
-            rss: self.rss.max(other.rss),
             anon: self.anon.max(other.anon),
             file: self.file.max(other.file),
         }
@@ -72,9 +68,10 @@ impl ResidentSampler {
     /// Starts sampling; where `/proc/self/status` cannot be read, every
     /// phase reports `None`.
     pub(super) fn start() -> Self {
-        let highest = Arc::new(Mutex::new(Resident::now().unwrap_or_default()));
+        let first = Resident::now();
+        let highest = Arc::new(Mutex::new(first.unwrap_or_default()));
         let stop = Arc::new(AtomicBool::new(false));
-        let thread = Resident::now().is_some().then(|| {
+        let thread = first.is_some().then(|| {
             let (highest, stop) = (highest.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("cairn-bench-rss".into())
@@ -98,14 +95,14 @@ impl ResidentSampler {
     }
 
     /// The highest figures since the last call (or the start), with one
-    /// more sample now; the next phase starts from the figures now.
-    pub(super) fn take(&self) -> Option<Resident> {
+    /// more sample now, and that sample; the next phase starts from it.
+    pub(super) fn take(&self) -> Option<(Resident, Resident)> {
         self.thread.as_ref()?;
         let now = Resident::now()?;
         let mut h = self.highest.lock().ok()?;
         let phase = h.max(now);
         *h = now;
-        Some(phase)
+        Some((phase, now))
     }
 }
 
@@ -240,7 +237,7 @@ mod tests {
         if cfg!(target_os = "linux") {
             assert!(peak_rss_bytes().is_some_and(|b| b > 0));
             let now = Resident::now().unwrap();
-            assert!(now.anon > 0 && now.rss >= now.anon, "{now:?}");
+            assert!(now.anon > 0, "{now:?}");
         }
     }
 
@@ -250,16 +247,20 @@ mod tests {
             return;
         }
         let sampler = ResidentSampler::start();
-        let before = sampler.take().unwrap();
+        let (_, before) = sampler.take().unwrap();
         // 64 MiB touched, kept past a few samples, then freed.
         let block = vec![1u8; 64 << 20];
         std::thread::sleep(SAMPLE_EVERY * 5);
         assert_eq!(block.iter().map(|&b| u64::from(b)).sum::<u64>(), 64 << 20);
         drop(block);
-        let phase = sampler.take().unwrap();
+        let (phase, now) = sampler.take().unwrap();
         assert!(
             phase.anon >= before.anon + (48 << 20),
             "before {before:?}, phase {phase:?}"
+        );
+        assert!(
+            now.anon <= phase.anon,
+            "the phase's peak includes its last sample"
         );
     }
 }

@@ -74,18 +74,20 @@ impl Phases {
         phase: &'static str,
         subtasks: &[Subtask<B>],
     ) -> anyhow::Result<()> {
+        // The kernel's peak, the last sample and the reset back to back, so
+        // the two phases' figures meet at one moment.
+        let peak_rss = peak_rss_bytes();
         let resident = self.sampler.take();
-        let rocks = rocks_memory(subtasks)?;
+        reset_peak_rss();
         self.done.push(PhaseMemory {
             phase,
-            peak_rss_bytes: peak_rss_bytes(),
-            peak_anon_bytes: resident.map(|r| r.anon),
-            peak_file_bytes: resident.map(|r| r.file),
-            end_anon_bytes: crate::proc_stats::Resident::now().map(|r| r.anon),
+            peak_rss_bytes: peak_rss,
+            peak_anon_bytes: resident.map(|(peak, _)| peak.anon),
+            peak_file_bytes: resident.map(|(peak, _)| peak.file),
+            end_anon_bytes: resident.map(|(_, now)| now.anon),
             heaps: heaps(),
-            rocks,
+            rocks: rocks_memory(subtasks)?,
         });
-        reset_peak_rss();
         Ok(())
     }
 
