@@ -73,8 +73,16 @@ impl MaxParallelism {
     }
 
     /// The key group of a key, given the key's serialized bytes.
+    #[inline]
     pub fn key_group_of(self, key: &[u8]) -> KeyGroup {
-        let kg = murmur3_32(key, 0) % self.0;
+        let hash = murmur3_32(key, 0);
+        // The same number as `%` (the hash is unsigned) without a division
+        // for the power-of-two max parallelisms every default is.
+        let kg = if self.0.is_power_of_two() {
+            hash & (self.0 - 1)
+        } else {
+            hash % self.0
+        };
         // kg < max parallelism <= 2^15, so it fits in u16.
         KeyGroup(kg as u16)
     }
@@ -220,6 +228,7 @@ impl fmt::Display for KeyGroupRange {
 
 /// MurmurHash3 x86 32-bit of `data`. Stable across platforms and releases:
 /// key-group assignment, and so every checkpoint, depends on it.
+#[inline]
 pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
     const C1: u32 = 0xcc9e_2d51;
     const C2: u32 = 0x1b87_3593;
@@ -252,6 +261,21 @@ pub fn murmur3_32(data: &[u8], seed: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_group_is_the_hash_modulo_the_max_parallelism_at_any_max_parallelism() {
+        for n in [1, 2, 3, 100, 128, 1000, 4096, UPPER_BOUND_MAX_PARALLELISM] {
+            let max = MaxParallelism::new(n).unwrap();
+            for i in 0..2_000u32 {
+                let key = i.to_le_bytes();
+                assert_eq!(
+                    max.key_group_of(&key).get(),
+                    murmur3_32(&key, 0) % n,
+                    "max parallelism {n}, key {i}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn murmur3_matches_reference_vectors() {

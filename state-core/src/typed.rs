@@ -47,6 +47,7 @@
 
 mod codec;
 mod descriptor;
+mod key_bytes;
 mod list;
 mod map;
 mod migrate;
@@ -68,6 +69,7 @@ pub use descriptor::{
     AggregateFunction, AggregatingStateDescriptor, ListStateDescriptor, MAP_TYPE_SEPARATOR,
     MapStateDescriptor, ReduceFn, ReducingStateDescriptor, ValueStateDescriptor,
 };
+pub use key_bytes::with_key_bytes;
 pub use list::ListState;
 pub use map::MapState;
 pub use value::{AggregatingState, ReducingState, ValueState};
