@@ -8,15 +8,24 @@
 //! ```
 //!
 //! Prints one line per configuration: `variant workers processes records/s
-//! ratio` (ratio: to the plain `HashMap` job at the same workers). Record
+//! ratio` (ratio: to the plain `HashMap` job at the same workers), and for
+//! the cairn-on-timely ones in one process the checkpoints completed (the
+//! final one included). Record
 //! `i` has key `i · 2654435761 mod keys`; each worker reads every
 //! `workers`-th record; every update goes to a sink that drops it.
-//! `--only VARIANT` runs one variant (`timely-hashmap`,
-//! `timely-cairn-heap-nockpt`: the cairn operator with one final checkpoint
-//! only, `timely-cairn-heap`, `timely-cairn-rocks`, `executor-heap`,
-//! `timely-cairn-heap-2x2`), `--workers 1,2` the worker counts (for a
-//! profile). `--child` runs one process of the two-process configuration (the bench
-//! starts those through the supervisor).
+//! `--only VARIANT` runs one variant: `timely-hashmap` (std's `HashMap`,
+//! the baseline of every ratio), `timely-hashmap-foldhash` (the same with
+//! foldhash, the hasher of `keyed_value`'s cache); `keyed_process`
+//! with `update_with` on a value state as `timely-cairn-heap`,
+//! `timely-cairn-rocks` and `timely-cairn-heap-nockpt` (one final
+//! checkpoint only); `keyed_value` (typed values cached between
+//! checkpoints) as `timely-cairn-value-heap`, `timely-cairn-value-rocks`
+//! and `timely-cairn-value-heap-nockpt`; `executor-heap`; and the two
+//! processes of two workers `timely-cairn-heap-2x2` and
+//! `timely-cairn-value-heap-2x2`. `--workers 1,2` runs those worker counts
+//! (for a profile). `--child DIR` (with `--child-value` for `keyed_value`)
+//! runs one process of the two-process configuration (the bench starts
+//! those through the supervisor).
 
 #![allow(
     clippy::print_stdout,
@@ -104,13 +113,25 @@ impl EpochSink<(u64, u64)> for Discard {
     fn recover(&mut self, _: Option<CheckpointId>) -> Result<(), TimelyError> {
         Ok(())
     }
-    fn pre_commit(&mut self, _: CheckpointId, records: Vec<(u64, u64)>) -> Result<(), TimelyError> {
+    fn write(&mut self, _: CheckpointId, records: Vec<(u64, u64)>) -> Result<(), TimelyError> {
         std::hint::black_box(records);
+        Ok(())
+    }
+    fn pre_commit(&mut self, _: CheckpointId) -> Result<(), TimelyError> {
         Ok(())
     }
     fn commit(&mut self, _: CheckpointId) -> Result<(), TimelyError> {
         Ok(())
     }
+}
+
+/// Which cairn operator counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    /// `keyed_process` with `update_with` on a value state.
+    Process,
+    /// `keyed_value`: typed values cached between checkpoints.
+    Value,
 }
 
 fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
@@ -120,7 +141,8 @@ fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
     keys: u64,
     factory: F,
     interval: Duration,
-) {
+    op: Op,
+) -> usize {
     let storage = FsCheckpointStorage::open(dir, JobId::new("bench").unwrap()).unwrap();
     let mut config = CheckpointConfig::new(JobId::new("bench").unwrap(), Arc::new(storage));
     config.max_parallelism = MaxParallelism::new(128).unwrap();
@@ -146,8 +168,8 @@ fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
             &config,
             move |_| Ok(source),
             |_| Ok(Discard),
-            move |cairn, keys| {
-                keys.keyed_process(
+            move |cairn, keys| match op {
+                Op::Process => keys.keyed_process(
                     cairn,
                     "count",
                     factory,
@@ -158,18 +180,41 @@ fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
                         out.push((key, n));
                         Ok(())
                     },
-                )
+                ),
+                Op::Value => keys.keyed_value(
+                    cairn,
+                    "count",
+                    factory,
+                    ValueStateDescriptor::<u64>::new("count"),
+                    |k: &u64| *k,
+                    |_, count, key, out| {
+                        let n = count.get_or_insert(0);
+                        *n += 1;
+                        out.push((key, *n));
+                        Ok(())
+                    },
+                ),
             },
         )
     })
     .unwrap();
-    for r in guards.join() {
-        r.unwrap().unwrap();
-    }
+    // Checkpoints completed, the final one included (worker 0's count).
+    let reports: Vec<_> = guards
+        .join()
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    reports.first().map_or(0, |r| r.completed.len())
 }
 
-/// The same count on timely with a `HashMap`, no state backend, no checkpoints.
-fn plain_job(workers: usize, records: u64, keys: u64) {
+/// The same count on timely with a `HashMap` hashing with `H` (std's
+/// SipHash, or foldhash as `keyed_value`'s cache), no state backend, no
+/// checkpoints.
+fn plain_job<H: std::hash::BuildHasher + Default + 'static>(
+    workers: usize,
+    records: u64,
+    keys: u64,
+) {
     let guards =
         timely::execute(timely::Config::process(workers), move |worker| {
             let index = worker.index() as u64;
@@ -184,7 +229,7 @@ fn plain_job(workers: usize, records: u64, keys: u64) {
                     Exchange::new(|k: &u64| *k),
                     "count",
                     |_, _| {
-                        let mut counts: HashMap<u64, u64> = HashMap::new();
+                        let mut counts: HashMap<u64, u64, H> = HashMap::default();
                         move |input, output| {
                             input.for_each(|cap, data| {
                                 let mut session = output.session(&cap);
@@ -322,10 +367,42 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(2);
 /// An interval no run reaches: one epoch, one (final) checkpoint.
 const NO_CHECKPOINTS: Duration = Duration::from_secs(24 * 3600);
 
+/// The cairn-on-timely configurations of one worker count, in run order:
+/// name, operator, RocksDB (else heap), epoch interval.
+const CAIRN_VARIANTS: [(&str, Op, bool, Duration); 6] = [
+    (
+        "timely-cairn-heap-nockpt",
+        Op::Process,
+        false,
+        NO_CHECKPOINTS,
+    ),
+    ("timely-cairn-heap", Op::Process, false, CHECKPOINT_INTERVAL),
+    (
+        "timely-cairn-value-heap",
+        Op::Value,
+        false,
+        CHECKPOINT_INTERVAL,
+    ),
+    ("timely-cairn-rocks", Op::Process, true, CHECKPOINT_INTERVAL),
+    (
+        "timely-cairn-value-rocks",
+        Op::Value,
+        true,
+        CHECKPOINT_INTERVAL,
+    ),
+    (
+        "timely-cairn-value-heap-nockpt",
+        Op::Value,
+        false,
+        NO_CHECKPOINTS,
+    ),
+];
+
 fn main() {
     let mut records = 4_000_000u64;
     let mut keys = 100_000u64;
     let mut child = None;
+    let mut child_op = Op::Process;
     let mut only: Option<String> = None;
     let mut worker_counts = vec![1usize, 2, 4];
     let mut timely_args = Vec::new();
@@ -335,6 +412,7 @@ fn main() {
             "--records" => records = args.next().unwrap().parse().unwrap(),
             "--keys" => keys = args.next().unwrap().parse().unwrap(),
             "--child" => child = Some(args.next().unwrap()),
+            "--child-value" => child_op = Op::Value,
             "--only" => only = Some(args.next().unwrap()),
             "--workers" => {
                 worker_counts = args
@@ -356,6 +434,7 @@ fn main() {
             keys,
             HeapBackendFactory::new(HeapBackendOptions::default()),
             CHECKPOINT_INTERVAL,
+            child_op,
         );
         return;
     }
@@ -372,41 +451,36 @@ fn main() {
         let mut plain = f64::NAN;
         if wanted("timely-hashmap") {
             let start = Instant::now();
-            plain_job(workers, records, keys);
+            plain_job::<std::hash::RandomState>(workers, records, keys);
             plain = rate(start);
             println!("timely-hashmap {workers} 1 {plain:.0} 1.00");
         }
-        if wanted("timely-cairn-heap-nockpt") {
-            let heap = HeapBackendFactory::new(HeapBackendOptions::default());
+        if wanted("timely-hashmap-foldhash") {
             let start = Instant::now();
-            let config = timely::Config::process(workers);
-            cairn_job(config, &dir(), records, keys, heap, NO_CHECKPOINTS);
-            let heap = rate(start);
+            plain_job::<foldhash::fast::RandomState>(workers, records, keys);
+            let fold = rate(start);
             println!(
-                "timely-cairn-heap-nockpt {workers} 1 {heap:.0} {:.2}",
-                heap / plain
+                "timely-hashmap-foldhash {workers} 1 {fold:.0} {:.2}",
+                fold / plain
             );
         }
-        if wanted("timely-cairn-heap") {
-            let heap = HeapBackendFactory::new(HeapBackendOptions::default());
-            let start = Instant::now();
+        for (name, op, rocks, interval) in CAIRN_VARIANTS {
+            if !wanted(name) {
+                continue;
+            }
             let config = timely::Config::process(workers);
-            cairn_job(config, &dir(), records, keys, heap, CHECKPOINT_INTERVAL);
-            let heap = rate(start);
-            println!(
-                "timely-cairn-heap {workers} 1 {heap:.0} {:.2}",
-                heap / plain
-            );
-        }
-        if wanted("timely-cairn-rocks") {
-            let rocks = RocksBackendFactory::new(RocksBackendOptions::new(dir())).unwrap();
             let start = Instant::now();
-            let config = timely::Config::process(workers);
-            cairn_job(config, &dir(), records, keys, rocks, CHECKPOINT_INTERVAL);
-            let rocks = rate(start);
+            let checkpoints = if rocks {
+                let rocks = RocksBackendFactory::new(RocksBackendOptions::new(dir())).unwrap();
+                cairn_job(config, &dir(), records, keys, rocks, interval, op)
+            } else {
+                let heap = HeapBackendFactory::new(HeapBackendOptions::default());
+                cairn_job(config, &dir(), records, keys, heap, interval, op)
+            };
+            let r = rate(start);
             println!(
-                "timely-cairn-rocks {workers} 1 {rocks:.0} {:.2}",
-                rocks / plain
+                "{name} {workers} 1 {r:.0} {:.2} checkpoints={checkpoints}",
+                r / plain
             );
         }
         if wanted("executor-heap") {
@@ -415,19 +489,29 @@ fn main() {
             let exec = rate(start);
             println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
         }
-        if workers == 2 && wanted("timely-cairn-heap-2x2") {
+        for (name, value) in [
+            ("timely-cairn-heap-2x2", false),
+            ("timely-cairn-value-heap-2x2", true),
+        ] {
+            if workers != 2 || !wanted(name) {
+                continue;
+            }
             let work = dir();
             std::fs::create_dir_all(&work).unwrap();
+            let mut args = vec![
+                "--records".into(),
+                records.to_string(),
+                "--keys".into(),
+                keys.to_string(),
+                "--child".into(),
+                work.join("checkpoints").display().to_string(),
+            ];
+            if value {
+                args.push("--child-value".into());
+            }
             let config = SupervisorConfig {
                 program: std::env::current_exe().unwrap(),
-                args: vec![
-                    "--records".into(),
-                    records.to_string(),
-                    "--keys".into(),
-                    keys.to_string(),
-                    "--child".into(),
-                    work.join("checkpoints").display().to_string(),
-                ],
+                args,
                 env: Vec::new(),
                 processes: 2,
                 workers: 2,
@@ -438,7 +522,7 @@ fn main() {
             let start = Instant::now();
             supervise(&config).unwrap();
             let two = rate(start);
-            println!("timely-cairn-heap 2x2 2 {two:.0} {:.2}", two / plain);
+            println!("{name} 2x2 2 {two:.0} {:.2}", two / plain);
         }
     }
 }

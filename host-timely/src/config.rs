@@ -49,12 +49,20 @@ pub struct CheckpointConfig {
     /// row than this stops the process (fail-stop: the supervisor restarts
     /// the job from the newest checkpoint).
     pub tolerable_failures: u32,
+    /// How many keys a [`crate::StateStream::keyed_value`] operator keeps
+    /// as typed values in memory on each worker (default 1,048,576, at
+    /// least 1). A full cache writes its changed values to the backend and
+    /// forgets half of its keys. The memory is this many keys and values
+    /// beside the backend's own copy (which for the heap backend is in
+    /// memory too).
+    pub value_cache_entries: usize,
 }
 
 impl CheckpointConfig {
     /// Settings with Flink's defaults: max parallelism 128, one retained
     /// checkpoint, two epochs in flight, full snapshots, an epoch every 2 s,
-    /// no failed checkpoint tolerated.
+    /// no failed checkpoint tolerated, 1,048,576 cached values per
+    /// `keyed_value` operator.
     pub fn new(job_id: JobId, storage: Arc<dyn CheckpointStorage>) -> Self {
         CheckpointConfig {
             job_id,
@@ -66,6 +74,7 @@ impl CheckpointConfig {
             snapshot_mode: SnapshotMode::Full,
             clock: Arc::new(SystemClock),
             tolerable_failures: 0,
+            value_cache_entries: 1 << 20,
         }
     }
 
@@ -74,6 +83,13 @@ impl CheckpointConfig {
         if self.epochs_in_flight == 0 {
             return Err(TimelyError::Config(
                 "epochs_in_flight must be at least 1, got 0".into(),
+            ));
+        }
+        if self.value_cache_entries == 0 {
+            return Err(TimelyError::Config(
+                "value_cache_entries (values a keyed_value operator keeps) must be at least 1, \
+                 got 0"
+                    .into(),
             ));
         }
         if self.retained == 0 {

@@ -47,8 +47,14 @@ pub const FAIL_STOP_EXIT_CODE: i32 = 70;
 ///
 /// Timely has no partial failure: one worker that stops makes its peers wait
 /// forever, so the process exits at once and the supervisor restarts all
-/// processes, which resume from the newest intact checkpoint.
+/// processes, which resume from the newest intact checkpoint. The reason
+/// goes to the log and to standard error: a program that installed no
+/// tracing subscriber would otherwise exit without saying why.
 pub(crate) fn fail_stop(what: &str, err: &dyn std::fmt::Display) -> ! {
     tracing::error!(error = %err, "{what}: {err}; stopping the process (fail-stop)");
+    #[allow(clippy::print_stderr)]
+    {
+        eprintln!("cairn-timely: {what}: {err}; stopping the process (fail-stop)");
+    }
     std::process::exit(FAIL_STOP_EXIT_CODE)
 }

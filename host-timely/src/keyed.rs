@@ -2,14 +2,16 @@
 //! the worker owns, snapshotted when the input frontier passes an epoch.
 
 use std::collections::BTreeMap;
+use std::hash::Hash;
 use std::rc::Rc;
 use std::sync::{Arc, mpsc};
 
 use serde::Serialize;
-use state_core::typed::KeyedState;
+use serde::de::DeserializeOwned;
+use state_core::typed::{KeyedState, ValueStateDescriptor, with_key_bytes};
 use state_core::{
-    BackendContext, BackendFactory, CheckpointId, Checkpointable, KeyedStateHandle, OperatorId,
-    handles_for_range,
+    BackendContext, BackendFactory, CheckpointId, Checkpointable, KeyGroup, KeyedStateHandle,
+    OperatorId, handles_for_range,
 };
 use timely::ExchangeData;
 use timely::container::CapacityContainerBuilder;
@@ -21,6 +23,7 @@ use timely::dataflow::operators::generic::Operator;
 use crate::context::Cairn;
 use crate::error::fail_stop;
 use crate::protocol::{PendingPart, Slot, SlotRef};
+use crate::value_cache::ValueCache;
 
 /// Keyed, checkpointed state on timely streams whose timestamp is the epoch.
 pub trait StateStream<'s, D> {
@@ -59,6 +62,64 @@ pub trait StateStream<'s, D> {
         O: Clone + 'static,
         L: FnMut(&mut KeyedState<F::Backend>, &mut S, D, &mut Vec<O>) -> state_core::Result<()>
             + 'static;
+
+    /// Folds each record into one value per key, kept typed in memory
+    /// between checkpoints: the keyed count, sum or last-seen of a job, at
+    /// the cost of a hash lookup per record.
+    ///
+    /// Records are exchanged and checkpointed as by
+    /// [`keyed_process`](StateStream::keyed_process); the state is the
+    /// value state `descriptor` in a backend created by `factory`. `logic`
+    /// gets the record's key, its value (`None` for a new key; leave `None`
+    /// to remove it) and the record, and pushes outputs. Each worker keeps
+    /// up to [`CheckpointConfig::value_cache_entries`](crate::CheckpointConfig::value_cache_entries)
+    /// values as `V`, reading a value from the backend the first time its
+    /// key comes; changed values are written to the backend once per
+    /// checkpoint, before its synchronous part, and when the cache is full.
+    /// So a checkpoint, a restore and `cairn checkpoints inspect` see the
+    /// same state as with `keyed_process`, and the two operators read each
+    /// other's checkpoints. A `descriptor` with a TTL is refused (cached
+    /// values would not expire). `K`'s equality must agree with its
+    /// serialized form (a derived `Eq` does): the cache tells keys apart by
+    /// `Eq`, the backend by their bytes.
+    ///
+    /// ```no_run
+    /// # use cairn_timely::{Cairn, StateStream};
+    /// # use state_core::typed::ValueStateDescriptor;
+    /// # fn demo<'s>(cairn: &Cairn, words: timely::dataflow::StreamVec<'s, u64, String>,
+    /// #     factory: impl state_core::BackendFactory) {
+    /// let counts = words.keyed_value(
+    ///     cairn,
+    ///     "count",
+    ///     factory,
+    ///     ValueStateDescriptor::<u64>::new("n"),
+    ///     |word: &String| word.clone(),
+    ///     |_word, n, word, out| {
+    ///         let c = n.get_or_insert(0);
+    ///         *c += 1;
+    ///         out.push((word, *c));
+    ///         Ok(())
+    ///     },
+    /// );
+    /// # }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn keyed_value<F, K, KF, V, O, L>(
+        self,
+        cairn: &Cairn,
+        uid: &str,
+        factory: F,
+        descriptor: ValueStateDescriptor<V>,
+        key: KF,
+        logic: L,
+    ) -> StreamVec<'s, u64, O>
+    where
+        F: BackendFactory,
+        K: Serialize + Hash + Eq + Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+        O: Clone + 'static,
+        L: FnMut(&K, &mut Option<V>, D, &mut Vec<O>) -> state_core::Result<()> + 'static;
 }
 
 impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
@@ -82,102 +143,187 @@ impl<'s, D: ExchangeData + Clone> StateStream<'s, D> for StreamVec<'s, u64, D> {
             + 'static,
     {
         let key = Rc::new(key);
-        let route_key = Rc::clone(&key);
-        let route = cairn.clone();
-        let exchange = Exchange::new(move |d: &D| {
-            // A key that cannot be encoded goes to worker 0 and is refused
-            // there, with the operator named, where it is applied.
-            with_encoded_key(&route_key(d), |bytes| u64::from(route.owner_of_key(bytes)))
-                .unwrap_or(0)
-        });
-        let (mut keyed, mut state, slot) = match open_state(cairn, uid, &factory, init) {
-            Ok(opened) => opened,
-            Err(err) => fail_stop(&format!("operator {uid}: opening its state"), &err),
-        };
-        let storage = Arc::clone(&cairn.config().storage);
-        let mode = cairn.config().snapshot_mode;
-        let mut epoch = cairn.start_epoch();
-        let name = format!("cairn-keyed-{uid}");
-        let uid = uid.to_owned();
-        self.unary_frontier::<CapacityContainerBuilder<Vec<O>>, _, _, _>(
-            exchange,
-            &name,
-            move |_capability, _info| {
-                // Records of epochs after the open one, until the frontier
-                // reaches them; the open epoch's batches are taken from the
-                // input as they are (no copy) and applied at once.
-                let mut stash: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
-                let mut ready: Vec<(Capability<u64>, Vec<D>)> = Vec::new();
-                let mut out: Vec<O> = Vec::new();
-                move |(input, frontier), output| {
-                    notify_backend(&slot, &mut keyed, &uid);
-                    let reached = frontier.frontier().iter().min().copied();
-                    input.for_each(|cap, data| {
-                        let Some(&t) = cap.least() else {
-                            return;
-                        };
-                        if t <= epoch || reached.is_none() {
-                            ready.push((cap.delayed(&t, 0), std::mem::take(data)));
-                        } else {
-                            let entry = stash
-                                .entry(t)
-                                .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
-                            entry.1.append(data);
-                        }
-                    });
-                    loop {
-                        while let Some(entry) = stash.first_entry() {
-                            if reached.is_some() && *entry.key() > epoch {
-                                break;
-                            }
-                            ready.push(entry.remove());
-                        }
-                        // One place applies records, so the key's encoding
-                        // and the state access inline into one loop.
-                        for (cap, mut records) in ready.drain(..) {
-                            for record in records.drain(..) {
-                                let applied = keyed
-                                    .set_current_key(&key(&record))
-                                    .and_then(|()| logic(&mut keyed, &mut state, record, &mut out));
-                                if let Err(err) = applied {
-                                    fail_stop(&format!("operator {uid}"), &err);
-                                }
-                            }
-                            if !out.is_empty() {
-                                output.session(&cap).give_container(&mut out);
-                                // Whatever buffer timely handed back holds
-                                // nothing to send again.
-                                out.clear();
-                            }
-                        }
-                        match reached {
-                            Some(f) if epoch < f => {
-                                epoch += 1;
-                                snapshot(&slot, &mut keyed, &storage, mode, epoch, &uid);
-                            }
-                            _ => break,
-                        }
-                    }
-                }
+        let apply_key = Rc::clone(&key);
+        keyed_operator(
+            self,
+            cairn,
+            uid,
+            &factory,
+            key,
+            init,
+            move |keyed, state, record, out| {
+                keyed.set_current_key(&apply_key(&record))?;
+                logic(keyed, state, record, out)
             },
+            |_, _| Ok(()),
+        )
+    }
+
+    fn keyed_value<F, K, KF, V, O, L>(
+        self,
+        cairn: &Cairn,
+        uid: &str,
+        factory: F,
+        descriptor: ValueStateDescriptor<V>,
+        key: KF,
+        mut logic: L,
+    ) -> StreamVec<'s, u64, O>
+    where
+        F: BackendFactory,
+        K: Serialize + Hash + Eq + Clone + 'static,
+        KF: Fn(&D) -> K + 'static,
+        V: Serialize + DeserializeOwned + 'static,
+        O: Clone + 'static,
+        L: FnMut(&K, &mut Option<V>, D, &mut Vec<O>) -> state_core::Result<()> + 'static,
+    {
+        let capacity = cairn.config().value_cache_entries;
+        let key = Rc::new(key);
+        let apply_key = Rc::clone(&key);
+        keyed_operator(
+            self,
+            cairn,
+            uid,
+            &factory,
+            key,
+            move |keyed| {
+                if descriptor.ttl().is_some() {
+                    return Err(state_core::StateError::invalid(format!(
+                        "state '{}' has a TTL, which keyed_value cannot keep (its values stay in \
+                         memory between checkpoints, where they would not expire); use \
+                         keyed_process for a state with a TTL",
+                        descriptor.name()
+                    )));
+                }
+                Ok(ValueCache::new(keyed.value_state(&descriptor)?, capacity))
+            },
+            move |keyed, cache, record, out| {
+                let k = apply_key(&record);
+                cache.update_with(keyed, &k, |value| logic(&k, value, record, out))?
+            },
+            |keyed, cache| cache.write_back(keyed).map(drop),
         )
     }
 }
 
-/// Calls `f` with `key`'s postcard encoding, the encoding
-/// [`KeyedState::set_current_key`] uses: on the stack for keys up to 64
-/// bytes, in an allocation beyond.
-fn with_encoded_key<K: Serialize, R>(key: &K, f: impl FnOnce(&[u8]) -> R) -> state_core::Result<R> {
-    let mut buf = [0u8; 64];
-    match postcard::to_slice(key, &mut buf) {
-        Ok(bytes) => Ok(f(bytes)),
-        Err(_) => match postcard::to_stdvec(key) {
-            Ok(bytes) => Ok(f(&bytes)),
-            Err(e) => Err(state_core::StateError::invalid(format!(
-                "the current key cannot be serialized: {e}"
-            ))),
+/// The keyed operator both methods build: records exchanged by key group,
+/// applied by `apply` once their epoch is open, and a checkpoint's
+/// synchronous part taken (after `before_snapshot`) when the frontier
+/// passes an epoch.
+#[allow(clippy::too_many_arguments)]
+fn keyed_operator<'s, D, F, K, KF, S, I, O, A, P>(
+    stream: StreamVec<'s, u64, D>,
+    cairn: &Cairn,
+    uid: &str,
+    factory: &F,
+    key: Rc<KF>,
+    init: I,
+    mut apply: A,
+    mut before_snapshot: P,
+) -> StreamVec<'s, u64, O>
+where
+    D: ExchangeData + Clone,
+    F: BackendFactory,
+    K: Serialize,
+    KF: Fn(&D) -> K + 'static,
+    I: FnOnce(&mut KeyedState<F::Backend>) -> state_core::Result<S>,
+    S: 'static,
+    O: Clone + 'static,
+    A: FnMut(&mut KeyedState<F::Backend>, &mut S, D, &mut Vec<O>) -> state_core::Result<()>
+        + 'static,
+    P: FnMut(&mut KeyedState<F::Backend>, &mut S) -> state_core::Result<()> + 'static,
+{
+    // Each key group's worker, looked up per record instead of computed
+    // (`Cairn::owner_of`: a multiplication and a division).
+    let max_parallelism = cairn.config().max_parallelism;
+    let owners: Vec<u64> = (0..max_parallelism.get())
+        .map(|kg| u64::from(cairn.owner_of(KeyGroup(kg as u16))))
+        .collect();
+    let exchange = Exchange::new(move |d: &D| {
+        // A key that cannot be encoded goes to worker 0 and is refused
+        // there, with the operator named, where it is applied.
+        with_key_bytes(&key(d), |bytes| {
+            owners
+                .get(max_parallelism.key_group_of(bytes).index())
+                .copied()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+    });
+    let (mut keyed, mut state, slot) = match open_state(cairn, uid, factory, init) {
+        Ok(opened) => opened,
+        Err(err) => fail_stop(&format!("operator {uid}: opening its state"), &err),
+    };
+    let storage = Arc::clone(&cairn.config().storage);
+    let mode = cairn.config().snapshot_mode;
+    let mut epoch = cairn.start_epoch();
+    let name = format!("cairn-keyed-{uid}");
+    let uid = uid.to_owned();
+    stream.unary_frontier::<CapacityContainerBuilder<Vec<O>>, _, _, _>(
+        exchange,
+        &name,
+        move |_capability, _info| {
+            // Records of epochs after the open one, until the frontier
+            // reaches them; the open epoch's batches are taken from the
+            // input as they are (no copy) and applied at once.
+            let mut stash: BTreeMap<u64, (Capability<u64>, Vec<D>)> = BTreeMap::new();
+            let mut ready: Vec<(Capability<u64>, Vec<D>)> = Vec::new();
+            let mut out: Vec<O> = Vec::new();
+            move |(input, frontier), output| {
+                notify_backend(&slot, &mut keyed, &uid);
+                let reached = frontier.frontier().iter().min().copied();
+                input.for_each(|cap, data| {
+                    let Some(&t) = cap.least() else {
+                        return;
+                    };
+                    if t <= epoch || reached.is_none() {
+                        ready.push((cap.delayed(&t, 0), std::mem::take(data)));
+                    } else {
+                        let entry = stash
+                            .entry(t)
+                            .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                        entry.1.append(data);
+                    }
+                });
+                loop {
+                    while let Some(entry) = stash.first_entry() {
+                        if reached.is_some() && *entry.key() > epoch {
+                            break;
+                        }
+                        ready.push(entry.remove());
+                    }
+                    // One place applies records, so the key's handling and
+                    // the state access inline into one loop.
+                    for (cap, mut records) in ready.drain(..) {
+                        for record in records.drain(..) {
+                            if let Err(err) = apply(&mut keyed, &mut state, record, &mut out) {
+                                fail_stop(&format!("operator {uid}"), &err);
+                            }
+                        }
+                        if !out.is_empty() {
+                            output.session(&cap).give_container(&mut out);
+                            // Whatever buffer timely handed back holds
+                            // nothing to send again.
+                            out.clear();
+                        }
+                    }
+                    match reached {
+                        Some(f) if epoch < f => {
+                            epoch += 1;
+                            // What the operator holds outside the backend
+                            // goes into it before the snapshot, or the
+                            // process stops: a checkpoint without it would
+                            // lose updates.
+                            if let Err(err) = before_snapshot(&mut keyed, &mut state) {
+                                fail_stop(&format!("operator {uid}: checkpoint {epoch}"), &err);
+                            }
+                            snapshot(&slot, &mut keyed, &storage, mode, epoch, &uid);
+                        }
+                        _ => break,
+                    }
+                }
+            }
         },
-    }
+    )
 }
 
 type Opened<B, S> = (KeyedState<B>, S, SlotRef);

@@ -19,6 +19,13 @@
 //! is fail-stop: the [`supervisor`] restarts every process, which resume
 //! from the newest intact checkpoint, at any number of workers.
 //!
+//! [`StateStream::keyed_process`] gives `logic` the whole keyed-state API;
+//! [`StateStream::keyed_value`], for a fold into one value per key (a
+//! count, a sum, the last value seen), keeps the values typed in memory
+//! between checkpoints and writes them to the backend once per checkpoint,
+//! so a record costs one hash lookup. Sinks ([`EpochSink`]) get records as
+//! they arrive, in the transaction of the checkpoint that covers them.
+//!
 //! ```no_run
 //! use std::sync::Arc;
 //! use cairn_timely::{run_worker, CheckpointConfig, StateStream};
@@ -62,6 +69,7 @@ mod protocol;
 mod sink;
 mod source;
 pub mod supervisor;
+mod value_cache;
 
 pub use config::{CheckpointConfig, EpochPolicy};
 pub use context::Cairn;

@@ -2,7 +2,7 @@
 //! Flink's exactly-once sinks, driven by epochs.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::rc::Rc;
 
 use state_core::{CheckpointId, OperatorId};
@@ -18,24 +18,37 @@ mod file;
 
 pub use file::EpochFileSink;
 
-/// A two-phase-commit sink, one instance per worker.
+/// A two-phase-commit sink, one instance per worker (Flink's
+/// `TwoPhaseCommitSinkFunction`, with a transaction per checkpoint).
 ///
-/// Checkpoint `n` covers the records of the epochs before `n`. The worker
-/// calls [`EpochSink::pre_commit`] with them once every one has arrived
-/// (the sink makes them durable but invisible), acknowledges its part of
-/// `n` only after that returns, and calls [`EpochSink::commit`] once `n`
-/// completed. A checkpoint that failed and was aborted is never committed:
-/// its records are committed by the next [`EpochSink::commit`] (which covers
-/// everything pre-committed up to its id). After a restart,
-/// [`EpochSink::recover`] is called first with
-/// the restored checkpoint: what was pre-committed up to it must be
-/// committed (commit is idempotent), anything later discarded.
+/// Checkpoint `n` covers the records of the epochs before `n` (and after
+/// the previous checkpoint). The worker hands each batch to
+/// [`EpochSink::write`] as it arrives, naming the checkpoint whose
+/// transaction it belongs to; with several epochs in flight, batches of
+/// the next checkpoint can come before this one is pre-committed, never
+/// after. Once every record of `n` has arrived the worker calls
+/// [`EpochSink::pre_commit`] (the sink makes them durable but invisible),
+/// acknowledges its part of `n` only after that returns, and calls
+/// [`EpochSink::commit`] once `n` completed. A checkpoint that failed and
+/// was aborted is never committed: its records are committed by the next
+/// [`EpochSink::commit`] (which covers everything pre-committed up to its
+/// id). After a restart, [`EpochSink::recover`] is called first with the
+/// restored checkpoint: what was pre-committed up to it must be committed
+/// (commit is idempotent), anything later discarded.
+///
+/// Nothing holds an epoch's output in memory on the sink's behalf: a sink
+/// that writes each batch out at once (invisible until committed) needs
+/// only its own buffers, whatever the epoch's length and rate.
 pub trait EpochSink<T>: 'static {
     /// The job (re)starts from `restored` (`None`: empty state).
     fn recover(&mut self, restored: Option<CheckpointId>) -> Result<(), TimelyError>;
-    /// Makes `records`, every record checkpoint `checkpoint` covers that
-    /// reached this worker since the previous one, durable and invisible.
-    fn pre_commit(&mut self, checkpoint: CheckpointId, records: Vec<T>) -> Result<(), TimelyError>;
+    /// Adds `records` to the transaction of `checkpoint`: written out now
+    /// or kept until [`EpochSink::pre_commit`], and invisible either way.
+    fn write(&mut self, checkpoint: CheckpointId, records: Vec<T>) -> Result<(), TimelyError>;
+    /// Makes every record written for `checkpoint` durable and invisible.
+    /// Called once per checkpoint, in increasing order, also for one that
+    /// got no records.
+    fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<(), TimelyError>;
     /// Checkpoint `checkpoint` completed: makes what was pre-committed up to
     /// it visible. Called again for the same id after a restart.
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), TimelyError>;
@@ -44,20 +57,21 @@ pub trait EpochSink<T>: 'static {
 /// The operator uid of the sink participant.
 pub const SINK_UID: &str = "cairn-sink";
 
-/// What the sink's capture operator hands to the driver loop.
-#[derive(Debug)]
-pub(crate) struct Captured<T> {
-    pub by_epoch: BTreeMap<u64, Vec<T>>,
+/// What the sink's capture operator shares with the driver loop.
+struct Captured<K> {
+    sink: K,
     /// The input frontier's least epoch; `None` once the stream ended.
-    pub frontier: Option<u64>,
+    frontier: Option<u64>,
+    /// The first failed write, reported by the next [`SinkDriver::step`].
+    failed: Option<TimelyError>,
 }
 
 /// The sink side of a worker.
 pub(crate) struct SinkDriver<T, K> {
-    sink: K,
-    captured: Rc<RefCell<Captured<T>>>,
+    captured: Rc<RefCell<Captured<K>>>,
     slot: SlotRef,
     epoch: u64,
+    _records: PhantomData<fn(T)>,
 }
 
 impl<T, K> std::fmt::Debug for SinkDriver<T, K> {
@@ -68,7 +82,7 @@ impl<T, K> std::fmt::Debug for SinkDriver<T, K> {
     }
 }
 
-impl<T: Clone + 'static, K: EpochSink<T>> SinkDriver<T, K> {
+impl<T: 'static, K: EpochSink<T>> SinkDriver<T, K> {
     /// Attaches the sink to `stream` on this worker and recovers it.
     pub(crate) fn attach(
         cairn: &Cairn,
@@ -77,18 +91,26 @@ impl<T: Clone + 'static, K: EpochSink<T>> SinkDriver<T, K> {
     ) -> Result<Self, TimelyError> {
         sink.recover(cairn.restored_checkpoint())?;
         let captured = Rc::new(RefCell::new(Captured {
-            by_epoch: BTreeMap::new(),
+            sink,
             frontier: Some(cairn.start_epoch()),
+            failed: None,
         }));
         let into = Rc::clone(&captured);
         stream.sink(Pipeline, "cairn-sink-capture", move |(input, frontier)| {
             let mut captured = into.borrow_mut();
+            let captured = &mut *captured;
             let reached = frontier.frontier().iter().min().copied();
             input.for_each(|cap, data| {
                 // A message without a time makes no progress claim: it
                 // belongs to the epoch the frontier is at.
                 let epoch = cap.least().copied().or(reached).unwrap_or(u64::MAX);
-                captured.by_epoch.entry(epoch).or_default().append(data);
+                if captured.failed.is_some() {
+                    return;
+                }
+                let checkpoint = CheckpointId(epoch.saturating_add(1));
+                if let Err(err) = captured.sink.write(checkpoint, std::mem::take(data)) {
+                    captured.failed = Some(err);
+                }
             });
             captured.frontier = reached;
         });
@@ -101,36 +123,28 @@ impl<T: Clone + 'static, K: EpochSink<T>> SinkDriver<T, K> {
         );
         cairn.register(Rc::clone(&slot))?;
         Ok(SinkDriver {
-            sink,
             captured,
             slot,
             epoch: cairn.start_epoch(),
+            _records: PhantomData,
         })
     }
 
-    /// Pre-commits every checkpoint whose records have all arrived.
+    /// Pre-commits every checkpoint whose records have all arrived; fails
+    /// with the first write that failed.
     pub(crate) fn step(&mut self) -> Result<bool, TimelyError> {
         let mut progressed = false;
+        let mut captured = self.captured.borrow_mut();
+        if let Some(err) = captured.failed.take() {
+            return Err(err);
+        }
         loop {
-            let records = {
-                let mut captured = self.captured.borrow_mut();
-                match captured.frontier {
-                    Some(f) if self.epoch < f => {}
-                    _ => return Ok(progressed),
-                }
-                let later = captured.by_epoch.split_off(&(self.epoch + 1));
-                let due = std::mem::replace(&mut captured.by_epoch, later);
-                // One epoch's batches are one vector already; several are
-                // concatenated without touching records one by one.
-                due.into_values()
-                    .reduce(|mut all, mut more| {
-                        all.append(&mut more);
-                        all
-                    })
-                    .unwrap_or_default()
-            };
+            match captured.frontier {
+                Some(f) if self.epoch < f => {}
+                _ => return Ok(progressed),
+            }
             let n = self.epoch + 1;
-            self.sink.pre_commit(CheckpointId(n), records)?;
+            captured.sink.pre_commit(CheckpointId(n))?;
             let mut slot = self.slot.borrow_mut();
             let ack = slot.ack(n, None);
             slot.ready.push(ack);
@@ -142,6 +156,6 @@ impl<T: Clone + 'static, K: EpochSink<T>> SinkDriver<T, K> {
 
     /// Checkpoint `n` completed.
     pub(crate) fn commit(&mut self, n: u64) -> Result<(), TimelyError> {
-        self.sink.commit(CheckpointId(n))
+        self.captured.borrow_mut().sink.commit(CheckpointId(n))
     }
 }

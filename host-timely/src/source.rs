@@ -188,9 +188,9 @@ where
                     self.parts[i].offset += n as u64;
                     self.in_epoch += n as u64;
                     progressed = n > 0;
-                    for record in self.buf.drain(..) {
-                        input.send(record);
-                    }
+                    // The batch as one message, not record by record.
+                    input.send_batch(&mut self.buf);
+                    self.buf.clear();
                 }
                 ReadOutcome::Idle => {}
                 ReadOutcome::Ended => {

@@ -18,7 +18,8 @@ use backend_fs::find_orphans;
 use cairn_timely::supervisor::{ATTEMPT_ENV, SupervisorConfig, SupervisorReport, supervise};
 use state_core::{CheckpointStorage, verify_checkpoint};
 use support::{
-    WordCount, Words, assert_exactly_once, child_process_args, final_counts, read_output, splitmix,
+    Operator, WordCount, Words, assert_exactly_once, child_process_args, final_counts, read_output,
+    splitmix,
 };
 
 const CHILD_ENV: &str = "CAIRN_TIMELY_TEST_CHILD";
@@ -144,20 +145,12 @@ fn two_processes_of_two_workers_count_as_the_single_threaded_reference() {
     assert!(stdout.contains("OK"), "{stdout}");
 }
 
-#[test]
-fn processes_sigkilled_at_seeded_moments_resume_to_exact_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let words = Words {
-        partitions: 4,
-        per_partition: 3_000,
-        vocabulary: 300,
-        seed: 11,
-    };
-    let mut job = WordCount::new(dir.path(), words);
-    job.records_per_epoch = 400;
+/// Runs `job` on 2 processes of 2 workers with three SIGKILLs at moments
+/// drawn from `seed`, and checks the resumed output is exactly once.
+fn sigkilled_at_seeded_moments(dir: &Path, job: &WordCount, seed: u64) {
     // Each process reads 6,000 records per attempt; three kills at moments
     // drawn from one seeded SplitMix64, alternating the victim's index by draw.
-    let mut draw = 0x5EED_u64;
+    let mut draw = seed;
     let kills: Vec<String> = (0..3)
         .map(|attempt| {
             draw = splitmix(draw);
@@ -166,7 +159,7 @@ fn processes_sigkilled_at_seeded_moments_resume_to_exact_counts() {
             format!("{attempt}:{process}:{records}")
         })
         .collect();
-    let report = supervised(&job, dir.path(), 2, 2, &kills.join(","));
+    let report = supervised(job, dir, 2, 2, &kills.join(","));
     assert_eq!(report.attempts, 4, "kills {kills:?}: {:?}", report.failures);
     assert!(
         report.failures.iter().all(|f| f.contains("signal 9")),
@@ -174,6 +167,36 @@ fn processes_sigkilled_at_seeded_moments_resume_to_exact_counts() {
         report.failures
     );
     let output = read_output(&job.output);
-    assert_exactly_once(&output, &words.reference());
-    assert_clean(&job);
+    assert_exactly_once(&output, &job.words.reference());
+    assert_clean(job);
+}
+
+fn kill_test_words(seed: u64) -> Words {
+    Words {
+        partitions: 4,
+        per_partition: 3_000,
+        vocabulary: 300,
+        seed,
+    }
+}
+
+#[test]
+fn processes_sigkilled_at_seeded_moments_resume_to_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = WordCount::new(dir.path(), kill_test_words(11));
+    job.records_per_epoch = 400;
+    sigkilled_at_seeded_moments(dir.path(), &job, 0x5EED);
+}
+
+/// The same kills with the count in `keyed_value`, whose values live in a
+/// cache between checkpoints; a cache of 40 of the 300 words also writes
+/// back and forgets keys between checkpoints.
+#[test]
+fn keyed_value_processes_sigkilled_at_seeded_moments_resume_to_exact_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = WordCount::new(dir.path(), kill_test_words(17));
+    job.records_per_epoch = 400;
+    job.operator = Operator::Value;
+    job.value_cache_entries = 40;
+    sigkilled_at_seeded_moments(dir.path(), &job, 0xCA_C4E);
 }

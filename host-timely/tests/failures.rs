@@ -16,7 +16,7 @@ use backend_fs::find_orphans;
 use cairn_timely::supervisor::{ATTEMPT_ENV, SupervisorConfig, supervise};
 use state_core::{CheckpointId, CheckpointStorage};
 use support::{
-    WordCount, Words, assert_exactly_once, child_process_args, final_counts, read_output,
+    Operator, WordCount, Words, assert_exactly_once, child_process_args, final_counts, read_output,
     run_process,
 };
 
@@ -109,4 +109,31 @@ fn more_failures_in_a_row_than_tolerated_stop_the_process_and_the_job_resumes() 
     let output = read_output(&job.output);
     assert_exactly_once(&output, &words.reference());
     assert_eq!(final_counts(&output), words.reference());
+}
+
+/// `keyed_value` cannot expire cached values, so a state with a TTL is
+/// refused when the operator opens, naming the operator and the state: the
+/// process stops before reading a record, and writes no checkpoint and no
+/// output.
+#[test]
+fn keyed_value_refuses_a_state_with_a_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut job = WordCount::new(dir.path(), words());
+    job.operator = Operator::Value;
+    job.ttl_millis = Some(60_000);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(child_process_args())
+        .env(CHILD_ENV, job.to_env())
+        .env(ARGS_ENV, "-w 2")
+        .env(ATTEMPT_ENV, "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "not a fail-stop: {stderr}");
+    assert!(
+        stderr.contains("operator count") && stderr.contains("state 'count' has a TTL"),
+        "{stderr}"
+    );
+    assert!(job.storage().list_checkpoints().unwrap().is_empty());
+    assert!(!job.output.exists() || support::part_files(&job.output).is_empty());
 }

@@ -15,7 +15,8 @@ use std::sync::Arc;
 
 use state_core::{CheckpointId, ManualClock};
 use support::{
-    WordCount, Words, assert_exactly_once, part_files, read_counts, read_output, run_process,
+    Operator, WordCount, Words, assert_exactly_once, part_files, read_counts, read_output,
+    run_process,
 };
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -69,6 +70,44 @@ fn a_checkpoint_taken_at_four_workers_restores_at_three_and_at_six() {
             assert_eq!(r.restored_from, Some(taken_at_four), "worker {}", r.worker);
         }
         assert_exactly_once(&read_output(&job.output), &grown.reference());
+    }
+}
+
+/// `keyed_value` writes the same state as `keyed_process`: each restores
+/// the other's checkpoint, at another worker count.
+#[test]
+fn keyed_process_and_keyed_value_restore_each_others_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut words = Words {
+        partitions: 6,
+        per_partition: 400,
+        vocabulary: 120,
+        seed: 9,
+    };
+    let mut job = WordCount::new(dir.path(), words);
+    job.records_per_epoch = 150;
+    let mut last = None;
+    for (operator, workers, cache) in [
+        (Operator::Process, 4, 1 << 20),
+        (Operator::Value, 3, 1 << 20),
+        (Operator::Process, 6, 1 << 20),
+        (Operator::Value, 2, 25),
+    ] {
+        // The log grows by 400 words per partition each run.
+        job.words = words;
+        job.operator = operator;
+        job.value_cache_entries = cache;
+        let reports = in_process(&job, workers);
+        for r in &reports {
+            assert_eq!(
+                r.restored_from, last,
+                "{operator:?} at {workers}, worker {}",
+                r.worker
+            );
+        }
+        assert_exactly_once(&read_output(&job.output), &words.reference());
+        last = reports[0].completed.last().copied();
+        words.per_partition += 400;
     }
 }
 

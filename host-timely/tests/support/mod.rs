@@ -147,6 +147,15 @@ pub enum Backend {
     Rocks(PathBuf),
 }
 
+/// Which keyed operator counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operator {
+    /// `keyed_process` with a value state.
+    Process,
+    /// `keyed_value`: typed values cached between checkpoints.
+    Value,
+}
+
 /// One keyed word count job.
 #[derive(Debug, Clone)]
 pub struct WordCount {
@@ -158,6 +167,9 @@ pub struct WordCount {
     pub epochs_in_flight: u64,
     pub max_parallelism: u32,
     pub backend: Backend,
+    pub operator: Operator,
+    /// [`CheckpointConfig::value_cache_entries`].
+    pub value_cache_entries: usize,
     pub kill_after: Option<u64>,
     /// The count's TTL in ms (`None`: no TTL).
     pub ttl_millis: Option<u64>,
@@ -185,6 +197,8 @@ impl WordCount {
             epochs_in_flight: 2,
             max_parallelism: 128,
             backend: Backend::Heap,
+            operator: Operator::Process,
+            value_cache_entries: 1 << 20,
             kill_after: None,
             ttl_millis: None,
             failing_checkpoints: Vec::new(),
@@ -218,6 +232,18 @@ impl WordCount {
             format!("epochs_in_flight={}", self.epochs_in_flight),
             format!("max_parallelism={}", self.max_parallelism),
             format!("backend={backend}"),
+            format!(
+                "operator={}",
+                match self.operator {
+                    Operator::Process => "process",
+                    Operator::Value => "value",
+                }
+            ),
+            format!("value_cache_entries={}", self.value_cache_entries),
+            format!(
+                "ttl_millis={}",
+                self.ttl_millis.map_or(String::new(), |t| t.to_string())
+            ),
             format!(
                 "kill_after={}",
                 self.kill_after.map_or(String::new(), |k| k.to_string())
@@ -262,8 +288,13 @@ impl WordCount {
                 Some(dir) => Backend::Rocks(dir.into()),
                 None => Backend::Heap,
             },
+            operator: match get("operator").as_str() {
+                "value" => Operator::Value,
+                _ => Operator::Process,
+            },
+            value_cache_entries: num("value_cache_entries") as usize,
             kill_after: get("kill_after").parse().ok(),
-            ttl_millis: None,
+            ttl_millis: get("ttl_millis").parse().ok(),
             failing_checkpoints: get("failing_checkpoints")
                 .split(',')
                 .filter(|n| !n.is_empty())
@@ -351,6 +382,7 @@ fn checkpoint_config(job: &WordCount, clock: Arc<dyn Clock>) -> CheckpointConfig
     ));
     let mut config = CheckpointConfig::new(JobId::new(&job.job).unwrap(), storage);
     config.tolerable_failures = job.tolerable_failures;
+    config.value_cache_entries = job.value_cache_entries;
     config.max_parallelism = MaxParallelism::new(job.max_parallelism).unwrap();
     config.epochs = EpochPolicy::Records(job.records_per_epoch);
     config.epochs_in_flight = job.epochs_in_flight;
@@ -370,6 +402,7 @@ fn run_with<F: BackendFactory + Clone + Send + Sync + 'static>(
     };
     let output = job.output.clone();
     let ttl = job.ttl_millis;
+    let operator = job.operator;
     let job = job.clone();
     let guards = timely::execute(timely, move |worker| {
         let factory = factory.clone();
@@ -402,25 +435,38 @@ fn run_with<F: BackendFactory + Clone + Send + Sync + 'static>(
                 )
             },
             move |cairn, words| {
-                words.keyed_process(
-                    cairn,
-                    "count",
-                    factory,
-                    |w: &String| w.clone(),
-                    move |st| {
-                        let mut desc = ValueStateDescriptor::<u64>::new("count");
-                        if let Some(ms) = ttl {
-                            desc = desc
-                                .with_ttl(TtlConfig::new(std::time::Duration::from_millis(ms))?);
-                        }
-                        st.value_state(&desc)
-                    },
-                    |st, count, word, out| {
-                        let n = count.update_with(st, |n| n.unwrap_or(0) + 1)?;
-                        out.push((word, n));
-                        Ok(())
-                    },
-                )
+                let mut desc = ValueStateDescriptor::<u64>::new("count");
+                if let Some(ms) = ttl {
+                    let ttl = TtlConfig::new(std::time::Duration::from_millis(ms)).unwrap();
+                    desc = desc.with_ttl(ttl);
+                }
+                match operator {
+                    Operator::Process => words.keyed_process(
+                        cairn,
+                        "count",
+                        factory,
+                        |w: &String| w.clone(),
+                        move |st| st.value_state(&desc),
+                        |st, count, word, out| {
+                            let n = count.update_with(st, |n| n.unwrap_or(0) + 1)?;
+                            out.push((word, n));
+                            Ok(())
+                        },
+                    ),
+                    Operator::Value => words.keyed_value(
+                        cairn,
+                        "count",
+                        factory,
+                        desc,
+                        |w: &String| w.clone(),
+                        |_, count, word, out| {
+                            let n = count.get_or_insert(0);
+                            *n += 1;
+                            out.push((word, *n));
+                            Ok(())
+                        },
+                    ),
+                }
             },
         )
     })
