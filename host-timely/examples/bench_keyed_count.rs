@@ -23,9 +23,10 @@
 //! and `timely-cairn-value-heap-nockpt`; `executor-heap`; and the two
 //! processes of two workers `timely-cairn-heap-2x2` and
 //! `timely-cairn-value-heap-2x2`. `--workers 1,2` runs those worker counts
-//! (for a profile). `--child DIR` (with `--child-value` for `keyed_value`)
-//! runs one process of the two-process configuration (the bench starts
-//! those through the supervisor).
+//! (for a profile). `--child DIR` (with `--child-value` for `keyed_value`,
+//! `--child-plain` for the `HashMap` job) runs one process of a
+//! two-process configuration (the bench starts those through the
+//! supervisor).
 
 #![allow(
     clippy::print_stdout,
@@ -211,12 +212,12 @@ fn cairn_job<F: BackendFactory + Clone + Send + Sync + 'static>(
 /// SipHash, or foldhash as `keyed_value`'s cache), no state backend, no
 /// checkpoints.
 fn plain_job<H: std::hash::BuildHasher + Default + 'static>(
-    workers: usize,
+    timely: timely::Config,
     records: u64,
     keys: u64,
 ) {
     let guards =
-        timely::execute(timely::Config::process(workers), move |worker| {
+        timely::execute(timely, move |worker| {
             let index = worker.index() as u64;
             let peers = worker.peers() as u64;
             let probe = ProbeHandle::new();
@@ -403,6 +404,7 @@ fn main() {
     let mut keys = 100_000u64;
     let mut child = None;
     let mut child_op = Op::Process;
+    let mut child_plain = false;
     let mut only: Option<String> = None;
     let mut worker_counts = vec![1usize, 2, 4];
     let mut timely_args = Vec::new();
@@ -413,6 +415,7 @@ fn main() {
             "--keys" => keys = args.next().unwrap().parse().unwrap(),
             "--child" => child = Some(args.next().unwrap()),
             "--child-value" => child_op = Op::Value,
+            "--child-plain" => child_plain = true,
             "--only" => only = Some(args.next().unwrap()),
             "--workers" => {
                 worker_counts = args
@@ -427,6 +430,10 @@ fn main() {
     }
     if let Some(dir) = child {
         let config = timely::Config::from_args(timely_args.into_iter()).unwrap();
+        if child_plain {
+            plain_job::<std::hash::RandomState>(config, records, keys);
+            return;
+        }
         cairn_job(
             config,
             Path::new(&dir),
@@ -451,13 +458,17 @@ fn main() {
         let mut plain = f64::NAN;
         if wanted("timely-hashmap") {
             let start = Instant::now();
-            plain_job::<std::hash::RandomState>(workers, records, keys);
+            plain_job::<std::hash::RandomState>(timely::Config::process(workers), records, keys);
             plain = rate(start);
             println!("timely-hashmap {workers} 1 {plain:.0} 1.00");
         }
         if wanted("timely-hashmap-foldhash") {
             let start = Instant::now();
-            plain_job::<foldhash::fast::RandomState>(workers, records, keys);
+            plain_job::<foldhash::fast::RandomState>(
+                timely::Config::process(workers),
+                records,
+                keys,
+            );
             let fold = rate(start);
             println!(
                 "timely-hashmap-foldhash {workers} 1 {fold:.0} {:.2}",
@@ -489,9 +500,10 @@ fn main() {
             let exec = rate(start);
             println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
         }
-        for (name, value) in [
-            ("timely-cairn-heap-2x2", false),
-            ("timely-cairn-value-heap-2x2", true),
+        for (name, flag) in [
+            ("timely-hashmap-2x2", Some("--child-plain")),
+            ("timely-cairn-heap-2x2", None),
+            ("timely-cairn-value-heap-2x2", Some("--child-value")),
         ] {
             if workers != 2 || !wanted(name) {
                 continue;
@@ -506,8 +518,8 @@ fn main() {
                 "--child".into(),
                 work.join("checkpoints").display().to_string(),
             ];
-            if value {
-                args.push("--child-value".into());
+            if let Some(flag) = flag {
+                args.push(flag.into());
             }
             let config = SupervisorConfig {
                 program: std::env::current_exe().unwrap(),
