@@ -21,7 +21,11 @@ type Format<T> = dyn Fn(&T, &mut String);
 /// buffer; fsynced at the pre-commit) and renames it to
 /// `part-<checkpoint>-<worker>` when the checkpoint completed. A reader of
 /// the directory sees whole committed files only. A checkpoint that got no
-/// records writes no file.
+/// records writes no file. A checkpoint one of whose writes (or whose
+/// flush and fsync) failed is never pre-committed: its file may lack
+/// records, so every later `pre_commit` of it, and any later write to it,
+/// fails with the first error's file and cause, and the restart discards
+/// the file.
 ///
 /// At a restart from checkpoint `m`, worker `w` commits the pending files
 /// of checkpoints up to `m` and deletes later ones, for every old worker
@@ -37,6 +41,8 @@ pub struct EpochFileSink<T> {
     text: String,
     /// Pre-committed checkpoints not yet committed.
     pending: Vec<u64>,
+    /// Checkpoints a write to which failed, with what failed.
+    failed: BTreeMap<u64, String>,
 }
 
 impl<T> std::fmt::Debug for EpochFileSink<T> {
@@ -69,11 +75,28 @@ impl<T> EpochFileSink<T> {
             open: BTreeMap::new(),
             text: String::new(),
             pending: Vec::new(),
+            failed: BTreeMap::new(),
         })
     }
 
     fn pending_path(&self, n: u64, worker: u32) -> PathBuf {
         pending_in(&self.dir, n, worker)
+    }
+
+    /// Refuses checkpoint `n` if a write to it failed.
+    fn refuse_failed(&self, n: u64) -> Result<(), TimelyError> {
+        match self.failed.get(&n) {
+            Some(what) => Err(TimelyError::io(
+                format!(
+                    "pre-committing checkpoint {n} to {}",
+                    self.pending_path(n, self.worker).display()
+                ),
+                std::io::Error::other(format!(
+                    "an earlier write failed ({what}), so the file may lack records"
+                )),
+            )),
+            None => Ok(()),
+        }
     }
 
     fn part_path(&self, n: u64, worker: u32) -> PathBuf {
@@ -139,40 +162,60 @@ impl<T: 'static> EpochSink<T> for EpochFileSink<T> {
             return Ok(());
         }
         let n = checkpoint.get();
+        self.refuse_failed(n)?;
         self.text.clear();
         for record in &records {
             (self.format)(record, &mut self.text);
         }
-        let file = match self.open.entry(n) {
-            Entry::Occupied(open) => open.into_mut(),
-            Entry::Vacant(vacant) => {
-                let path = pending_in(&self.dir, n, self.worker);
-                let file = fs::File::create(&path)
-                    .map_err(|e| TimelyError::io(format!("creating {}", path.display()), e))?;
-                vacant.insert(BufWriter::with_capacity(64 * 1024, file))
-            }
+        let path = self.pending_path(n, self.worker);
+        let written = match self.open.entry(n) {
+            Entry::Occupied(open) => open
+                .into_mut()
+                .write_all(self.text.as_bytes())
+                .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e)),
+            Entry::Vacant(vacant) => fs::File::create(&path)
+                .map_err(|e| TimelyError::io(format!("creating {}", path.display()), e))
+                .and_then(|file| {
+                    vacant
+                        .insert(BufWriter::with_capacity(64 * 1024, file))
+                        .write_all(self.text.as_bytes())
+                        .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e))
+                }),
         };
-        file.write_all(self.text.as_bytes()).map_err(|e| {
-            TimelyError::io(
-                format!("writing {}", self.pending_path(n, self.worker).display()),
-                e,
-            )
-        })
+        if let Err(err) = &written {
+            // Some of the batch may be in the file, some not: the
+            // checkpoint can no longer be pre-committed whole.
+            self.open.remove(&n);
+            self.failed.insert(n, err.to_string());
+        }
+        written
     }
 
     fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<(), TimelyError> {
         let n = checkpoint.get();
+        self.refuse_failed(n)?;
         let Some(file) = self.open.remove(&n) else {
             return Ok(());
         };
         let path = self.pending_path(n, self.worker);
-        file.into_inner()
+        let synced = file
+            .into_inner()
             .map_err(|e| e.into_error())
             .and_then(|file| file.sync_all())
-            .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e))?;
-        sync_dir(&path)?;
-        self.pending.push(n);
-        Ok(())
+            .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e))
+            .and_then(|()| sync_dir(&path));
+        match synced {
+            Ok(()) => {
+                self.pending.push(n);
+                Ok(())
+            }
+            Err(err) => {
+                // What the file holds is unknown now (a failed fsync may
+                // have dropped pages): asked again, the answer stays no.
+                self.failed.insert(n, err.to_string());
+                Err(err)
+            }
+        }
     }
 
     fn commit(&mut self, checkpoint: CheckpointId) -> Result<(), TimelyError> {
@@ -241,9 +284,60 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(&blocked.display().to_string()), "{err}");
-        sink.pre_commit(CheckpointId(4)).unwrap();
+        // The checkpoint lacks the failed batch: it cannot be pre-committed
+        // (as if it had got no records) or written to again.
+        let refused = sink.pre_commit(CheckpointId(4)).unwrap_err().to_string();
+        assert!(
+            refused.contains("checkpoint 4") && refused.contains(&blocked.display().to_string()),
+            "{refused}"
+        );
+        assert!(sink.write(CheckpointId(4), vec![8]).is_err());
         sink.commit(CheckpointId(4)).unwrap();
         assert!(!dir.path().join(format!("part-{:020}-0", 4)).exists());
+        // Other checkpoints go on.
+        sink.write(CheckpointId(5), vec![9]).unwrap();
+        sink.pre_commit(CheckpointId(5)).unwrap();
+        sink.commit(CheckpointId(5)).unwrap();
+        let part = fs::read_to_string(dir.path().join(format!("part-{:020}-0", 5))).unwrap();
+        assert_eq!(part, "9\n");
+    }
+
+    #[test]
+    fn a_batch_written_past_a_full_disk_leaves_its_checkpoint_unable_to_pre_commit() {
+        // /dev/full takes the open and fails every write with ENOSPC; the
+        // 64 KiB buffer passes a batch larger than it straight through.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(dir.path());
+        std::os::unix::fs::symlink(
+            "/dev/full",
+            dir.path().join(format!(".pending-{:020}-0", 6)),
+        )
+        .unwrap();
+        let big: Vec<u32> = (0..20_000).collect();
+        let err = sink.write(CheckpointId(6), big).unwrap_err().to_string();
+        assert!(
+            err.contains(".pending-") && err.contains("writing"),
+            "{err}"
+        );
+        let refused = sink.pre_commit(CheckpointId(6)).unwrap_err().to_string();
+        assert!(refused.contains("earlier write failed"), "{refused}");
+    }
+
+    #[test]
+    fn a_pre_commit_whose_flush_fails_stays_refused() {
+        // A batch smaller than the buffer reaches /dev/full only at the
+        // pre-commit's flush.
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = sink(dir.path());
+        let pending = dir.path().join(format!(".pending-{:020}-0", 7));
+        std::os::unix::fs::symlink("/dev/full", &pending).unwrap();
+        sink.write(CheckpointId(7), vec![1, 2, 3]).unwrap();
+        let err = sink.pre_commit(CheckpointId(7)).unwrap_err().to_string();
+        assert!(err.contains(&pending.display().to_string()), "{err}");
+        let again = sink.pre_commit(CheckpointId(7)).unwrap_err().to_string();
+        assert!(again.contains("earlier write failed"), "{again}");
+        sink.commit(CheckpointId(7)).unwrap();
+        assert!(!dir.path().join(format!("part-{:020}-0", 7)).exists());
     }
 
     #[test]
