@@ -453,6 +453,15 @@ fn main() {
     };
     let wanted = |variant: &str| only.as_deref().is_none_or(|o| o == variant);
     let rate = |start: Instant| records as f64 / start.elapsed().as_secs_f64();
+    // The ratio to the plain job of the same invocation; `-` when it did
+    // not run (`--only` another variant).
+    let of_plain = |r: f64, plain: f64| {
+        if plain.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.2}", r / plain)
+        }
+    };
     println!("variant workers processes records_per_s ratio_to_plain");
     for workers in worker_counts {
         let mut plain = f64::NAN;
@@ -471,8 +480,8 @@ fn main() {
             );
             let fold = rate(start);
             println!(
-                "timely-hashmap-foldhash {workers} 1 {fold:.0} {:.2}",
-                fold / plain
+                "timely-hashmap-foldhash {workers} 1 {fold:.0} {}",
+                of_plain(fold, plain)
             );
         }
         for (name, op, rocks, interval) in CAIRN_VARIANTS {
@@ -490,15 +499,18 @@ fn main() {
             };
             let r = rate(start);
             println!(
-                "{name} {workers} 1 {r:.0} {:.2} checkpoints={checkpoints}",
-                r / plain
+                "{name} {workers} 1 {r:.0} {} checkpoints={checkpoints}",
+                of_plain(r, plain)
             );
         }
         if wanted("executor-heap") {
             let start = Instant::now();
             executor_job(workers as u32, &dir(), records, keys);
             let exec = rate(start);
-            println!("executor-heap {workers} 1 {exec:.0} {:.2}", exec / plain);
+            println!(
+                "executor-heap {workers} 1 {exec:.0} {}",
+                of_plain(exec, plain)
+            );
         }
         for (name, flag) in [
             ("timely-hashmap-2x2", Some("--child-plain")),
@@ -534,7 +546,7 @@ fn main() {
             let start = Instant::now();
             supervise(&config).unwrap();
             let two = rate(start);
-            println!("{name} 2x2 2 {two:.0} {:.2}", two / plain);
+            println!("{name} 2x2 2 {two:.0} {}", of_plain(two, plain));
         }
     }
 }

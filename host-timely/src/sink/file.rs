@@ -41,7 +41,7 @@ pub struct EpochFileSink<T> {
     text: String,
     /// Pre-committed checkpoints not yet committed.
     pending: Vec<u64>,
-    /// Checkpoints a write to which failed, with what failed.
+    /// Checkpoints a write, flush or fsync of which failed, with the error.
     failed: BTreeMap<u64, String>,
 }
 
@@ -83,12 +83,13 @@ impl<T> EpochFileSink<T> {
         pending_in(&self.dir, n, worker)
     }
 
-    /// Refuses checkpoint `n` if a write to it failed.
-    fn refuse_failed(&self, n: u64) -> Result<(), TimelyError> {
+    /// Refuses to `act` on checkpoint `n` ("writing to", "pre-committing")
+    /// if a write to it failed.
+    fn refuse_failed(&self, act: &str, n: u64) -> Result<(), TimelyError> {
         match self.failed.get(&n) {
             Some(what) => Err(TimelyError::io(
                 format!(
-                    "pre-committing checkpoint {n} to {}",
+                    "{act} checkpoint {n} in {}",
                     self.pending_path(n, self.worker).display()
                 ),
                 std::io::Error::other(format!(
@@ -162,26 +163,22 @@ impl<T: 'static> EpochSink<T> for EpochFileSink<T> {
             return Ok(());
         }
         let n = checkpoint.get();
-        self.refuse_failed(n)?;
+        self.refuse_failed("writing to", n)?;
         self.text.clear();
         for record in &records {
             (self.format)(record, &mut self.text);
         }
         let path = self.pending_path(n, self.worker);
-        let written = match self.open.entry(n) {
-            Entry::Occupied(open) => open
-                .into_mut()
-                .write_all(self.text.as_bytes())
-                .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e)),
+        let file = match self.open.entry(n) {
+            Entry::Occupied(open) => Ok(open.into_mut()),
             Entry::Vacant(vacant) => fs::File::create(&path)
-                .map_err(|e| TimelyError::io(format!("creating {}", path.display()), e))
-                .and_then(|file| {
-                    vacant
-                        .insert(BufWriter::with_capacity(64 * 1024, file))
-                        .write_all(self.text.as_bytes())
-                        .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e))
-                }),
+                .map(|file| vacant.insert(BufWriter::with_capacity(64 * 1024, file)))
+                .map_err(|e| TimelyError::io(format!("creating {}", path.display()), e)),
         };
+        let written = file.and_then(|file| {
+            file.write_all(self.text.as_bytes())
+                .map_err(|e| TimelyError::io(format!("writing {}", path.display()), e))
+        });
         if let Err(err) = &written {
             // Some of the batch may be in the file, some not: the
             // checkpoint can no longer be pre-committed whole.
@@ -193,7 +190,7 @@ impl<T: 'static> EpochSink<T> for EpochFileSink<T> {
 
     fn pre_commit(&mut self, checkpoint: CheckpointId) -> Result<(), TimelyError> {
         let n = checkpoint.get();
-        self.refuse_failed(n)?;
+        self.refuse_failed("pre-committing", n)?;
         let Some(file) = self.open.remove(&n) else {
             return Ok(());
         };
@@ -291,7 +288,11 @@ mod tests {
             refused.contains("checkpoint 4") && refused.contains(&blocked.display().to_string()),
             "{refused}"
         );
-        assert!(sink.write(CheckpointId(4), vec![8]).is_err());
+        let rewrite = sink
+            .write(CheckpointId(4), vec![8])
+            .unwrap_err()
+            .to_string();
+        assert!(rewrite.contains("writing to checkpoint 4"), "{rewrite}");
         sink.commit(CheckpointId(4)).unwrap();
         assert!(!dir.path().join(format!("part-{:020}-0", 4)).exists());
         // Other checkpoints go on.
